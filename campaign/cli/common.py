@@ -1,0 +1,115 @@
+"""What every command module shares: global state, consoles, output helpers.
+
+The CLI may parse, build settings, call one ``api`` function, ask, draw progress and
+print. It never runs SQL, opens SMTP connections, touches Jinja2 or YAML, or catches
+a bare ``Exception``: ``campaign.cli.main`` turns a ``CampaignError`` into one line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from campaign.config import Workspace
+
+
+@dataclass
+class State:
+    """Global options given before the command (``campaign -C DIR --db URL ...``)."""
+
+    directory: str | None = None
+    db: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    _workspace: Workspace | None = None
+
+    def workspace(self, **overrides: Any) -> Workspace:
+        """Load the workspace once, with ``--db`` and per-command overrides applied."""
+        from campaign import api
+
+        merged = dict(self.overrides)
+        if self.db:
+            merged["store.url"] = self.db
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        if self._workspace is None or overrides:
+            self._workspace = api.open_workspace(self.directory, overrides=merged)
+        return self._workspace
+
+
+def state(ctx: typer.Context) -> State:
+    """The State stored by the root callback."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+_stdout: Console | None = None
+_stderr: Console | None = None
+
+
+def out() -> Console:
+    """Console for results (stdout)."""
+    global _stdout
+    if _stdout is None:
+        from rich.console import Console
+
+        _stdout = Console(highlight=False, soft_wrap=True)
+    return _stdout
+
+
+def err() -> Console:
+    """Console for messages and warnings (stderr)."""
+    global _stderr
+    if _stderr is None:
+        from rich.console import Console
+
+        _stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _stderr
+
+
+def reset_consoles() -> None:
+    """Forget the consoles (tests swap sys.stdout between runs)."""
+    global _stdout, _stderr
+    _stdout = _stderr = None
+
+
+def plain(text: str) -> str:
+    """Escape rich markup in user data."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def warn(message: str) -> None:
+    err().print(f"[yellow]warning:[/yellow] {plain(message)}")
+
+
+def note(message: str) -> None:
+    err().print(plain(message))
+
+
+def print_json(data: Any) -> None:
+    """JSON to stdout, UTF-8, stable key order."""
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    from rich.table import Table
+
+    t = Table(title=title, show_edge=False, header_style="bold", pad_edge=False)
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    return t
+
+
+def is_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()

@@ -1,0 +1,193 @@
+"""Commands about the workspace itself: init, recipients, letters, preview."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from campaign.cli import common
+from campaign.cli.common import out, plain, print_json, state, warn
+
+recipients_app = typer.Typer(
+    help="The institutions in recipients.yaml.\n\nExample:\n\n    campaign recipients list --tag un",
+    no_args_is_help=True,
+)
+letters_app = typer.Typer(
+    help="The letter templates in letters/.\n\nExample:\n\n    campaign letters check --strict",
+    no_args_is_help=True,
+)
+
+
+class PreviewFormat(enum.StrEnum):
+    text = "text"
+    html = "html"
+    eml = "eml"
+    markdown = "markdown"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Treat warnings as errors (exit 1).")]
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create (may exist, must not hold these files).")],
+) -> None:
+    """Create a workspace: a commented campaign.toml, an example registry and letter.
+
+    Refuses to overwrite existing files.
+
+    Example:
+
+        campaign init my-campaign && campaign -C my-campaign letters check
+    """
+    from campaign import api
+
+    written = api.init_workspace(directory)
+    for path in written:
+        out().print(f"created {plain(str(path))}")
+    out().print(
+        f"next: edit {plain(str(directory / 'campaign.toml'))} and recipients.yaml, then "
+        f"`campaign -C {plain(str(directory))} letters check`"
+    )
+
+
+@recipients_app.command("list")
+def recipients_list(
+    ctx: typer.Context,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Only institutions with this tag (repeat: any of them)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List institutions with their languages and contacts.
+
+    Example:
+
+        campaign recipients list --tag un --tag osce
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    recipients = api.list_recipients(ws, tag or [])
+    if as_json:
+        print_json([r.model_dump(mode="json") for r in recipients])
+        return
+    t = common.table("id", "name", "languages", "contacts", "tags")
+    for r in recipients:
+        contacts = "\n".join(c.email for c in r.contacts) or "[dim]postal only[/dim]"
+        t.add_row(plain(r.id), plain(r.name), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
+    out().print(t)
+    out().print(f"{len(recipients)} institutions, {sum(1 for r in recipients if r.postal_only)} postal only")
+
+
+@recipients_app.command("check")
+def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
+    """Validate recipients.yaml and warn about unsourced or unconfirmed addresses.
+
+    Confirm every address on the institution's own site before a real send, then set
+    `checked:` to that date.
+
+    Example:
+
+        campaign recipients check --strict
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    warnings = api.check_recipients(ws)
+    for w in warnings:
+        warn(str(w))
+    count = len(api.list_recipients(ws))
+    out().print(f"recipients.yaml: {count} institutions valid, {len(warnings)} warnings")
+    if strict and warnings:
+        raise typer.Exit(1)
+
+
+@letters_app.command("list")
+def letters_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List letters and the languages each is written in.
+
+    Example:
+
+        campaign letters list --json
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    letters = api.list_letters(ws)
+    if as_json:
+        print_json(
+            [{"id": l.id, "languages": l.languages, "description": l.description} for l in letters]
+        )
+        return
+    t = common.table("letter", "languages", "description")
+    for letter in letters:
+        t.add_row(plain(letter.id), " ".join(letter.languages), plain(letter.description or ""))
+    out().print(t)
+
+
+@letters_app.command("check")
+def letters_check(
+    ctx: typer.Context,
+    letter: Annotated[list[str] | None, typer.Argument(help="Letters to check (default: all).")] = None,
+    strict: StrictOpt = False,
+) -> None:
+    """Render every letter for every institution and language it would go out in.
+
+    Reports all problems at once: undefined variables (with template, line and
+    institution), missing subjects, missing translations.
+
+    Example:
+
+        campaign letters check peace-agreement --strict
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    report = api.check_letters(ws, letter or [])
+    for w in report.warnings:
+        warn(w)
+    for problem in report.problems:
+        common.err().print(f"[bold red]error:[/bold red] {plain(problem)}")
+    out().print(
+        f"{report.rendered} renderings checked, {len(report.problems)} errors, "
+        f"{len(report.warnings)} warnings"
+    )
+    if report.problems or (strict and report.warnings):
+        raise typer.Exit(1)
+
+
+def preview(
+    ctx: typer.Context,
+    letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
+    to: Annotated[str, typer.Option("--to", help="Institution id from recipients.yaml.")],
+    lang: Annotated[str | None, typer.Option("--lang", help="Language to use instead of the institution's first.")] = None,
+    fmt: Annotated[PreviewFormat, typer.Option("--format", help="text, html, markdown, or eml (the MIME bytes).")] = PreviewFormat.text,
+    contact: Annotated[str | None, typer.Option("--contact", help="Contact e-mail (default: the first).")] = None,
+) -> None:
+    """Show exactly what one institution would receive.
+
+    Example:
+
+        campaign preview peace-agreement --to ohchr --lang ru --format eml
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    text, rendered = api.preview(ws, letter, to, lang=lang, fmt=fmt.value, contact_email=contact)
+    for w in rendered.warnings:
+        warn(w)
+    import sys
+
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.add_typer(recipients_app, name="recipients")
+    app.add_typer(letters_app, name="letters")
+    app.command("preview")(preview)

@@ -1,0 +1,449 @@
+"""Settings and the workspace: campaign.toml < CAMPAIGN_* environment < command-line options.
+
+A workspace is a folder with ``campaign.toml``, ``recipients.yaml`` and ``letters/``.
+Program state lives in ``.campaign/`` inside it (mode 0700, git-ignored).
+
+Every setting can be overridden from the environment as ``CAMPAIGN_<SECTION>_<KEY>``
+(``CAMPAIGN_SMTP_HOST``, ``CAMPAIGN_SENDING_RATE``); ``CAMPAIGN_WORKSPACE`` picks the
+folder and ``CAMPAIGN_DB`` the store. Secrets never live in campaign.toml: they come from
+``CAMPAIGN_SMTP_PASSWORD`` / ``CAMPAIGN_IMAP_PASSWORD`` or the system keyring, read only
+when needed and never logged. Errors name the file and the dotted key
+(``campaign.toml:12: smtp.port: ...``).
+
+This module is the only home of keyring.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from campaign.errors import ConfigError, SecretError, WorkspaceError
+from campaign.models import Duration, Email, OneLine, Sender, StrictModel
+
+CONFIG_FILE = "campaign.toml"
+REGISTRY_FILE = "recipients.yaml"
+LETTERS_DIR = "letters"
+STATE_DIR = ".campaign"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and the usual names for them."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SmtpSettings(StrictModel):
+    """[smtp]: the submission server letters go through."""
+
+    host: OneLine = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 587
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: OneLine | None = None
+    helo_name: OneLine | None = None
+    ca_file: OneLine | None = None
+    timeout: Duration = timedelta(seconds=60)
+    data_timeout: Duration = timedelta(minutes=10)
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+
+    @field_validator("helo_name")
+    @classmethod
+    def _check_helo(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9.-]+|\[[0-9a-fA-F.:]+\]", value):
+            raise ValueError(f"{value!r} is not a host name for EHLO")
+        return value
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> SmtpSettings:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f"security = \"none\" is allowed only for a loopback host, not {self.host!r}; "
+                "use \"starttls\" or \"tls\""
+            )
+        return self
+
+
+class SendingSettings(StrictModel):
+    """[sending]: pace and persistence."""
+
+    rate: Annotated[float, Field(gt=0, le=10000)] = 1.0
+    per_domain_rate: Annotated[float, Field(gt=0, le=10000)] = 0.2
+    max_age: Duration = timedelta(days=3)
+    retry_min: Duration = timedelta(minutes=1)
+    retry_max: Duration = timedelta(hours=1)
+
+
+class ImapSettings(StrictModel):
+    """[receipts.imap]: the mailbox reports and replies arrive in."""
+
+    host: OneLine
+    port: Annotated[int, Field(ge=1, le=65535)] = 993
+    username: OneLine
+    folder: OneLine = "INBOX"
+    security: Literal["tls", "starttls"] = "tls"
+    ca_file: OneLine | None = None
+    timeout: Duration = timedelta(seconds=60)
+
+
+class ReceiptsSettings(StrictModel):
+    """[receipts]: where delivery reports go and what is asked for."""
+
+    return_path: Email | None = None
+    verp: bool = False
+    read_receipts: bool = False
+    imap: ImapSettings | None = None
+
+
+class DkimSettings(StrictModel):
+    """[dkim]: sign every letter with the sender domain's key."""
+
+    selector: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    domain: OneLine
+    key_file: OneLine
+
+
+class LettersSettings(StrictModel):
+    """[letters]: what goes with each letter."""
+
+    attach_pdf: bool = False
+
+
+class PdfSettings(StrictModel):
+    """[pdf]: signed PDF letters."""
+
+    timestamp_url: OneLine | None = None
+    city: OneLine | None = None
+
+
+class StoreSettings(StrictModel):
+    """[store]: where the queue and log live (default: .campaign/state.db)."""
+
+    url: OneLine | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_store_url(value)
+        return value
+
+
+def check_store_url(url: str) -> str:
+    """Refuse store URLs that are not PostgreSQL or SQLite, or that carry a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres", "sqlite"):
+        raise ValueError(f"{url!r}: use postgresql://user@host/db (or sqlite:///path)")
+    if parts.password:
+        raise ValueError(
+            "the store URL carries a password; remove it and use PGPASSWORD, ~/.pgpass or "
+            "the keyring"
+        )
+    return url
+
+
+class Settings(StrictModel):
+    """Everything campaign.toml can say."""
+
+    sender: Sender
+    smtp: SmtpSettings = SmtpSettings()
+    sending: SendingSettings = SendingSettings()
+    receipts: ReceiptsSettings = ReceiptsSettings()
+    dkim: DkimSettings | None = None
+    letters: LettersSettings = LettersSettings()
+    pdf: PdfSettings = PdfSettings()
+    store: StoreSettings = StoreSettings()
+
+    @property
+    def helo_name(self) -> str:
+        """EHLO name: the configured one, else the sender's domain, never this machine's name."""
+        return self.smtp.helo_name or self.sender.domain.encode("idna").decode("ascii")
+
+    @property
+    def return_path(self) -> str:
+        return self.receipts.return_path or self.sender.email
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A campaign folder and its resolved settings."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def registry_path(self) -> Path:
+        return self.root / REGISTRY_FILE
+
+    @property
+    def letters_dir(self) -> Path:
+        return self.root / LETTERS_DIR
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.state_dir / "outbox"
+
+    @property
+    def store_url(self) -> str:
+        return self.settings.store.url or f"sqlite:///{self.state_dir / 'state.db'}"
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the workspace when inside it, for messages."""
+        try:
+            return str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            return str(path)
+
+    def ensure_state_dir(self) -> Path:
+        """Create ``.campaign/`` (mode 0700) with a .gitignore; return it."""
+        return ensure_private_dir(self.state_dir, gitignore=True)
+
+
+def ensure_private_dir(path: Path, *, gitignore: bool = False) -> Path:
+    """Create ``path`` and its missing parents with mode 0700; tighten an existing one."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+        if gitignore and not (path / ".gitignore").exists():
+            (path / ".gitignore").write_text("# campaign state: never commit\n*\n")
+    except OSError as err:
+        raise WorkspaceError(f"{path}: cannot create the state folder: {err.strerror}") from err
+    return path
+
+
+def resolve_root(directory: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """The workspace folder: -C, else CAMPAIGN_WORKSPACE, else the current folder."""
+    chosen = directory if directory is not None else env.get("CAMPAIGN_WORKSPACE") or "."
+    root = Path(chosen).expanduser()
+    if not root.is_dir():
+        raise WorkspaceError(
+            f"{root}: no such folder", hint="create one with `campaign init DIR`"
+        )
+    return root.resolve()
+
+
+def load_workspace(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Workspace:
+    """Find the workspace and resolve its settings.
+
+    Raises WorkspaceError when there is no campaign.toml, ConfigError when it does not validate.
+    """
+    env = os.environ if env is None else env
+    root = resolve_root(directory, env)
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        raise WorkspaceError(
+            f"{path}: not a campaign workspace (no {CONFIG_FILE})",
+            hint="run `campaign init DIR` to create one, or pass -C DIR",
+        )
+    settings = load_settings(path, env=env, overrides=overrides)
+    return Workspace(root=root, settings=settings)
+
+
+def load_settings(
+    path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read campaign.toml, apply CAMPAIGN_* variables, then ``overrides`` (dotted keys).
+
+    Raises ConfigError naming the file, line and dotted key.
+    """
+    env = os.environ if env is None else env
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot read: {err.strerror}") from err
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{name}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start})",
+            hint="save the file as UTF-8",
+        ) from err
+    try:
+        data: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        line = _toml_error_line(str(err))
+        detail = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(err))
+        where = f"{name}:{line}" if line else name
+        raise ConfigError(f"{where}: invalid TOML: {detail}") from err
+
+    origin: dict[str, str] = {}
+    for section, model in _SECTIONS.items():
+        for field in model.model_fields:
+            var = f"CAMPAIGN_{section}_{field}".upper()
+            if var in env:
+                data.setdefault(section, {})
+                if isinstance(data[section], dict):
+                    data[section][field] = env[var]
+                    origin[f"{section}.{field}"] = f"environment {var}"
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, field = dotted.partition(".")
+        data.setdefault(section, {})
+        if isinstance(data[section], dict):
+            data[section][field] = value
+            origin[dotted] = f"option --{field.replace('_', '-')}"
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        dotted = ".".join(str(part) for part in first["loc"])
+        message = _pydantic_message(first)
+        if dotted in origin:
+            raise ConfigError(f"{origin[dotted]}: {dotted}: {message}") from None
+        line = locate_toml_key(text, [str(p) for p in first["loc"]])
+        where = f"{name}:{line}" if line else name
+        hint = None
+        if first["type"] == "extra_forbidden":
+            hint = "check the spelling; the keys are listed in the comments `campaign init` writes"
+        elif first["type"] == "missing" and dotted.startswith("sender"):
+            hint = "add a [sender] section with name and email"
+        raise ConfigError(f"{where}: {dotted}: {message}", hint=hint) from None
+
+
+_SECTIONS: dict[str, type[StrictModel]] = {
+    "sender": Sender,
+    "smtp": SmtpSettings,
+    "sending": SendingSettings,
+    "receipts": ReceiptsSettings,
+    "dkim": DkimSettings,
+    "letters": LettersSettings,
+    "pdf": PdfSettings,
+    "store": StoreSettings,
+}
+
+
+def _toml_error_line(message: str) -> int | None:
+    match = re.search(r"at line (\d+)", message)
+    return int(match.group(1)) if match else None
+
+
+def _pydantic_message(error: Mapping[str, Any]) -> str:
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    if error["type"] == "missing":
+        return "required, but missing"
+    return message
+
+
+def locate_toml_key(text: str, path: list[str]) -> int | None:
+    """Best-effort line number of a dotted key in TOML text (for error messages)."""
+    lines = text.splitlines()
+    keys = [p for p in path if not p.isdigit()]
+    if not keys:
+        return None
+    # Find the deepest [section] header that prefixes the path, then the key below it.
+    start, depth = 0, 0
+    for i, line in enumerate(lines):
+        header = re.match(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        if header:
+            names = [n.strip().strip('"') for n in header.group(1).split(".")]
+            if names == keys[: len(names)] and len(names) >= depth:
+                start, depth = i, len(names)
+    if depth == len(keys):
+        return start + 1
+    target = keys[depth]
+    for i in range(start + (1 if depth else 0), len(lines)):
+        if depth and re.match(r"^\s*\[", lines[i]):
+            break
+        if re.match(rf"^\s*\"?{re.escape(target)}\"?\s*=", lines[i]):
+            return i + 1
+    return start + 1 if depth else None
+
+
+# ---------------------------------------------------------------------------
+# Secrets
+
+KEYRING_SERVICE = "campaign"
+
+
+def get_secret(env_var: str, account: str, *, env: Mapping[str, str] | None = None) -> str:
+    """A password from ``env_var``, else from the system keyring under ``account``.
+
+    Raises SecretError (one line, never containing the secret).
+    """
+    env = os.environ if env is None else env
+    value = env.get(env_var)
+    if value:
+        return value
+    try:
+        import keyring
+        import keyring.errors
+
+        stored = keyring.get_password(KEYRING_SERVICE, account)
+    except Exception as err:  # keyring backends raise many unrelated types
+        raise SecretError(
+            f"no password in {env_var} and the system keyring is not usable here "
+            f"({type(err).__name__})",
+            hint=f"set {env_var} in the environment of this command",
+        ) from None
+    if not stored:
+        raise SecretError(
+            f"no password for {account}: {env_var} is not set and the keyring has none",
+            hint=f"set {env_var}, or store it with `campaign smtp login`",
+        )
+    return str(stored)
+
+
+def store_secret(account: str, secret: str) -> str:
+    """Save a password in the system keyring; return the backend's name.
+
+    Raises SecretError when no keyring backend is available.
+    """
+    try:
+        import keyring
+
+        backend = keyring.get_keyring()
+        keyring.set_password(KEYRING_SERVICE, account, secret)
+    except Exception as err:  # keyring backends raise many unrelated types
+        raise SecretError(
+            f"the system keyring is not usable here ({type(err).__name__})",
+            hint="set CAMPAIGN_SMTP_PASSWORD in the environment instead",
+        ) from None
+    return type(backend).__name__
+
+
+def smtp_account(settings: Settings) -> str:
+    """The keyring account name for the SMTP password."""
+    user = settings.smtp.username or settings.sender.email
+    return f"smtp:{user}@{settings.smtp.host}:{settings.smtp.port}"
+
+
+def imap_account(imap: ImapSettings) -> str:
+    """The keyring account name for the IMAP password."""
+    return f"imap:{imap.username}@{imap.host}:{imap.port}"

@@ -1,0 +1,110 @@
+"""The errors `campaign` raises, and what a user should do about each.
+
+Every error the core raises on purpose is a :class:`CampaignError`. It carries a
+one-line ``message`` that names the file, line, field or host concerned, and an
+optional ``hint``: the next step ("rerun with --update", "set
+CAMPAIGN_SMTP_PASSWORD"). The CLI prints the message (and the hint) and exits;
+it never shows a traceback for these.
+
+Third-party exceptions are wrapped with ``raise ... from err`` in the module
+that is the library's single home (YAML in ``registry``, Jinja2 in ``render``,
+SQL in ``store``, SMTP in ``transport``, PDF in ``pdf``).
+
+The tree::
+
+    CampaignError
+    ├── WorkspaceError        a missing or malformed workspace, campaign.toml, file modes
+    │   └── ConfigError       campaign.toml or CAMPAIGN_* settings that do not validate
+    ├── RegistryError         recipients.yaml: syntax, schema, duplicate ids
+    ├── LetterError           letters/: missing files, front matter, template syntax
+    │   └── RenderError       a letter that fails for one institution (undefined variable,
+    │                         header injection, no usable language)
+    ├── SelectionError        unknown letter, institution, tag or message id
+    ├── StoreError            the state database: corrupt, locked, newer schema
+    │   └── SendLockError     another `campaign send` holds this workspace
+    ├── TransportError        SMTP: connection, TLS or authentication problems that stop a run
+    │   └── SecretError       a password or passphrase that is missing or unreadable
+    ├── LedgerError           a broken hash chain or evidence bundle
+    ├── ReceiptError          a file given to `receipts import` that is not mail
+    ├── ImapError             the IMAP mailbox cannot be reached or read
+    ├── PdfError              rendering, signing or verifying a PDF; key files
+    └── UsageError            a combination of options that cannot work (exit code 2)
+"""
+
+from __future__ import annotations
+
+
+class CampaignError(Exception):
+    """A problem the user can fix; ``message`` is one line, ``hint`` the next step."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = " ".join(message.split("\n")).strip()
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class WorkspaceError(CampaignError):
+    """The workspace folder, its state folder or campaign.toml cannot be used."""
+
+
+class ConfigError(WorkspaceError):
+    """campaign.toml or a CAMPAIGN_* variable does not validate."""
+
+
+class RegistryError(CampaignError):
+    """recipients.yaml cannot be read or does not validate."""
+
+
+class LetterError(CampaignError):
+    """A letter folder or template cannot be loaded."""
+
+
+class RenderError(LetterError):
+    """A letter cannot be rendered for one institution."""
+
+
+class SelectionError(CampaignError):
+    """An id, tag or name given on the command line matches nothing."""
+
+
+class StoreError(CampaignError):
+    """The state database cannot be opened, migrated or written."""
+
+
+class SendLockError(StoreError):
+    """Another `campaign send` is running on this workspace."""
+
+
+class TransportError(CampaignError):
+    """The SMTP server cannot be used at all: the run stops, messages stay as they were."""
+
+
+class SecretError(TransportError):
+    """A password or passphrase is missing or cannot be read."""
+
+
+class LedgerError(CampaignError):
+    """The event chain or an evidence bundle does not verify."""
+
+
+class ReceiptError(CampaignError):
+    """A file given for import is not mail."""
+
+
+class ImapError(CampaignError):
+    """The IMAP mailbox cannot be reached or read."""
+
+
+class PdfError(CampaignError):
+    """A PDF cannot be rendered, signed or verified, or a key file cannot be used."""
+
+
+class UsageError(CampaignError):
+    """Options that contradict each other; exit code 2 like any usage error."""
+
+    exit_code = 2

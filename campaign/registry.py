@@ -1,0 +1,349 @@
+"""recipients.yaml and letters/ → validated models, with errors that name file:line: field.
+
+Contract:
+- YAML is read as YAML 1.2 with ruamel.yaml (``no`` stays a string, ``0123`` is not
+  octal, ``09:00`` stays text), duplicate keys are errors, a UTF-8 BOM and CRLF line
+  endings are fine, files over 5 MB are refused before parsing.
+- Every error is a ``RegistryError`` or ``LetterError`` whose message reads like
+  ``recipients.yaml:14: recipients[2].contacts[0].email: not a valid address``.
+- ``check_registry`` returns warnings (never raises) about addresses nobody confirmed.
+
+This module is the only home of ruamel.yaml.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from campaign.errors import LetterError, RegistryError, SelectionError
+from campaign.models import (
+    FrontMatter,
+    Letter,
+    LetterTemplate,
+    Recipient,
+    Registry,
+    nfc,
+    split_front_matter,
+)
+
+MAX_REGISTRY_BYTES = 5 * 1024 * 1024
+MAX_TEMPLATE_BYTES = 1024 * 1024
+STALE_AFTER = timedelta(days=365)
+TEMPLATE_SUFFIX = ".md.j2"
+PARTIALS_DIR = "_partials"
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.version = (1, 2)  # type: ignore[assignment]
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError | LetterError]) -> str:
+    """Read a UTF-8 file (BOM allowed, CRLF normalised) no larger than ``limit`` bytes."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise error(f"{label}: no such file") from None
+    except OSError as err:
+        raise error(f"{label}: cannot read: {err.strerror}") from err
+    if size > limit:
+        raise error(
+            f"{label}: {size / 1048576:.1f} MB is over the {limit // 1048576} MB limit; "
+            "split it or remove what is not needed"
+        )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise error(
+            f"{label}:{line}: not UTF-8 text (byte 0x{raw[err.start]:02x})",
+            hint="save the file as UTF-8",
+        ) from err
+    return text.replace("\r\n", "\n")
+
+
+def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError]) -> Any:
+    """Parse YAML 1.2 text; raise ``error`` with ``label:line`` on any syntax problem."""
+    try:
+        return _yaml().load(text)
+    except MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = err.problem or err.context or "invalid YAML"
+        if "duplicate key" in problem:
+            problem = problem.split(" with value")[0]
+            problem += "; each key may appear once"
+        if "\\t" in problem or "'\\t'" in problem:
+            problem = "a tab character: indent YAML with spaces"
+        raise error(f"{label}{line}: invalid YAML: {problem}") from None
+    except YAMLError as err:
+        raise error(f"{label}: invalid YAML: {err}") from None
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's commented containers and scalar subclasses → plain Python values."""
+    if isinstance(node, dict):
+        return {str(k) if not isinstance(k, int | bool) else k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _line_of(root: Any, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of ``loc`` in a ruamel round-trip tree (nearest known ancestor)."""
+    node = root
+    line: int | None = None
+    for part in loc:
+        lc = getattr(node, "lc", None)
+        try:
+            if isinstance(node, dict) and part in node:
+                if lc is not None:
+                    line = lc.key(part)[0] + 1
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                if lc is not None:
+                    line = lc.item(part)[0] + 1
+                node = node[part]
+            else:
+                break
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    if line is None and getattr(root, "lc", None) is not None:
+        line = root.lc.line + 1
+    return line
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _clean_loc(loc: Sequence[Any]) -> list[str | int]:
+    """Drop pydantic's union-branch markers (``str``, ``dict[...]``) from a location."""
+    known = {"str", "dict[str,str]", "function-after[_slug(), str]"}
+    return [p for p in loc if not (isinstance(p, str) and (p in known or "[" in p or "(" in p))]
+
+
+def _message(error: dict[str, Any]) -> str:
+    msg = str(error["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key; check the spelling (see the README for the keys)"
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "too_short" and "languages" in str(error["loc"]):
+        return "list at least one language"
+    return msg
+
+
+def validation_error(
+    err: ValidationError, tree: Any, label: str, error: type[RegistryError | LetterError]
+) -> RegistryError | LetterError:
+    """The first pydantic error as ``label:line: dotted.field: message``."""
+    first = err.errors()[0]
+    loc = _clean_loc(first["loc"])
+    line = _line_of(tree, loc)
+    where = f"{label}:{line}" if line else label
+    field = _dotted(loc) or "(top level)"
+    return error(f"{where}: {field}: {_message(dict(first))}")
+
+
+def load_registry(path: Path, *, label: str | None = None) -> Registry:
+    """Load and validate recipients.yaml.
+
+    Raises RegistryError naming the file, line and field.
+    """
+    label = label or path.name
+    text = read_text(path, label=label, limit=MAX_REGISTRY_BYTES, error=RegistryError)
+    tree = parse_yaml(text, label, RegistryError)
+    if tree is None:
+        raise RegistryError(
+            f"{label}: the file is empty", hint="start it with `recipients:` and a list of institutions"
+        )
+    if not isinstance(tree, dict) or "recipients" not in tree:
+        raise RegistryError(
+            f"{label}:1: expected a top-level `recipients:` list",
+            hint="see the example written by `campaign init`",
+        )
+    if tree["recipients"] is None or tree["recipients"] == []:
+        line = _line_of(tree, ["recipients"])
+        raise RegistryError(
+            f"{label}:{line}: recipients: the list is empty; add at least one institution"
+        )
+    try:
+        return Registry.model_validate(_plain(tree))
+    except ValidationError as err:
+        raise validation_error(err, tree, label, RegistryError) from None
+
+
+@dataclass(frozen=True)
+class Warning_:
+    """Something worth a look that does not stop anything."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+def check_registry(registry: Registry, *, today: date, label: str = "recipients.yaml") -> list[Warning_]:
+    """Warn about contacts nobody sourced or confirmed recently, and postal-only institutions."""
+    warnings: list[Warning_] = []
+    for recipient in registry.recipients:
+        if recipient.postal_only:
+            warnings.append(
+                Warning_(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post")
+            )
+        for contact in recipient.contacts:
+            where = f"{label}: {recipient.id} <{contact.email}>"
+            source = contact.source or recipient.source
+            checked = contact.checked or recipient.checked
+            if not source:
+                warnings.append(Warning_(where, "no source: record where this address was published"))
+            if checked is None:
+                warnings.append(
+                    Warning_(where, "never confirmed: confirm the address and set `checked:` before a real send")
+                )
+            elif today - checked > STALE_AFTER:
+                warnings.append(
+                    Warning_(where, f"last confirmed {checked.isoformat()}, over a year ago: confirm it again")
+                )
+    return warnings
+
+
+def select_recipients(
+    registry: Registry,
+    *,
+    ids: Iterable[str] = (),
+    tags: Iterable[str] = (),
+    everyone: bool = False,
+) -> list[Recipient]:
+    """Institutions by id (in the order given) or by any of the tags; all with ``everyone``.
+
+    Raises SelectionError naming an unknown id or a tag nobody has.
+    """
+    ids, tags = list(ids), list(tags)
+    if everyone:
+        return list(registry.recipients)
+    chosen: list[Recipient] = []
+    for rid in ids:
+        recipient = registry.get(rid)
+        if recipient is None:
+            known = ", ".join(r.id for r in registry.recipients[:8])
+            raise SelectionError(
+                f"recipients.yaml: no institution with id {rid!r}",
+                hint=f"known ids include: {known}; see `campaign recipients list`",
+            )
+        if recipient not in chosen:
+            chosen.append(recipient)
+    for tag in tags:
+        tagged = [r for r in registry.recipients if tag in r.tags]
+        if not tagged:
+            raise SelectionError(
+                f"recipients.yaml: no institution has the tag {tag!r}",
+                hint="see the tags with `campaign recipients list`",
+            )
+        chosen.extend(r for r in tagged if r not in chosen)
+    return chosen
+
+
+# ---------------------------------------------------------------------------
+# Letters
+
+def load_letters(letters_dir: Path) -> dict[str, Letter]:
+    """Discover ``letters/<id>/<lang>.md.j2`` and parse each front matter.
+
+    Folders starting with ``_`` (partials) are not letters. Raises LetterError.
+    """
+    if not letters_dir.is_dir():
+        raise LetterError(
+            f"{letters_dir.name}/: no such folder", hint="create it with a letter, see `campaign init`"
+        )
+    letters: dict[str, Letter] = {}
+    for folder in sorted(p for p in letters_dir.iterdir() if p.is_dir()):
+        if folder.name.startswith(("_", ".")):
+            continue
+        templates: dict[str, LetterTemplate] = {}
+        for file in sorted(folder.glob(f"*{TEMPLATE_SUFFIX}")):
+            template = load_letter_template(letters_dir, file)
+            templates[template.lang] = template
+        if not templates:
+            continue
+        try:
+            letters[folder.name] = Letter(id=folder.name, templates=templates)
+        except ValidationError:
+            raise LetterError(
+                f"letters/{folder.name}/: {folder.name!r} is not a valid letter id: "
+                "use lowercase letters, digits and hyphens"
+            ) from None
+    return letters
+
+
+def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
+    """One ``<lang>.md.j2`` file: validate its name and front matter."""
+    rel = file.relative_to(letters_dir).as_posix()
+    label = f"letters/{rel}"
+    lang = file.name[: -len(TEMPLATE_SUFFIX)]
+    if not re.fullmatch(r"[a-z]{2}", lang):
+        raise LetterError(
+            f"{label}: {lang!r} is not a language code; name files <lang>.md.j2, e.g. en.md.j2"
+        )
+    text = nfc(read_text(file, label=label, limit=MAX_TEMPLATE_BYTES, error=LetterError))
+    front, _body, body_line = split_front_matter(text)
+    if front is None:
+        raise LetterError(
+            f"{label}:1: missing front matter",
+            hint="start the file with ---, a line `subject: ...`, and ---",
+        )
+    tree = parse_yaml(front, label, LetterError)
+    if not isinstance(tree, dict):
+        raise LetterError(f"{label}:2: front matter: expected `subject: ...`")
+    try:
+        meta = FrontMatter.model_validate(_plain(tree))
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = _clean_loc(first["loc"])
+        line = (_line_of(tree, loc) or 0) + 1  # +1 for the opening ---
+        raise LetterError(f"{label}:{line}: {_dotted(loc)}: {_message(dict(first))}") from None
+    return LetterTemplate(
+        lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line
+    )
+
+
+def get_letter(letters: dict[str, Letter], letter_id: str) -> Letter:
+    """The letter named ``letter_id``; raises SelectionError listing the ones that exist."""
+    try:
+        return letters[letter_id]
+    except KeyError:
+        known = ", ".join(sorted(letters)) or "none"
+        raise SelectionError(
+            f"letters/{letter_id}/: no such letter", hint=f"letters in this workspace: {known}"
+        ) from None

@@ -1,0 +1,403 @@
+"""Letters → text, HTML and MIME bytes, in a sandbox that fails loudly.
+
+Contract:
+- Templates run in a Jinja2 ``SandboxedEnvironment`` with ``StrictUndefined``: an
+  undefined variable, an unsafe attribute (``''.__class__``) or printing ``None`` is a
+  ``RenderError`` naming the template, line and institution.
+- Every merged value is Markdown-escaped before the Markdown is parsed (CommonMark,
+  raw HTML disabled), so registry text cannot inject links or markup; the HTML part
+  is escaped by markdown-it. All text is NFC-normalised.
+- :func:`build_message` makes one ``EmailMessage`` per contact (exactly one address
+  in To), with a random Message-ID on the sender's domain, a subject that must be one
+  line, and bodies in quoted-printable so the bytes are 7-bit and never re-encoded on
+  the way (a DKIM signature added at send time survives). ``Date`` is not set here:
+  :func:`date_header` makes it at send time, in UTC.
+
+This module is the only home of Jinja2, markdown-it-py and Babel.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from markdown_it import MarkdownIt
+from markupsafe import Markup, escape
+
+from campaign.errors import LetterError, RenderError
+from campaign.models import (
+    Contact,
+    Letter,
+    OriginalLetter,
+    Recipient,
+    Sender,
+    ascii_address,
+    nfc,
+    split_front_matter,
+)
+
+Medium = Literal["email", "pdf"]
+
+POLICY = email_policy.SMTP.clone(cte_type="7bit")
+"""CRLF line endings, RFC 2047 headers, 7-bit bodies."""
+POLICY_UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit")
+"""For an address whose local part is not ASCII: UTF-8 headers, still 7-bit bodies."""
+
+DEFAULT_SALUTATIONS = {
+    "en": "Dear Sir or Madam,",
+    "ru": "Уважаемые дамы и господа!",
+    "tg": "Муҳтарам хонумҳо ва ҷанобон!",
+    "fr": "Madame, Monsieur,",
+    "de": "Sehr geehrte Damen und Herren,",
+    "es": "Estimados señores:",
+    "uk": "Шановні пані та панове!",
+    "uz": "Hurmatli xonimlar va janoblar!",
+    "pl": "Szanowni Państwo,",
+    "tr": "Sayın Yetkili,",
+}
+BABEL_LOCALES = {"en": "en_GB"}
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&=])")
+_MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~]|\n)")
+_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
+_MARKDOWN = MarkdownIt("commonmark", {"html": False})
+
+
+def md_escape(value: Any) -> str:
+    """A merged value as literal Markdown text: punctuation escaped, lines hard-broken."""
+    text = nfc(str(value))
+    text = _MD_SPECIAL.sub(r"\\\1", text)
+    lines = [line.strip() for line in text.splitlines()]
+    return "\\\n".join(line for line in lines if line)
+
+
+def markdown_to_text(markdown: str) -> str:
+    """The plain-text part: the Markdown source without backslash escapes."""
+    return _MD_UNESCAPE.sub(lambda m: m.group(1), markdown)
+
+
+def _finalize_markdown(value: Any) -> Any:
+    if value is None:
+        raise RenderError("a merged value is empty (None); guard optional fields with {% if %}")
+    if isinstance(value, Markup):
+        return str(value)
+    return md_escape(value)
+
+
+def _finalize_plain(value: Any) -> Any:
+    if value is None:
+        raise RenderError("a merged value is empty (None); guard optional fields with {% if %}")
+    return nfc(str(value))
+
+
+class _LetterLoader(jinja2.BaseLoader):
+    """Loads templates relative to letters/, with front matter blanked out so that
+    line numbers in errors match the file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Any]:
+        pieces = jinja2.loaders.split_template_path(template)
+        path = self.root.joinpath(*pieces)
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        mtime = path.stat().st_mtime
+        text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        front, body, body_line = split_front_matter(text)
+        if front is not None:
+            body = "\n" * (body_line - 1) + body
+        return body, f"letters/{'/'.join(pieces)}", lambda: path.stat().st_mtime == mtime
+
+
+@dataclass(frozen=True)
+class RenderedLetter:
+    """One letter for one contact, in one language."""
+
+    letter: str
+    lang: str
+    subject: str
+    markdown: str
+    text: str
+    html: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Renderer:
+    """Compiles and caches the templates of one letters/ folder."""
+
+    def __init__(self, letters_dir: Path) -> None:
+        self.letters_dir = letters_dir
+        loader = _LetterLoader(letters_dir)
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": jinja2.StrictUndefined,
+            "autoescape": False,
+            "keep_trailing_newline": True,
+            "auto_reload": False,
+        }
+        self._body_env = SandboxedEnvironment(finalize=_finalize_markdown, **common)
+        self._plain_env = SandboxedEnvironment(finalize=_finalize_plain, **common)
+        for env in (self._body_env, self._plain_env):
+            env.filters["date"] = format_date
+
+    def choose_language(
+        self, letter: Letter, recipient: Recipient, override: str | None = None
+    ) -> tuple[str, str | None]:
+        """(language, warning): the first of the institution's languages the letter has,
+        else English with a warning; ``override`` wins. Raises RenderError."""
+        return choose_language(letter, recipient, override)
+
+    def render(
+        self,
+        letter: Letter,
+        recipient: Recipient,
+        contact: Contact | None,
+        sender: Sender,
+        *,
+        lang: str | None = None,
+        medium: Medium = "email",
+        today: date | None = None,
+        original: OriginalLetter | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> RenderedLetter:
+        """Render ``letter`` for one contact. Raises RenderError naming template and line."""
+        chosen, warning = choose_language(letter, recipient, lang)
+        template = letter.templates[chosen]
+        today = today or datetime.now(UTC).date()
+        salutation = (contact.salutation_for(chosen) if contact else None) or DEFAULT_SALUTATIONS.get(
+            chosen, DEFAULT_SALUTATIONS["en"]
+        )
+        context: dict[str, Any] = {
+            "recipient": recipient,
+            "contact": contact,
+            "salutation": salutation,
+            "sender": sender,
+            "lang": chosen,
+            "today": format_date(today, chosen),
+            "letter": letter.id,
+            "medium": medium,
+            "original": original,
+            **(extra or {}),
+        }
+        where = f"for {recipient.id}"
+        subject_source = f"letters/{template.path}"
+        try:
+            subject_tpl = self._plain_env.from_string(template.subject)
+        except jinja2.TemplateSyntaxError as err:
+            raise RenderError(
+                f"{subject_source}: subject: template syntax error: {err.message}"
+            ) from None
+        subject = _run(subject_tpl, context, f"{subject_source}: subject", where).strip()
+        if _LINE_BREAKS.search(subject):
+            raise RenderError(
+                f"{subject_source}: subject renders to more than one line {where}",
+                hint="a subject must be one line; check the merged values in it",
+            )
+        if not subject:
+            raise RenderError(f"{subject_source}: subject renders empty {where}")
+        try:
+            body_tpl = self._body_env.get_template(template.path)
+        except jinja2.TemplateSyntaxError as err:
+            raise _syntax_error(err) from None
+        except jinja2.TemplateNotFound as err:
+            raise LetterError(f"letters/{template.path}: template not found: {err.name}") from None
+        markdown = _run(body_tpl, context, subject_source, where).strip() + "\n"
+        html_body = _MARKDOWN.render(markdown)
+        html = (
+            f'<!DOCTYPE html>\n<html lang="{chosen}">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{escape(subject)}</title>\n</head>\n<body>\n{html_body}</body>\n</html>\n"
+        )
+        return RenderedLetter(
+            letter=letter.id,
+            lang=chosen,
+            subject=subject,
+            markdown=markdown,
+            text=markdown_to_text(markdown),
+            html=html,
+            warnings=(warning,) if warning else (),
+        )
+
+
+def choose_language(
+    letter: Letter, recipient: Recipient, override: str | None = None
+) -> tuple[str, str | None]:
+    """See :meth:`Renderer.choose_language`."""
+    if override:
+        if override in letter.templates:
+            return override, None
+        raise RenderError(
+            f"letters/{letter.id}/: no {override}.md.j2 (the letter exists in "
+            f"{', '.join(letter.languages)})",
+            hint=f"write letters/{letter.id}/{override}.md.j2 or choose another --lang",
+        )
+    for lang in recipient.languages:
+        if lang in letter.templates:
+            return lang, None
+    if "en" in letter.templates:
+        return "en", (
+            f"{recipient.id}: letter {letter.id} has none of {', '.join(recipient.languages)}; "
+            "using English"
+        )
+    raise RenderError(
+        f"{recipient.id}: letter {letter.id} exists in {', '.join(letter.languages)}, none of "
+        f"which {recipient.id} reads ({', '.join(recipient.languages)}), and has no English version",
+        hint=f"add a translation to letters/{letter.id}/ or pass --lang",
+    )
+
+
+def _run(template: jinja2.Template, context: dict[str, Any], source: str, where: str) -> str:
+    try:
+        return template.render(context)
+    except RenderError as err:
+        line = _template_line(err)
+        raise RenderError(f"{source}{line}: {err.message} {where}") from None
+    except jinja2.UndefinedError as err:
+        line = _template_line(err)
+        raise RenderError(
+            f"{source}{line}: undefined: {err.message} {where}",
+            hint="use only the variables listed in letters/README.md",
+        ) from None
+    except SecurityError as err:
+        line = _template_line(err)
+        raise RenderError(f"{source}{line}: not allowed in a letter: {err} {where}") from None
+    except jinja2.TemplateSyntaxError as err:
+        raise _syntax_error(err) from None
+    except jinja2.TemplateNotFound as err:
+        raise RenderError(f"{source}: included template not found: {err.name} {where}") from None
+    except jinja2.TemplateError as err:
+        line = _template_line(err)
+        raise RenderError(f"{source}{line}: template error: {err} {where}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError) as err:
+        line = _template_line(err)
+        raise RenderError(f"{source}{line}: {type(err).__name__}: {err} {where}") from None
+
+
+def _template_line(err: BaseException) -> str:
+    """':<line>' of the innermost template frame in a Jinja-rewritten traceback."""
+    tb = err.__traceback__
+    found = ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if name.endswith(".md.j2") or name == "<template>":
+            found = f":{tb.tb_lineno}" if name != "<template>" else ""
+        tb = tb.tb_next
+    return found
+
+
+def _syntax_error(err: jinja2.TemplateSyntaxError) -> LetterError:
+    name = err.filename or err.name or "template"
+    if not name.startswith("letters/"):
+        name = f"letters/{name}"
+    return LetterError(f"{name}:{err.lineno}: template syntax error: {err.message}")
+
+
+@functools.lru_cache(maxsize=64)
+def _babel_locale(lang: str) -> str:
+    from babel import Locale, UnknownLocaleError
+
+    code = BABEL_LOCALES.get(lang, lang)
+    try:
+        Locale.parse(code)
+    except (UnknownLocaleError, ValueError):
+        return "en_GB"
+    return code
+
+
+def format_date(day: date | datetime, lang: str = "en") -> str:
+    """A date written out for the language (``28 ноября 2026 г.``)."""
+    from babel.dates import format_date as babel_format_date
+
+    if isinstance(day, datetime):
+        day = day.date()
+    return nfc(babel_format_date(day, format="long", locale=_babel_locale(lang)))
+
+
+# ---------------------------------------------------------------------------
+# MIME
+
+
+def new_message_id(domain: str) -> str:
+    """``<random@domain>``: 128 bits of randomness, never this machine's name."""
+    return f"<{secrets.token_hex(16)}@{domain.encode('idna').decode('ascii')}>"
+
+
+def new_envid() -> str:
+    """The RFC 3461 envelope id: a random 128-bit token in lowercase hex."""
+    return secrets.token_hex(16)
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Refuse a header value with a line break (header injection). Raises RenderError."""
+    if _LINE_BREAKS.search(value):
+        raise RenderError(
+            f"{name}: contains a line break ({value[:40]!r}); header values must be one line"
+        )
+    return value
+
+
+def _address_header(name: str | None, address: str) -> tuple[str, bool]:
+    """(header value, needs SMTPUTF8)."""
+    ascii_form = ascii_address(address)
+    if name is not None:
+        check_header_value("name", name)
+    if ascii_form is not None:
+        return str(Address(display_name=name or "", addr_spec=ascii_form)), False
+    quoted = ""
+    if name:
+        quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" '
+    return f"{quoted}<{address}>", True
+
+
+def build_message(
+    rendered: RenderedLetter,
+    *,
+    sender: Sender,
+    to_name: str | None,
+    to_address: str,
+    message_id: str,
+    headers: Mapping[str, str] | None = None,
+) -> EmailMessage:
+    """A ``multipart/alternative`` message to exactly one address (no Date yet).
+
+    Raises RenderError on a line break in any header value.
+    """
+    to_value, utf8 = _address_header(to_name, to_address)
+    msg = EmailMessage(policy=POLICY_UTF8 if utf8 else POLICY)
+    msg["From"] = _address_header(sender.name, sender.email)[0]
+    msg["To"] = to_value
+    if sender.reply_to:
+        msg["Reply-To"] = _address_header(None, sender.reply_to)[0]
+    msg["Subject"] = check_header_value("subject", rendered.subject)
+    msg["Message-ID"] = check_header_value("Message-ID", message_id)
+    for name, value in (headers or {}).items():
+        msg[name] = check_header_value(name, value)
+    msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # set_content() drops Content-* headers, so the language goes on last.
+    msg["Content-Language"] = rendered.lang
+    return msg
+
+
+def message_bytes(msg: EmailMessage) -> bytes:
+    """The message as CRLF bytes, exactly as stored and sent (without Date)."""
+    return msg.as_bytes(policy=msg.policy)
+
+
+def date_header(moment: datetime) -> bytes:
+    """The ``Date:`` line added at the first send attempt, in UTC."""
+    return f"Date: {format_datetime(moment.astimezone(UTC))}\r\n".encode("ascii")
