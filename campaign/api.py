@@ -9,18 +9,33 @@ callbacks and problems are raised as :class:`~campaign.errors.CampaignError`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from campaign import registry as registry_mod
 from campaign.config import Workspace, load_workspace
-from campaign.errors import CampaignError, RenderError, SelectionError, WorkspaceError
-from campaign.models import Contact, Letter, Recipient, Registry, utcnow
+from campaign.errors import (
+    CampaignError,
+    RenderError,
+    SelectionError,
+    SendLockError,
+    UsageError,
+    WorkspaceError,
+)
+from campaign.models import Contact, Event, Letter, Message, Recipient, Registry, utcnow
 from campaign.render import Renderer, RenderedLetter, build_message, message_bytes, new_message_id
+from campaign.store import MessageFilter
+
+if TYPE_CHECKING:
+    from campaign.dispatch import Progress, RunReport
+    from campaign.ledger import Verification
+    from campaign.outbox import QueueReport
+    from campaign.store.sql import PrefixFn, SqlStore
+    from campaign.transport import Connection, SmtpConfig
 
 # ---------------------------------------------------------------------------
 # Workspace
@@ -220,3 +235,527 @@ def pick_contact(recipient: Recipient, email: str | None) -> Contact | None:
 def now() -> datetime:
     """The current UTC time (one place to read the clock)."""
     return utcnow()
+
+
+# ---------------------------------------------------------------------------
+# Store, queue and send
+
+
+def open_store(ws: Workspace) -> SqlStore:
+    """The workspace's store (SQLite in .campaign/ unless [store] url / --db says otherwise)."""
+    from campaign.store import open_store as _open
+
+    if ws.settings.store.url is None:
+        ws.ensure_state_dir()
+    return _open(ws.store_url)  # type: ignore[no-any-return]
+
+
+@dataclass
+class QueueRequest:
+    """What `campaign queue` was asked to do."""
+
+    letter: str
+    ids: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    everyone: bool = False
+    campaign: str | None = None
+    lang: str | None = None
+    contacts: Literal["first", "all"] = "first"
+    role: str | None = None
+    update: bool = False
+    at: str | None = None
+
+
+def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
+    """Render the letter for the chosen institutions and queue it (all or nothing)."""
+    from campaign import outbox
+    from campaign.pacing import dt_to_ms
+
+    outbox.check_selection(request.ids, request.tags, request.everyone)
+    not_before = wait_reason = None
+    if request.at:
+        moment = outbox.parse_at(request.at)
+        not_before = dt_to_ms(moment)
+        wait_reason = f"scheduled: {request.at}"
+    reg = load_registry(ws)
+    letters = registry_mod.load_letters(ws.letters_dir)
+    letter = registry_mod.get_letter(letters, request.letter)
+    recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
+    chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
+    store = open_store(ws)
+    try:
+        report = outbox.queue_letter(
+            store,
+            Renderer(ws.letters_dir),
+            letter,
+            chosen,
+            ws.settings.sender,
+            campaign=request.campaign or letter.id,
+            now_ms=now_ms(),
+            lang=request.lang,
+            update=request.update,
+            not_before_ms=not_before,
+            wait_reason=wait_reason,
+            extra_headers=lambda t: _letter_headers(ws),
+        )
+    finally:
+        store.close()
+    report.rows.extend(skipped)
+    return report
+
+
+def _letter_headers(ws: Workspace) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if ws.settings.receipts.read_receipts:
+        headers["Disposition-Notification-To"] = ws.settings.return_path
+    return headers
+
+
+def now_ms() -> int:
+    """The current time in epoch milliseconds."""
+    import time
+
+    return int(time.time() * 1000)
+
+
+@dataclass
+class SendSummary:
+    """What a send would do: for the confirmation question."""
+
+    letters: int
+    institutions: int
+    server: str
+
+
+def send_summary(ws: Workspace, campaign: str | None = None) -> SendSummary:
+    store = open_store(ws)
+    try:
+        letters, institutions = store.pending_summary(campaign)
+    finally:
+        store.close()
+    return SendSummary(letters, institutions, f"{ws.settings.smtp.host}:{ws.settings.smtp.port}")
+
+
+@dataclass
+class SendRequest:
+    """What `campaign send` was asked to do."""
+
+    campaign: str | None = None
+    dry_run: bool = False
+    limit: int | None = None
+    concurrency: int | None = None
+    wait: bool = False
+    rate: float | None = None
+    ids: tuple[int, ...] = ()
+    etiquette: bool = True  # office hours and daily caps (the demo turns them off)
+
+
+@dataclass
+class SendOutcome:
+    """How `campaign send` ended, and what is left."""
+
+    report: RunReport | None
+    remaining: list[Message] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.report is None:
+            return 0
+        if self.report.stopped is not None:
+            return 1
+        if self.report.aborted or self.report.interrupted:
+            return 130
+        p = self.report.progress
+        return 3 if (p.failed or p.held or self.report.expired) else 0
+
+
+def smtp_config(ws: Workspace) -> SmtpConfig:
+    """SMTP settings plus the password (from the environment or the keyring)."""
+    from campaign.config import get_secret, smtp_account
+    from campaign.transport import SmtpConfig
+
+    s = ws.settings.smtp
+    password = None
+    if s.username:
+        password = get_secret("CAMPAIGN_SMTP_PASSWORD", smtp_account(ws.settings))
+    ca_file = str((ws.root / s.ca_file).resolve()) if s.ca_file else None
+    return SmtpConfig(
+        host=s.host,
+        port=s.port,
+        security=s.security,
+        helo_name=ws.settings.helo_name,
+        username=s.username,
+        password=password,
+        ca_file=ca_file,
+        timeout=s.timeout.total_seconds(),
+        data_timeout=s.data_timeout.total_seconds(),
+    )
+
+
+def send(
+    ws: Workspace,
+    request: SendRequest,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_interrupt: Callable[[int], None] | None = None,
+) -> SendOutcome:
+    """Send what is due (see ``campaign.dispatch``). Ctrl-C once: finish in-flight; twice: abort."""
+    store = open_store(ws)
+    try:
+        if request.dry_run:
+            return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
+        with _send_lock(ws):
+            return _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
+    finally:
+        store.close()
+
+
+def _run_send(
+    ws: Workspace,
+    store: SqlStore,
+    request: SendRequest,
+    *,
+    on_progress: Callable[[Progress], None] | None,
+    on_interrupt: Callable[[int], None] | None,
+    connect: Callable[[], Connection] | None = None,
+) -> SendOutcome:
+    import asyncio
+    import secrets
+    import signal
+
+    from campaign.dispatch import Dispatcher, SendOptions, StopSignal
+    from campaign.pacing import Pacer, PacingConfig
+    from campaign.transport import SmtpConnection
+
+    settings = ws.settings
+    config = smtp_config(ws) if connect is None else None
+    reg = load_registry(ws)
+    pacing = PacingConfig.from_registry(
+        reg, rate=request.rate or settings.sending.rate, per_domain_rate=settings.sending.per_domain_rate
+    )
+    if not request.etiquette:
+        pacing = PacingConfig(rate=pacing.rate, per_domain_rate=pacing.per_domain_rate)
+    worker = secrets.token_hex(4)
+    options = SendOptions(
+        worker=worker,
+        return_path=settings.return_path,
+        verp=settings.receipts.verp,
+        campaign=request.campaign,
+        ids=request.ids,
+        limit=request.limit,
+        concurrency=request.concurrency or settings.smtp.concurrency,
+        wait=request.wait,
+        max_age=settings.sending.max_age,
+        retry_min=settings.sending.retry_min,
+        retry_max=settings.sending.retry_max,
+        lease=settings.smtp.data_timeout + 4 * settings.smtp.timeout + timedelta(minutes=5),
+        all_sending_crashed=ws.settings.store.url is None,
+    )
+
+    def factory() -> Connection:
+        assert config is not None
+        return SmtpConnection(config)
+
+    async def main() -> RunReport:
+        stop = StopSignal()
+        loop = asyncio.get_running_loop()
+        presses = 0
+
+        def interrupted() -> None:
+            nonlocal presses
+            presses += 1
+            stop.request()
+            if on_interrupt:
+                on_interrupt(presses)
+
+        installed = False
+        try:
+            loop.add_signal_handler(signal.SIGINT, interrupted)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+        try:
+            dispatcher = Dispatcher(
+                store, connect or factory, Pacer(pacing), options,
+                prefix=wire_prefix_for(ws), on_progress=on_progress, stop=stop,
+            )
+            return await dispatcher.run()
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    store.append_event(now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait})
+    report = asyncio.run(main())
+    p = report.progress
+    store.append_event(
+        now_ms(), "run_finished", campaign=request.campaign,
+        data={"worker": worker, "sent": p.sent, "deferred": p.deferred, "failed": p.failed, "held": p.held,
+              "outcome_unknown": p.unknown, "stopped": report.stopped.message if report.stopped else None,
+              "interrupted": report.interrupted or None, "aborted": report.aborted or None},
+    )
+    remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
+    return SendOutcome(report, remaining=remaining)
+
+
+def wire_prefix_for(ws: Workspace) -> PrefixFn:
+    """The header lines added at the first attempt: Date (UTC), then a DKIM signature if set."""
+    from campaign.pacing import ms_to_dt
+    from campaign.render import date_header
+
+    def prefix(row: dict[str, Any], body: bytes, at_ms: int) -> bytes:
+        return date_header(ms_to_dt(at_ms))
+
+    return prefix
+
+
+def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[Path]:
+    """--dry-run: the exact bytes each due message would carry, as .eml files; no state changes."""
+    from campaign.config import ensure_private_dir
+
+    outdir = ensure_private_dir(ws.outbox_dir)
+    prefix_fn = wire_prefix_for(ws)
+    written = []
+    for msg in store.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred"))):
+        prefix, body = store.wire_bytes(msg.id)
+        if prefix is None:
+            prefix = prefix_fn({}, body, now_ms())
+        path = outdir / f"{msg.id:06d}-{msg.recipient}.eml"
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(prefix + body)
+        written.append(path)
+    return written
+
+
+class _send_lock:
+    """One `campaign send` per workspace (SQLite store): a lock file in .campaign/."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.handle: Any = None
+
+    def __enter__(self) -> _send_lock:
+        import fcntl
+
+        if self.ws.settings.store.url is not None:
+            return self  # a shared PostgreSQL queue is safe for many senders
+        path = self.ws.ensure_state_dir() / "send.lock"
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        self.handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise SendLockError(
+                f"{self.ws.relative(path)}: another `campaign send` is running in this workspace",
+                hint="wait for it to finish (or stop it with Ctrl-C); two senders would race",
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+
+
+def status(ws: Workspace, campaign: str | None = None) -> dict[str, dict[str, int]]:
+    """Counts per state per campaign."""
+    store = open_store(ws)
+    try:
+        counts = store.counts(campaign)
+    finally:
+        store.close()
+    if campaign and not counts:
+        raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
+    return counts
+
+
+@dataclass
+class LogQuery:
+    campaign: str | None = None
+    statuses: tuple[str, ...] = ()
+    recipient: str | None = None
+    since: str | None = None
+
+
+def log(ws: Workspace, query: LogQuery) -> list[Message]:
+    """One row per message."""
+    store = open_store(ws)
+    try:
+        return store.messages(
+            MessageFilter(campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since=_since(query.since))
+        )
+    finally:
+        store.close()
+
+
+def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
+    """The event history (optionally for one campaign / institution / time)."""
+    store = open_store(ws)
+    try:
+        events = store.events(campaign=query.campaign, since=_since(query.since))
+        if query.recipient or query.statuses:
+            keep = {m.message_id for m in store.messages(MessageFilter(campaign=query.campaign, statuses=query.statuses, recipient=query.recipient))}
+            events = [e for e in events if e.message in keep]
+        return events
+    finally:
+        store.close()
+
+
+def _since(text: str | None) -> str | None:
+    if not text:
+        return None
+    from campaign.models import to_rfc3339
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: write a date (2026-11-28) or an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return to_rfc3339(moment)
+
+
+def verify_log(ws: Workspace) -> Verification:
+    """Recompute the hash chain."""
+    from campaign.ledger import verify
+
+    store = open_store(ws)
+    try:
+        return verify(store)
+    finally:
+        store.close()
+
+
+def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]:
+    """Held (or failed) messages → queued again."""
+    store = open_store(ws)
+    try:
+        return store.release(ids, now_ms(), note=note)
+    finally:
+        store.close()
+
+
+def smtp_login(ws: Workspace, password: str) -> str:
+    """Store the SMTP password in the system keyring; returns the backend name."""
+    from campaign.config import smtp_account, store_secret
+
+    if not ws.settings.smtp.username:
+        raise UsageError("[smtp] username is not set in campaign.toml: no password is needed")
+    return store_secret(smtp_account(ws.settings), password)
+
+
+# ---------------------------------------------------------------------------
+# The demo
+
+
+DEMO_LETTER = "peace-agreement"
+
+
+@dataclass
+class DemoResult:
+    workspace: Path
+    mailbox: Path
+    reports: Path
+    queued: int
+    postal_only: int
+    outcome: SendOutcome
+    messages: list[Message]
+    verification: Verification
+    receipts: int = 0
+
+
+def demo(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> DemoResult:
+    """Queue and send the shipped letter to an SMTP server inside this program.
+
+    Works in ``.campaign/demo/`` (recreated each time) so the real state is untouched.
+    """
+    import shutil
+
+    from campaign.config import ensure_private_dir, resolve_root
+    from campaign.localserver import LocalServer, MailboxHandler
+
+    root = resolve_root(directory, os.environ)
+    for needed in ("recipients.yaml", "letters"):
+        if not (root / needed).exists():
+            raise WorkspaceError(
+                f"{root}: no {needed} here to build the demo from",
+                hint="run `campaign demo` in the repository root or a workspace made by `campaign init`",
+            )
+    source = load_workspace(root) if (root / "campaign.toml").exists() else None
+    demo_dir = root / ".campaign" / "demo"
+    if demo_dir.exists():
+        shutil.rmtree(demo_dir)
+    ensure_private_dir(demo_dir)
+    shutil.copy2(root / "recipients.yaml", demo_dir / "recipients.yaml")
+    shutil.copytree(root / "letters", demo_dir / "letters")
+    mailbox, reports = demo_dir / "mailbox", demo_dir / "reports"
+    handler = MailboxHandler(mailbox=mailbox, reports=reports)
+    with LocalServer(handler) as server:
+        sender = source.settings.sender if source else None
+        (demo_dir / "campaign.toml").write_text(_demo_config(sender, server.port), encoding="utf-8")
+        ws = load_workspace(demo_dir, env={})
+        letters = registry_mod.load_letters(ws.letters_dir)
+        letter_id = DEMO_LETTER if DEMO_LETTER in letters else sorted(letters)[0]
+        report = queue(ws, QueueRequest(letter=letter_id, everyone=True))
+        queued = report.count("new")
+        if on_start:
+            on_start(queued)
+        store = open_store(ws)
+        try:
+            with _send_lock(ws):
+                outcome = _run_send(ws, store, SendRequest(etiquette=False), on_progress=on_progress, on_interrupt=None)
+        finally:
+            store.close()
+    receipts = _import_demo_reports(ws, reports)
+    return DemoResult(
+        workspace=demo_dir,
+        mailbox=mailbox,
+        reports=reports,
+        queued=queued,
+        postal_only=report.count("postal-only"),
+        outcome=outcome,
+        messages=log(ws, LogQuery()),
+        verification=verify_log(ws),
+        receipts=receipts,
+    )
+
+
+def _import_demo_reports(ws: Workspace, reports: Path) -> int:
+    return 0
+
+
+def _demo_config(sender: Any, port: int) -> str:
+    name = sender.name if sender else "Demo Organisation"
+    email = sender.email if sender else "letters@campaign.example"
+    return f'''# Written by `campaign demo`: a throwaway workspace; the server runs inside the program.
+[sender]
+name = "{name.replace('"', "'")}"
+email = "{email}"
+
+[smtp]
+host = "127.0.0.1"
+port = {port}
+security = "none"
+timeout = "10s"
+data_timeout = "30s"
+
+[sending]
+rate = 50
+per_domain_rate = 20
+
+[receipts]
+return_path = "receipts@{email.rpartition('@')[2]}"
+'''

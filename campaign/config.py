@@ -224,10 +224,11 @@ class Workspace:
 def ensure_private_dir(path: Path, *, gitignore: bool = False) -> Path:
     """Create ``path`` and its missing parents with mode 0700; tighten an existing one."""
     try:
+        created = not path.exists()
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
         if path.stat().st_mode & 0o077:
             path.chmod(0o700)
-        if gitignore and not (path / ".gitignore").exists():
+        if gitignore and created:
             (path / ".gitignore").write_text("# campaign state: never commit\n*\n")
     except OSError as err:
         raise WorkspaceError(f"{path}: cannot create the state folder: {err.strerror}") from err

@@ -15,7 +15,7 @@ import enum
 import re
 import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -26,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -249,9 +250,37 @@ ClockTime = Annotated[time, BeforeValidator(_clock)]
 
 
 class StrictModel(BaseModel):
-    """Base for user-facing models: unknown keys are errors, strings are stripped of NUL."""
+    """Base for user-facing models: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Invalid(ValueError):
+    """The first validation problem of some data: where (``loc``), what, and its kind."""
+
+    def __init__(self, loc: tuple[str | int, ...], message: str, kind: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+        self.kind = kind
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any) -> M:
+    """Validate ``data`` as ``model``; raise :class:`Invalid` with the first problem.
+
+    Keeps pydantic inside this module (and config): callers see plain locations.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        message = str(first["msg"])
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        raise Invalid(tuple(first["loc"]), message, str(first["type"])) from None
 
 
 # ---------------------------------------------------------------------------

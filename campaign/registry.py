@@ -20,18 +20,19 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from campaign.errors import LetterError, RegistryError, SelectionError
 from campaign.models import (
     FrontMatter,
+    Invalid,
     Letter,
     LetterTemplate,
     Recipient,
     Registry,
     nfc,
+    parse,
     split_front_matter,
 )
 
@@ -149,30 +150,25 @@ def _clean_loc(loc: Sequence[Any]) -> list[str | int]:
     return [p for p in loc if not (isinstance(p, str) and (p in known or "[" in p or "(" in p))]
 
 
-def _message(error: dict[str, Any]) -> str:
-    msg = str(error["msg"])
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    kind = error["type"]
-    if kind == "extra_forbidden":
+def _message(err: Invalid) -> str:
+    if err.kind == "extra_forbidden":
         return "unknown key; check the spelling (see the README for the keys)"
-    if kind == "missing":
+    if err.kind == "missing":
         return "required, but missing"
-    if kind == "too_short" and "languages" in str(error["loc"]):
+    if err.kind == "too_short" and "languages" in err.loc:
         return "list at least one language"
-    return msg
+    return err.message
 
 
 def validation_error(
-    err: ValidationError, tree: Any, label: str, error: type[RegistryError | LetterError]
+    err: Invalid, tree: Any, label: str, error: type[RegistryError | LetterError], line_offset: int = 0
 ) -> RegistryError | LetterError:
-    """The first pydantic error as ``label:line: dotted.field: message``."""
-    first = err.errors()[0]
-    loc = _clean_loc(first["loc"])
+    """The first validation problem as ``label:line: dotted.field: message``."""
+    loc = _clean_loc(err.loc)
     line = _line_of(tree, loc)
-    where = f"{label}:{line}" if line else label
+    where = f"{label}:{line + line_offset}" if line else label
     field = _dotted(loc) or "(top level)"
-    return error(f"{where}: {field}: {_message(dict(first))}")
+    return error(f"{where}: {field}: {_message(err)}")
 
 
 def load_registry(path: Path, *, label: str | None = None) -> Registry:
@@ -198,8 +194,8 @@ def load_registry(path: Path, *, label: str | None = None) -> Registry:
             f"{label}:{line}: recipients: the list is empty; add at least one institution"
         )
     try:
-        return Registry.model_validate(_plain(tree))
-    except ValidationError as err:
+        return parse(Registry, _plain(tree))
+    except Invalid as err:
         raise validation_error(err, tree, label, RegistryError) from None
 
 
@@ -298,8 +294,8 @@ def load_letters(letters_dir: Path) -> dict[str, Letter]:
         if not templates:
             continue
         try:
-            letters[folder.name] = Letter(id=folder.name, templates=templates)
-        except ValidationError:
+            letters[folder.name] = parse(Letter, {"id": folder.name, "templates": templates})
+        except Invalid:
             raise LetterError(
                 f"letters/{folder.name}/: {folder.name!r} is not a valid letter id: "
                 "use lowercase letters, digits and hyphens"
@@ -327,12 +323,9 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
     if not isinstance(tree, dict):
         raise LetterError(f"{label}:2: front matter: expected `subject: ...`")
     try:
-        meta = FrontMatter.model_validate(_plain(tree))
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = _clean_loc(first["loc"])
-        line = (_line_of(tree, loc) or 0) + 1  # +1 for the opening ---
-        raise LetterError(f"{label}:{line}: {_dotted(loc)}: {_message(dict(first))}") from None
+        meta = parse(FrontMatter, _plain(tree))
+    except Invalid as err:
+        raise validation_error(err, tree, label, LetterError, line_offset=1) from None  # +1: the opening ---
     return LetterTemplate(
         lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line
     )

@@ -25,9 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email import policy as email_policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
+from email.policy import EmailPolicy
+from email.utils import format_datetime, formataddr
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,7 +52,45 @@ from campaign.models import (
 
 Medium = Literal["email", "pdf"]
 
-POLICY = email_policy.SMTP.clone(cte_type="7bit")
+_ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender", "disposition-notification-to"}
+_TEXT_HEADERS = {"subject", "comments", "content-description"}
+
+
+class MailPolicy(EmailPolicy):
+    """The SMTP policy, with RFC 2047 encoding that keeps spaces.
+
+    CPython's folder moves the space between two encoded words outside them, where
+    RFC 2047 says decoders must drop it ("Созишномаи умумии" arrives as
+    "Созишномаиумумии"). Non-ASCII subjects are therefore encoded with
+    ``email.header.Header`` (spaces stay inside the words) and non-ASCII display names
+    as one encoded word each, as ``email.utils.formataddr`` does.
+    """
+
+    def _encoded(self, name: str, value: Any) -> str | None:
+        if self.utf8:
+            return None
+        text = str(value)
+        if text.isascii():
+            return None
+        lname = name.lower()
+        if lname in _ADDRESS_HEADERS and hasattr(value, "addresses"):
+            items = [formataddr((a.display_name or "", a.addr_spec), charset="utf-8") for a in value.addresses]
+            return f"{name}: " + ("," + self.linesep + " ").join(items) + self.linesep
+        if lname in _TEXT_HEADERS:
+            width = self.max_line_length or 78
+            encoded = Header(text, "utf-8", maxlinelen=width, header_name=name).encode(linesep=self.linesep)
+            return f"{name}: {encoded}{self.linesep}"
+        return None
+
+    def fold(self, name: str, value: Any) -> str:
+        return self._encoded(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        encoded = self._encoded(name, value)
+        return encoded.encode("ascii") if encoded else super().fold_binary(name, value)
+
+
+POLICY = MailPolicy(linesep="\r\n", cte_type="7bit")
 """CRLF line endings, RFC 2047 headers, 7-bit bodies."""
 POLICY_UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit")
 """For an address whose local part is not ASCII: UTF-8 headers, still 7-bit bodies."""

@@ -1,0 +1,497 @@
+"""Commands about the queue and the log: queue, send, release, status, log, smtp, demo."""
+
+from __future__ import annotations
+
+import csv
+import enum
+import sys
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from campaign.cli import common
+from campaign.cli.common import err, note, out, plain, print_json, state, warn
+
+if TYPE_CHECKING:
+    from campaign.dispatch import Progress
+    from campaign.models import Message
+
+log_app = typer.Typer(
+    help="The send log: one row per message, the event history, and the hash-chain check.\n\n"
+    "Example:\n\n    campaign log --campaign peace-agreement --status failed",
+    invoke_without_command=True,
+)
+smtp_app = typer.Typer(
+    help="SMTP account helpers.\n\nExample:\n\n    campaign smtp login",
+    no_args_is_help=True,
+)
+
+
+class ContactMode(enum.StrEnum):
+    first = "first"
+    all = "all"
+
+
+class State(enum.StrEnum):
+    queued = "queued"
+    sending = "sending"
+    deferred = "deferred"
+    sent = "sent"
+    failed = "failed"
+    held = "held"
+    delivered = "delivered"
+    relayed = "relayed"
+    bounced = "bounced"
+
+
+CampaignOpt = Annotated[str | None, typer.Option("--campaign", help="Campaign name (default: all campaigns).", metavar="NAME")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def queue(
+    ctx: typer.Context,
+    letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
+    to: Annotated[list[str] | None, typer.Option("--to", help="Institution id (repeat for several).", metavar="ID")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every institution in recipients.yaml.")] = False,
+    campaign: Annotated[str | None, typer.Option("--campaign", help="Campaign name (default: the letter id).", metavar="NAME")] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="Language for every letter, instead of each institution's first.")] = None,
+    contacts: Annotated[ContactMode, typer.Option("--contacts", help="first: one letter per institution; all: one per contact.")] = ContactMode.first,
+    role: Annotated[str | None, typer.Option("--role", help="Only contacts with this role.", metavar="ROLE")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Replace queued letters whose text changed (keeps their Message-ID).")] = False,
+    at: Annotated[str | None, typer.Option("--at", help='Hold until this time: "2026-12-10 09:00 Europe/Geneva" or ISO 8601 with offset.', metavar="TIME")] = None,
+) -> None:
+    """Render a letter for the chosen institutions and put it in the durable queue.
+
+    Everything is rendered first: if one letter fails, nothing is queued. Queueing
+    again adds nothing; changed letters are reported and replaced with --update.
+
+    Example:
+
+        campaign queue peace-agreement --tag un --tag osce
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    report = api.queue(
+        ws,
+        api.QueueRequest(
+            letter=letter, ids=to or [], tags=tag or [], everyone=everyone, campaign=campaign,
+            lang=lang, contacts=contacts.value, role=role, update=update, at=at,
+        ),
+    )
+    for w in report.warnings:
+        warn(w)
+    t = common.table("institution", "contact", "lang", "subject", "queue")
+    for row in report.rows:
+        label = {"postal-only": "skipped: postal only", "no-role": f"skipped: no contact with role {role}"}.get(row.state, row.state)
+        t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), label)
+    out().print(t)
+    new, same = report.count("new"), report.count("unchanged")
+    changed = [r for r in report.rows if r.state.startswith("changed")]
+    summary = f"{new} new, {same} already queued"
+    if report.count("updated"):
+        summary += f", {report.count('updated')} updated"
+    skipped = report.count("postal-only") + report.count("no-role")
+    if skipped:
+        summary += f", {skipped} skipped"
+    out().print(summary)
+    if changed:
+        warn(
+            f"{len(changed)} queued letters differ from what the templates and registry give now "
+            f"({', '.join(r.recipient for r in changed[:5])}{'…' if len(changed) > 5 else ''}); "
+            "rerun with --update to replace the unsent ones"
+        )
+
+
+def send(
+    ctx: typer.Context,
+    campaign: CampaignOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the exact bytes to .campaign/outbox/ and change nothing.")] = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N letters in this run.", metavar="N")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="SMTP connections (default: [smtp] concurrency, 4).", metavar="K")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Keep running until every letter is final (retries, office hours, schedules).")] = False,
+    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="Messages per second overall, for this run only.", metavar="R")] = None,
+) -> None:
+    """Send the queued letters that are due, carefully.
+
+    Every attempt, server reply and retry is logged. Ctrl-C finishes the letters in
+    flight and stops; a second Ctrl-C aborts at once. Either way `campaign send`
+    resumes where it stopped. Exit code 0: all sent; 3: some failed or are held;
+    1: the run stopped on an error.
+
+    Example:
+
+        campaign send --campaign peace-agreement --yes
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace(**({"sending.rate": rate} if rate else {}))
+    request = api.SendRequest(campaign=campaign, dry_run=dry_run, limit=limit, concurrency=concurrency, wait=wait, rate=rate)
+    if dry_run:
+        outcome = api.send(ws, request)
+        for path in outcome.written:
+            out().print(f"wrote {plain(ws.relative(path))}")
+        out().print(f"{len(outcome.written)} letters written to {plain(ws.relative(ws.outbox_dir))}/; nothing was sent or changed")
+        return
+    summary = api.send_summary(ws, campaign)
+    if summary.letters == 0:
+        out().print("nothing to send: the queue has no pending letters" + (f" in {campaign}" if campaign else ""))
+        return
+    if not yes:
+        if not common.is_terminal():
+            err().print("[bold red]error:[/bold red] refusing to send without confirmation: no terminal to ask on")
+            err().print("[dim]hint:[/dim] pass --yes to send without asking")
+            raise typer.Exit(1)
+        question = (
+            f"Send {summary.letters} letters to {summary.institutions} institutions through {summary.server}?"
+        )
+        if not typer.confirm(question, default=False):
+            out().print("nothing sent")
+            raise typer.Exit(1)
+    drawer = ProgressDrawer(summary.letters, wait=wait)
+
+    def interrupted(presses: int) -> None:
+        if presses == 1:
+            drawer.message("stopping after the letters in flight (Ctrl-C again to abort now)")
+        else:
+            drawer.message("aborting")
+
+    with drawer:
+        outcome = api.send(ws, request, on_progress=drawer.update, on_interrupt=interrupted)
+    print_send_summary(outcome)
+    raise typer.Exit(outcome.exit_code)
+
+
+class ProgressDrawer:
+    """A rich progress bar on a terminal, one plain line per message otherwise."""
+
+    def __init__(self, total: int, *, wait: bool = False) -> None:
+        self.total = total
+        self.wait = wait
+        self.tty = sys.stderr.isatty()
+        self._progress: Any = None
+        self._task: Any = None
+        self._seen = 0
+
+    def __enter__(self) -> ProgressDrawer:
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeRemainingColumn(),
+                console=err(),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task("sending", total=self.total, detail="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+    def message(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(plain(text))
+        else:
+            note(text)
+
+    def update(self, p: Progress) -> None:
+        done = p.sent + p.failed + p.held
+        if p.due and p.due != self.total:
+            self.total = p.due
+        detail = f"sent {p.sent}  deferred {p.deferred}  failed {p.failed}  held {p.held}"
+        if p.waiting_until_ms:
+            from campaign.pacing import ms_to_dt
+
+            detail += f"  waiting until {ms_to_dt(p.waiting_until_ms):%H:%M:%S} UTC ({p.waiting_reason})"
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=self.total, detail=detail)
+            return
+        events = p.sent + p.failed + p.held + p.deferred
+        if p.last and events > self._seen:
+            self._seen = events
+            last = p.last
+            err().print(
+                f"{last['status']:<8} {plain(last['recipient'])} <{plain(last['email'])}> {plain(last['reply'] or '')}"
+            )
+        elif p.waiting_until_ms:
+            note(detail)
+
+
+def print_send_summary(outcome: Any) -> None:
+    report = outcome.report
+    p = report.progress
+    if report.recovered:
+        warn(f"{len(report.recovered)} letters were being sent when a previous run stopped; "
+             "they were sent again and may have reached the institution twice (logged as crash_recovered)")
+    t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
+    t.add_row(str(p.sent), str(p.deferred), str(p.failed + len(report.expired) if False else p.failed), str(p.held), str(p.unknown))
+    out().print(t)
+    problems = [o for o in report.outcomes if o.status in ("failed", "held")]
+    for o in problems:
+        hint = o.data.get("hint") or o.data.get("reason") or ""
+        out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
+    if outcome.remaining:
+        from campaign.pacing import dt_to_ms  # noqa: F401  (keeps the import cheap elsewhere)
+
+        t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
+        for m in outcome.remaining[:50]:
+            t.add_row(
+                str(m.id), plain(m.recipient), m.status,
+                m.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if m.next_attempt_at else "",
+                plain(m.wait_reason or (m.last_reply or "")),
+            )
+        out().print(t)
+        if len(outcome.remaining) > 50:
+            out().print(f"… and {len(outcome.remaining) - 50} more (see `campaign log --status queued`)")
+        out().print(f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)")
+    if report.stopped is not None:
+        common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
+        if report.stopped.hint:
+            common.err().print(f"[dim]hint:[/dim] {plain(report.stopped.hint)}")
+    if report.interrupted or report.aborted:
+        note("stopped on request; run `campaign send` to resume where it stopped")
+
+
+def release(
+    ctx: typer.Context,
+    ids: Annotated[list[int], typer.Argument(help="Message ids (the id column of `campaign log`).")],
+    note_: Annotated[str | None, typer.Option("--note", help="Why it may go now (logged).")] = None,
+) -> None:
+    """Queue held (or failed) letters again after a person checked them.
+
+    Example:
+
+        campaign release 12 --note "policy block lifted by the secretariat"
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    released = api.release(ws, ids, note_)
+    out().print(f"released {len(released)} letters: they go with the next `campaign send`")
+
+
+def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = False) -> None:
+    """Counts of letters per state, per campaign.
+
+    Example:
+
+        campaign status --campaign peace-agreement
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    counts = api.status(ws, campaign)
+    if as_json:
+        print_json(counts)
+        return
+    if not counts:
+        out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
+        return
+    present = {state for per in counts.values() for state in per}
+    states = [s.value for s in State if s.value in present]
+    t = common.table("campaign", *states, "total")
+    for name, per in counts.items():
+        t.add_row(plain(name), *[str(per.get(s, 0)) for s in states], str(sum(per.values())))
+    out().print(t)
+
+
+def message_row(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "campaign": m.campaign,
+        "letter": m.letter,
+        "recipient": m.recipient,
+        "email": m.email,
+        "lang": m.lang,
+        "status": m.status.value,
+        "attempts": m.attempts,
+        "message_id": m.message_id,
+        "sent_at": m.sent_at.isoformat().replace("+00:00", "Z") if m.sent_at else None,
+        "last_reply": m.last_reply,
+        "next_attempt_at": m.next_attempt_at.isoformat().replace("+00:00", "Z") if m.next_attempt_at and m.status in ("queued", "deferred") else None,
+        "wait_reason": m.wait_reason,
+        "possible_duplicate": m.possible_duplicate,
+        "subject": m.subject,
+    }
+
+
+@log_app.callback(invoke_without_command=True)
+def log(
+    ctx: typer.Context,
+    campaign: CampaignOpt = None,
+    status_: Annotated[list[State] | None, typer.Option("--status", help="Only letters in this state (repeat).")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Only letters to this institution id.", metavar="ID")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only letters changed since this date/time (UTC).", metavar="DATE")] = None,
+    events: Annotated[bool, typer.Option("--events", help="Show the event history instead of one row per letter.")] = False,
+    as_json: JsonOpt = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """One row per letter: institution, address, state, attempts, last server reply.
+
+    Example:
+
+        campaign log --status deferred --status failed
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from campaign import api
+    from campaign.errors import UsageError
+
+    if as_json and as_csv:
+        raise UsageError("choose one of --json and --csv")
+    ws = state(ctx).workspace()
+    query = api.LogQuery(campaign=campaign, statuses=tuple(s.value for s in status_ or []), recipient=to, since=since)
+    if events:
+        history = api.log_events(ws, query)
+        rows = [
+            {"seq": e.seq, "time": e.time.isoformat().replace("+00:00", "Z"), "event": e.kind, "message": e.message,
+             "campaign": e.campaign, **{k: v for k, v in e.data.items()}, "hash": e.hash}
+            for e in history
+        ]
+        if as_json:
+            print_json(rows)
+        elif as_csv:
+            _write_csv(rows)
+        else:
+            t = common.table("#", "time (UTC)", "event", "message", "details")
+            for e in history:
+                details = " ".join(f"{k}={v}" for k, v in e.data.items() if k not in ("sha256", "content_sha256"))
+                t.add_row(str(e.seq), e.time.strftime("%Y-%m-%d %H:%M:%S"), e.kind, plain(e.message or ""), plain(details))
+            out().print(t)
+        return
+    messages = api.log(ws, query)
+    rows = [message_row(m) for m in messages]
+    if as_json:
+        print_json(rows)
+        return
+    if as_csv:
+        _write_csv(rows)
+        return
+    if not rows:
+        out().print("no letters match")
+        return
+    t = common.table("id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "Message-ID")
+    for m in messages:
+        t.add_row(
+            str(m.id), plain(m.recipient), plain(m.email), m.status.value + (" (dup?)" if m.possible_duplicate else ""),
+            str(m.attempts), plain(m.wait_reason or m.last_reply or ""),
+            m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "", plain(m.message_id),
+        )
+    out().print(t)
+
+
+def _write_csv(rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+@log_app.command("verify")
+def log_verify(ctx: typer.Context) -> None:
+    """Recompute the hash chain of the log; name the first broken event.
+
+    Exit 0 and print the event count and the chain head hash (keep it somewhere
+    else: it lets anyone check later that nothing was changed); exit 1 otherwise.
+
+    Example:
+
+        campaign log verify
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    result = api.verify_log(ws)
+    if result.ok:
+        out().print(f"ok: {result.count} events, chain head {result.head}")
+        return
+    err().print(f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}")
+    err().print(f"[dim]hint:[/dim] events 1–{result.count} verify; the log was changed outside campaign")
+    raise typer.Exit(1)
+
+
+@smtp_app.command("login")
+def smtp_login(ctx: typer.Context) -> None:
+    """Store the SMTP password for [smtp] username in the system keyring.
+
+    On a machine without a keyring, set CAMPAIGN_SMTP_PASSWORD instead.
+
+    Example:
+
+        campaign smtp login
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    password = typer.prompt("SMTP password", hide_input=True)
+    backend = api.smtp_login(ws, password)
+    out().print(f"stored in the system keyring ({backend})")
+
+
+def demo(ctx: typer.Context) -> None:
+    """Run everything end to end on this machine, with nothing leaving it.
+
+    Builds a workspace in .campaign/demo/ from this workspace's registry and letters,
+    starts an SMTP server on 127.0.0.1 inside the program, queues the shipped letter
+    to every institution with an e-mail, sends it, and shows the log. Your own
+    .campaign/state.db is never touched.
+
+    Example:
+
+        campaign demo && campaign -C .campaign/demo log verify
+    """
+    from campaign import api
+
+    root = state(ctx).directory
+    drawer: ProgressDrawer | None = None
+
+    def progress(p: Progress) -> None:
+        nonlocal drawer
+        if drawer is not None:
+            drawer.update(p)
+
+    def started(total: int) -> None:
+        nonlocal drawer
+        drawer = ProgressDrawer(total).__enter__()
+
+    try:
+        result = api.demo(root, on_start=started, on_progress=progress)
+    finally:
+        if drawer is not None:
+            drawer.__exit__(None, None, None)
+    ws_label = result.workspace
+    out().print(f"demo workspace: {plain(str(ws_label))}")
+    out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
+    print_send_summary(result.outcome)
+    t = common.table("institution", "email", "state", "server reply", "receipt")
+    for m in result.messages:
+        t.add_row(plain(m.recipient), plain(m.email), m.status.value, plain(m.last_reply or ""), plain(m.delivery_status or ""))
+    out().print(t)
+    out().print(f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
+                f"(head {result.verification.head[:16]}…)")
+    out().print(f"received messages: {plain(str(result.mailbox))}/")
+    if result.receipts:
+        out().print(f"simulated delivery reports: {plain(str(result.reports))}/ (imported: {result.receipts})")
+    out().print(f"explore: campaign -C {plain(str(result.workspace))} log --events")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("queue")(queue)
+    app.command("send")(send)
+    app.command("release")(release)
+    app.command("status")(status)
+    app.add_typer(log_app, name="log")
+    app.add_typer(smtp_app, name="smtp")
+    app.command("demo")(demo)

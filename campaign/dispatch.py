@@ -1,0 +1,514 @@
+"""The async send loop: K reused connections, pacing, retries, progress, clean stops.
+
+Contract:
+- Connections open before any message is claimed, so a TLS or authentication
+  failure stops the run with every message as it was.
+- Workers that are ready ask for work; one claimer serves them in batches (one
+  transaction marks a batch ``sending``), one writer records outcomes in batches.
+  All store calls run in one dedicated thread, so the event loop stays free for SMTP
+  and the store is never used from two threads at once.
+- Outcomes: 2xx → sent; 4xx or a failure before the message was fully handed over →
+  deferred with exponential backoff and jitter, failed once ``max_age`` has passed;
+  5.1.x → failed (fix the registry); 5.7.x → held for a person; other 5xx → failed;
+  no reply after the final dot → ``outcome_unknown``, retried as a possible duplicate.
+- The run ends when nothing is due now (short rate waits are waited out). With
+  ``wait`` it sleeps until the next message is due and ends when every message is
+  final. A graceful stop finishes in-flight messages and returns claimed but unsent
+  ones; an abort leaves in-flight messages ``sending`` for the next run to recover.
+- The clock is injected: ``campaign plan`` runs this same loop on a virtual clock
+  against a connection that accepts everything, so the plan is what a send would do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+from campaign.errors import CampaignError, TransportError
+from campaign.models import from_rfc3339
+from campaign.pacing import Pacer
+from campaign.store import Claimed, Outcome
+from campaign.store.sql import PrefixFn, SqlStore
+from campaign.transport import Connection, Envelope, SendResult, ServerUnavailableError
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """Wall-clock time."""
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class VirtualClock:
+    """Simulated time: sleeping moves the clock forward at once."""
+
+    def __init__(self, start_ms: int, step_ms: int = 0) -> None:
+        self._now = start_ms
+        self.step_ms = step_ms
+
+    def now_ms(self) -> int:
+        self._now += self.step_ms
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        self._now += max(0, int(seconds * 1000))
+        await asyncio.sleep(0)
+
+
+@dataclass(frozen=True)
+class SendOptions:
+    """How one run behaves."""
+
+    worker: str
+    return_path: str
+    verp: bool = False
+    campaign: str | None = None
+    ids: tuple[int, ...] = ()
+    limit: int | None = None
+    concurrency: int = 4
+    wait: bool = False
+    max_age: timedelta = timedelta(days=3)
+    retry_min: timedelta = timedelta(minutes=1)
+    retry_max: timedelta = timedelta(hours=1)
+    lease: timedelta = timedelta(minutes=20)
+    short_wait: timedelta = timedelta(minutes=5)
+    unavailable_retry: timedelta = timedelta(minutes=1)
+    all_sending_crashed: bool = True
+
+
+@dataclass
+class Progress:
+    """Counts so far, for progress bars and lines."""
+
+    due: int = 0
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+    held: int = 0
+    unknown: int = 0
+    in_flight: int = 0
+    waiting_until_ms: int | None = None
+    waiting_reason: str | None = None
+    last: dict[str, Any] | None = None
+
+
+@dataclass
+class RunReport:
+    """How a run ended."""
+
+    progress: Progress
+    recovered: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+    stopped: CampaignError | None = None
+    interrupted: bool = False
+    aborted: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)
+    sent_at_ms: dict[str, int] = field(default_factory=dict)
+
+
+class StopSignal:
+    """First ``request()``: finish in-flight messages and stop. Second: abort now."""
+
+    def __init__(self) -> None:
+        self.graceful = asyncio.Event()
+        self.abort = asyncio.Event()
+
+    def request(self) -> None:
+        if self.graceful.is_set():
+            self.abort.set()
+        self.graceful.set()
+
+
+def retry_delay(attempt: int, options: SendOptions, rng: random.Random) -> timedelta:
+    """Exponential backoff from retry_min, capped at retry_max, with ±20 % jitter."""
+    base = options.retry_min.total_seconds() * (2 ** max(0, attempt - 1))
+    base = min(base, options.retry_max.total_seconds())
+    return timedelta(seconds=base * rng.uniform(0.8, 1.2))
+
+
+def envelope_for(item: Claimed, options: SendOptions) -> Envelope:
+    mail_from = options.return_path
+    if options.verp:
+        local, _, domain = mail_from.rpartition("@")
+        mail_from = f"{local}+{item.envid}@{domain}"
+    from campaign.models import ascii_address
+
+    rcpt = ascii_address(item.email) or item.email
+    return Envelope(mail_from=mail_from, rcpt=rcpt, envid=item.envid, smtputf8=item.smtputf8)
+
+
+HINTS = {
+    "address": "the address was refused: fix it in recipients.yaml, then queue the letter again",
+    "policy": "held for a person: the server refused it on policy grounds; check, then `campaign release ID`",
+}
+
+
+class Dispatcher:
+    """One run of the send loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        connect: Callable[[], Connection],
+        pacer: Pacer,
+        options: SendOptions,
+        *,
+        prefix: PrefixFn,
+        clock: Clock | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        stop: StopSignal | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.connect = connect
+        self.pacer = pacer
+        self.options = options
+        self.prefix = prefix
+        self.clock = clock or SystemClock()
+        self.on_progress = on_progress or (lambda p: None)
+        self.stop = stop or StopSignal()
+        self.rng = rng or random.Random()
+        self.progress = Progress()
+        self.report = RunReport(self.progress)
+        self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-store")
+        self._waiters: list[asyncio.Future[Claimed | None]] = []
+        self._wakeup = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._claimed_total = 0
+        self._done = False
+        self._fatal: CampaignError | None = None
+        self._pending_writes = 0
+        self._writes_idle = asyncio.Event()
+        self._writes_idle.set()
+        self._landed = asyncio.Event()
+        self._landed_count = 0
+        self._halt = asyncio.Event()
+        self._closing = False
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+
+    # -- entry -------------------------------------------------------------------------
+
+    async def run(self) -> RunReport:
+        try:
+            now = self.clock.now_ms()
+            self.report.recovered = await self._call(
+                self.store.recover, now, all_sending=self.options.all_sending_crashed
+            )
+            self.report.expired = await self._call(
+                self.store.fail_expired, now, int(self.options.max_age.total_seconds() * 1000), self.options.campaign
+            )
+            pending, _ = await self._call(self.store.pending_summary, self.options.campaign)
+            self.progress.due = pending if self.options.limit is None else min(pending, self.options.limit)
+            self.on_progress(self.progress)
+            workers = [asyncio.create_task(self._worker(i)) for i in range(max(1, self.options.concurrency))]
+            claimer = asyncio.create_task(self._claimer())
+            writer = asyncio.create_task(self._writer())
+            aborter = asyncio.create_task(self.stop.abort.wait())
+            gathered = asyncio.gather(*workers)
+            done, _ = await asyncio.wait({gathered, aborter}, return_when=asyncio.FIRST_COMPLETED)
+            if aborter in done:
+                self.report.aborted = True
+                for task in workers:
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gathered
+            else:
+                aborter.cancel()
+                await gathered  # re-raises a bug in a worker
+            self._done = True
+            self._wakeup.set()
+            claimer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await claimer
+            self._closing = True
+            self._outcome_ready.set()
+            await writer
+            self.report.interrupted = self.stop.graceful.is_set()
+            self.report.stopped = self._fatal
+            return self.report
+        finally:
+            self._db.shutdown(wait=True)
+
+    # -- claiming ----------------------------------------------------------------------
+
+    async def _next_item(self) -> Claimed | None:
+        if self._done or self.stop.graceful.is_set():
+            return None
+        future: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wakeup.set()
+        return await future
+
+    def _finish_waiters(self) -> None:
+        self._done = True
+        for future in self._waiters:
+            if not future.done():
+                future.set_result(None)
+        self._waiters.clear()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on a stop request or a fatal error."""
+        if seconds <= 0:
+            return
+        stops = [asyncio.create_task(self.stop.graceful.wait()), asyncio.create_task(self._halt.wait())]
+        nap = asyncio.create_task(self.clock.sleep(seconds))
+        await asyncio.wait({*stops, nap}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (*stops, nap):
+            task.cancel()
+
+    def _stop_run(self, error: CampaignError) -> None:
+        """A problem that stops the whole run (first one wins)."""
+        self._fatal = self._fatal or error
+        self._halt.set()
+        self._wakeup.set()
+
+    async def _until_landed(self, seen: int) -> None:
+        """Wait until an outcome is recorded after ``seen`` (or the run halts)."""
+        while self._landed_count == seen and not self._halt.is_set():
+            self._landed.clear()
+            waiter = asyncio.create_task(self._landed.wait())
+            halt = asyncio.create_task(self._halt.wait())
+            await asyncio.wait({waiter, halt}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            halt.cancel()
+
+    async def _claimer(self) -> None:
+        opts = self.options
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._waiters:
+                if self.stop.graceful.is_set() or self._fatal is not None:
+                    self._finish_waiters()
+                    return
+                limit = len(self._waiters)
+                if opts.limit is not None:
+                    limit = min(limit, opts.limit - self._claimed_total)
+                    if limit <= 0:
+                        self._finish_waiters()
+                        return
+                now = self.clock.now_ms()
+                claim = await self._call(
+                    self.store.claim,
+                    now,
+                    worker=opts.worker,
+                    limit=limit,
+                    pacer=self.pacer,
+                    lease_ms=int(opts.lease.total_seconds() * 1000),
+                    prefix=self.prefix,
+                    campaign=opts.campaign,
+                    ids=opts.ids,
+                )
+                if claim.items:
+                    self._claimed_total += len(claim.items)
+                    self.progress.waiting_until_ms = None
+                    self.progress.waiting_reason = None
+                    for item in claim.items:
+                        self._waiters.pop(0).set_result(item)
+                    continue
+                if claim.wait_until_ms is not None:  # the overall rate: always a short wait
+                    await self._sleep((claim.wait_until_ms - now) / 1000)
+                    continue
+                if not await self._wait_for_due(now):
+                    self._finish_waiters()
+                    return
+
+    async def _wait_for_due(self, now: int) -> bool:
+        """Nothing is due now: sleep until something is, or say the run is over."""
+        opts = self.options
+        seen = self._landed_count
+        # Outcomes not yet written may turn into retries: let the writer catch up first.
+        await self._writes_idle.wait()
+        nxt = await self._call(self.store.next_due, opts.campaign)
+        if self._landed_count != seen:
+            return True  # something finished meanwhile: look again
+        in_flight = self.progress.in_flight
+        short = False
+        if nxt is not None:
+            due_ms, reason = nxt
+            if due_ms <= now:
+                return True
+            short = bool(reason) and str(reason).startswith("rate:") and (
+                due_ms - now <= opts.short_wait.total_seconds() * 1000
+            )
+        if nxt is None or (not short and not opts.wait):
+            if in_flight > 0:
+                await self._until_landed(seen)
+                return True
+            return False
+        self.progress.waiting_until_ms = due_ms
+        self.progress.waiting_reason = reason or "retry"
+        self.on_progress(self.progress)
+        if not short:
+            expired = await self._call(
+                self.store.fail_expired, now, int(opts.max_age.total_seconds() * 1000), opts.campaign
+            )
+            self.report.expired.extend(expired)
+            self.progress.failed += len(expired)
+        await self._sleep((due_ms - now) / 1000)
+        return not self.stop.graceful.is_set()
+
+    # -- sending -----------------------------------------------------------------------
+
+    async def _open(self) -> Connection | None:
+        """A ready connection, or None when the run must stop."""
+        while not self.stop.graceful.is_set() and self._fatal is None and not self._done:
+            conn = self.connect()
+            try:
+                await conn.open()
+                return conn
+            except ServerUnavailableError as err:
+                if not self.options.wait:
+                    self._stop_run(err)
+                    return None
+                self.progress.waiting_reason = f"server unavailable: {err.message}"
+                self.progress.waiting_until_ms = self.clock.now_ms() + int(
+                    self.options.unavailable_retry.total_seconds() * 1000
+                )
+                self.on_progress(self.progress)
+                await self._sleep(self.options.unavailable_retry.total_seconds())
+            except TransportError as err:
+                self._stop_run(err)
+                return None
+        return None
+
+    async def _worker(self, index: int) -> None:
+        conn: Connection | None = None
+        try:
+            while True:
+                if conn is None or not conn.connected:
+                    conn = await self._open()
+                    if conn is None:
+                        return
+                item = await self._next_item()
+                if item is None:
+                    return
+                self.progress.in_flight += 1
+                try:
+                    result = await conn.send(envelope_for(item, self.options), item.wire)
+                    if result.kind == "reconnect":
+                        # Dropped while idle: nothing was sent. Reconnect and try once more.
+                        conn = await self._open()
+                        if conn is None:
+                            await self._call(
+                                self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker,
+                                reason=self._fatal.message if self._fatal else "run stopped",
+                            )
+                            return
+                        result = await conn.send(envelope_for(item, self.options), item.wire)
+                        if result.kind == "reconnect":
+                            result = SendResult(kind="temporary", phase="mail", reply=result.reply)
+                    if result.kind == "sender":
+                        self._stop_run(TransportError(
+                            f"the server refused our sender {self.options.return_path}: {result.reply}",
+                            hint="check [sender] email, [receipts] return_path and the account's rights; "
+                            "no message was sent",
+                        ))
+                        await self._call(
+                            self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker,
+                            reason=result.reply or "sender refused",
+                        )
+                        return
+                    self._record(self._outcome(item, result), item)
+                finally:
+                    self.progress.in_flight -= 1
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+
+    def _outcome(self, item: Claimed, result: SendResult) -> Outcome:
+        now = self.clock.now_ms()
+        data: dict[str, Any] = {"phase": result.phase}
+        if result.kind == "sent":
+            data["dsn"] = result.dsn_requested
+            if not result.dsn_requested:
+                data["receipts"] = "not requested: the server does not offer DSN"
+        base = dict(
+            id=item.id, message_id=item.message_id, campaign=item.campaign, attempt=item.attempt,
+            code=result.code, enhanced=result.enhanced, reply=result.reply, remote_id=result.remote_id,
+            possible_duplicate=item.possible_duplicate,
+        )
+        if result.kind == "sent":
+            return Outcome(status="sent", event="sent", data=data, **base)  # type: ignore[arg-type]
+        if result.kind in ("temporary", "unknown"):
+            first = from_rfc3339(item.first_attempt_at)
+            age_ms = now - int(first.timestamp() * 1000)
+            duplicate = item.possible_duplicate or result.kind == "unknown"
+            base["possible_duplicate"] = duplicate
+            event = "outcome_unknown" if result.kind == "unknown" else "deferred"
+            if age_ms >= self.options.max_age.total_seconds() * 1000:
+                data["reason"] = "max_age reached: gave up retrying"
+                return Outcome(status="failed", event="failed" if event == "deferred" else event, data=data, **base)  # type: ignore[arg-type]
+            delay = retry_delay(item.attempt, self.options, self.rng)
+            nxt = now + int(delay.total_seconds() * 1000)
+            if result.kind == "unknown":
+                data["note"] = "no final reply: the server may have accepted it; retrying, possible duplicate"
+            return Outcome(status="deferred", event=event, next_attempt_ms=nxt, data=data, **base)  # type: ignore[arg-type]
+        if result.kind == "policy":
+            data["hint"] = HINTS["policy"]
+            return Outcome(status="held", event="held", data=data, **base)  # type: ignore[arg-type]
+        if result.kind == "address":
+            data["hint"] = HINTS["address"]
+        return Outcome(status="failed", event="failed", data=data, **base)  # type: ignore[arg-type]
+
+    # -- recording ---------------------------------------------------------------------
+
+    def _record(self, outcome: Outcome, item: Claimed) -> None:
+        p = self.progress
+        if outcome.event == "outcome_unknown":
+            p.unknown += 1
+        if outcome.status == "sent":
+            p.sent += 1
+            self.report.sent_at_ms[outcome.message_id] = self.clock.now_ms()
+        elif outcome.status == "deferred":
+            p.deferred += 1
+        elif outcome.status == "held":
+            p.held += 1
+        else:
+            p.failed += 1
+        p.last = {"message_id": outcome.message_id, "status": outcome.status, "reply": outcome.reply,
+                  "event": outcome.event, "id": outcome.id, "recipient": item.recipient, "email": item.email}
+        self.report.outcomes.append(outcome)
+        self._outcomes.append(outcome)
+        self._pending_writes += 1
+        self._writes_idle.clear()
+        self._outcome_ready.set()
+        self._landed_count += 1
+        self._landed.set()
+        self.on_progress(p)
+
+    async def _writer(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            if self._outcomes:
+                batch, self._outcomes = self._outcomes, []
+                await self._call(self.store.finish, batch, self.clock.now_ms(), worker=self.options.worker)
+                self._pending_writes -= len(batch)
+            if not self._outcomes:
+                self._writes_idle.set()
+            if self._closing and not self._outcomes:
+                return

@@ -1,0 +1,151 @@
+"""The store: the only place with SQL. Messages, the hash-chained event log, pacing state.
+
+Contract (SQLite in ``.campaign/state.db`` by default, PostgreSQL for teams; same
+schema, same behaviour):
+- Migrations are named functions recorded in ``schema_migrations`` and applied when
+  the store opens; a database from a newer version is refused, never altered.
+- Every state change and its event commit in one transaction. Events are
+  append-only (triggers refuse UPDATE and DELETE) and each carries the SHA-256 of the
+  previous one (see ``campaign.chain``); appends are serialised through the single
+  ``chain_head`` row, so several workers still write one chain.
+- Queueing is idempotent on (campaign, letter, institution, normalised address).
+- A claim marks a message ``sending`` (with attempt, lease and the SHA-256 of the exact
+  bytes) and commits *before* any byte goes to the server. A message found
+  ``sending`` with no live lease is from a crash: it is made due again and logged as
+  a possible duplicate. That is the only way a letter can reach an institution twice.
+- SQLite runs in WAL mode with ``synchronous=FULL``; writes use ``BEGIN IMMEDIATE``;
+  the file is created with mode 0600. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``.
+
+Times: event and row times are UTC RFC 3339 text; scheduling times
+(``next_attempt_at``, leases, pacing) are integer epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from campaign.errors import StoreError
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A rendered letter ready to queue."""
+
+    campaign: str
+    letter: str
+    recipient: str
+    email: str
+    email_key: str
+    domain: str
+    contact_name: str | None
+    lang: str
+    subject: str
+    message_id: str
+    envid: str
+    body: bytes
+    content_sha256: str
+    smtputf8: bool = False
+    not_before_ms: int | None = None
+    wait_reason: str | None = None
+    in_reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What the store already holds under a queue key."""
+
+    id: int
+    message_id: str
+    envid: str
+    status: str
+    content_sha256: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A message marked ``sending`` for one attempt, with the exact bytes to send."""
+
+    id: int
+    message_id: str
+    envid: str
+    campaign: str
+    recipient: str
+    email: str
+    domain: str
+    wire: bytes
+    wire_sha256: str
+    attempt: int
+    smtputf8: bool
+    possible_duplicate: bool
+    first_attempt_at: str
+    previous_status: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of one claim: messages to send now, or when to look again and why."""
+
+    items: list[Claimed]
+    wait_until_ms: int | None = None
+    wait_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one claimed message."""
+
+    id: int
+    message_id: str
+    campaign: str
+    status: str  # sent | deferred | failed | held
+    event: str  # sent | deferred | failed | held | outcome_unknown
+    attempt: int
+    code: int | None = None
+    enhanced: str | None = None
+    reply: str | None = None
+    remote_id: str | None = None
+    next_attempt_ms: int | None = None
+    possible_duplicate: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which messages a query returns."""
+
+    campaign: str | None = None
+    statuses: tuple[str, ...] = ()
+    recipient: str | None = None
+    since: str | None = None  # RFC 3339
+    ids: tuple[int, ...] = ()
+    message_ids: tuple[str, ...] = ()
+
+
+def open_store(url: str) -> Any:
+    """Open (and migrate) the store at ``url``: ``sqlite:///path`` or ``postgresql://...``.
+
+    Raises StoreError.
+    """
+    if url.startswith("sqlite:///"):
+        from campaign.store.sqlite import SqliteStore
+
+        return SqliteStore(Path(url[len("sqlite:///") :]))
+    if url.startswith(("postgresql://", "postgres://")):
+        from campaign.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreError(f"{url}: unknown store; use sqlite:///path or postgresql://user@host/db")
+
+
+__all__ = [
+    "Claim",
+    "Claimed",
+    "Existing",
+    "MessageFilter",
+    "NewMessage",
+    "Outcome",
+    "open_store",
+]

@@ -1,0 +1,146 @@
+"""The shape of the house (../shared/STYLE.md): imports point one way, each library has
+one home, the CLI stays thin, the core never prints or exits."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "campaign"
+
+# Lower numbers sit lower; a module may import only from strictly lower levels
+# (and from inside its own package, e.g. store.sql → store).
+LEVELS = {
+    "errors": 0,
+    "models": 1,
+    "chain": 1,
+    "pacing": 2,
+    "config": 3,
+    "registry": 3,
+    "render": 3,
+    "store": 3,
+    "transport": 3,
+    "pdf": 3,
+    "localserver": 3,
+    "imap": 3,
+    "outbox": 4,
+    "ledger": 4,
+    "dispatch": 5,
+    "receipts": 5,
+    "api": 6,
+    "cli": 7,
+}
+
+# Third-party libraries and the only modules allowed to import them.
+HOMES = {
+    "ruamel": {"registry"},
+    "jinja2": {"render"},
+    "markupsafe": {"render"},
+    "markdown_it": {"render"},
+    "babel": {"render"},
+    "sqlite3": {"store"},
+    "psycopg": {"store"},
+    "aiosmtplib": {"transport"},
+    "dkim": {"transport"},
+    "keyring": {"config"},
+    "pydantic": {"models", "config"},
+    "email_validator": {"models"},
+    "aiosmtpd": {"localserver"},
+    "weasyprint": {"pdf"},
+    "pyhanko": {"pdf"},
+    "pyhanko_certvalidator": {"pdf"},
+    "pikepdf": {"pdf"},
+    "cryptography": {"pdf", "transport"},
+    "imapclient": {"imap"},
+    "typer": {"cli"},
+    "rich": {"cli"},
+    "click": {"cli"},
+}
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        top = rel.parts[0].removesuffix(".py")
+        if top in ("__init__", "__main__"):
+            continue
+        found.append((top, path))
+    return found
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend((alias.name, node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append((node.module, node.lineno))
+    return names
+
+
+def test_every_module_has_a_level() -> None:
+    for top, path in modules():
+        assert top in LEVELS, f"{path}: add {top!r} to LEVELS in tests/test_architecture.py"
+
+
+@pytest.mark.parametrize(("top", "path"), modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name)
+def test_imports_point_one_way(top: str, path: Path) -> None:
+    for name, line in imports(path):
+        parts = name.split(".")
+        if parts[0] != "campaign" or len(parts) < 2:
+            continue
+        target = parts[1]
+        if target == top or target == "__init__":
+            continue
+        assert target != "cli", f"{path}:{line}: nothing may import the CLI"
+        assert LEVELS[target] < LEVELS[top], (
+            f"{path}:{line}: {top} (level {LEVELS[top]}) imports {target} (level {LEVELS[target]})"
+        )
+
+
+@pytest.mark.parametrize(("top", "path"), modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name)
+def test_each_library_has_one_home(top: str, path: Path) -> None:
+    for name, line in imports(path):
+        root = name.split(".")[0]
+        if root in HOMES:
+            assert top in HOMES[root], f"{path}:{line}: {root} belongs in {sorted(HOMES[root])}, not {top}"
+
+
+@pytest.mark.parametrize(("top", "path"), modules(), ids=lambda v: str(v) if isinstance(v, str) else v.name)
+def test_core_never_prints_or_exits(top: str, path: Path) -> None:
+    if top == "cli":
+        return
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            assert name not in ("print", "exit", "_exit"), f"{path}:{node.lineno}: core modules return, they do not {name}()"
+
+
+def test_cli_never_catches_bare_exception() -> None:
+    for path in (PACKAGE / "cli").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ExceptHandler):
+                assert node.type is not None, f"{path}:{node.lineno}: bare except"
+                names = [n.id for n in ast.walk(node.type) if isinstance(n, ast.Name)]
+                assert "Exception" not in names and "BaseException" not in names, (
+                    f"{path}:{node.lineno}: the CLI catches CampaignError, never Exception"
+                )
+
+
+def test_app_hides_locals_in_tracebacks() -> None:
+    from campaign.cli import app
+
+    assert app.pretty_exceptions_show_locals is False
+
+
+def test_every_module_states_its_contract() -> None:
+    for _, path in modules():
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{path}: open the module with a docstring stating its contract"
