@@ -83,8 +83,9 @@ def init_workspace(directory: Path) -> list[Path]:
 
 
 def load_registry(ws: Workspace) -> Registry:
-    """recipients.yaml of the workspace, validated."""
-    return registry_mod.load_registry(ws.registry_path)
+    """recipients.yaml of the workspace, validated (cached in .campaign/cache/ when it exists)."""
+    cache = ws.state_dir / "cache" if ws.state_dir.is_dir() else None
+    return registry_mod.load_registry(ws.registry_path, cache_dir=cache)
 
 
 def list_recipients(ws: Workspace, tags: Iterable[str] = ()) -> list[Recipient]:
@@ -283,6 +284,7 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
     chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
     store = open_store(ws)
+    registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
     try:
         report = outbox.queue_letter(
             store,

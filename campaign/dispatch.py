@@ -32,7 +32,7 @@ from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from campaign.errors import CampaignError, TransportError
-from campaign.models import from_rfc3339
+from campaign.models import ascii_address, from_rfc3339
 from campaign.pacing import Pacer
 from campaign.store import Claimed, Outcome
 from campaign.store.sql import PrefixFn, SqlStore
@@ -120,8 +120,7 @@ class RunReport:
     stopped: CampaignError | None = None
     interrupted: bool = False
     aborted: bool = False
-    outcomes: list[Outcome] = field(default_factory=list)
-    sent_at_ms: dict[str, int] = field(default_factory=dict)
+    problems: list[Outcome] = field(default_factory=list)  # failed and held, for the summary
 
 
 class StopSignal:
@@ -149,9 +148,7 @@ def envelope_for(item: Claimed, options: SendOptions) -> Envelope:
     if options.verp:
         local, _, domain = mail_from.rpartition("@")
         mail_from = f"{local}+{item.envid}@{domain}"
-    from campaign.models import ascii_address
-
-    rcpt = ascii_address(item.email) or item.email
+    rcpt = item.email if item.email.isascii() else (ascii_address(item.email) or item.email)
     return Envelope(mail_from=mail_from, rcpt=rcpt, envid=item.envid, smtputf8=item.smtputf8)
 
 
@@ -174,6 +171,7 @@ class Dispatcher:
         prefix: PrefixFn,
         clock: Clock | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        on_outcome: Callable[[Outcome, int], None] | None = None,
         stop: StopSignal | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -184,6 +182,7 @@ class Dispatcher:
         self.prefix = prefix
         self.clock = clock or SystemClock()
         self.on_progress = on_progress or (lambda p: None)
+        self.on_outcome = on_outcome
         self.stop = stop or StopSignal()
         self.rng = rng or random.Random()
         self.progress = Progress()
@@ -482,7 +481,6 @@ class Dispatcher:
             p.unknown += 1
         if outcome.status == "sent":
             p.sent += 1
-            self.report.sent_at_ms[outcome.message_id] = self.clock.now_ms()
         elif outcome.status == "deferred":
             p.deferred += 1
         elif outcome.status == "held":
@@ -491,7 +489,10 @@ class Dispatcher:
             p.failed += 1
         p.last = {"message_id": outcome.message_id, "status": outcome.status, "reply": outcome.reply,
                   "event": outcome.event, "id": outcome.id, "recipient": item.recipient, "email": item.email}
-        self.report.outcomes.append(outcome)
+        if outcome.status in ("failed", "held"):
+            self.report.problems.append(outcome)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome, self.clock.now_ms())
         self._outcomes.append(outcome)
         self._pending_writes += 1
         self._writes_idle.clear()

@@ -13,6 +13,9 @@ This module is the only home of ruamel.yaml.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -171,13 +174,58 @@ def validation_error(
     return error(f"{where}: {field}: {_message(err)}")
 
 
-def load_registry(path: Path, *, label: str | None = None) -> Registry:
+def load_registry(path: Path, *, label: str | None = None, cache_dir: Path | None = None) -> Registry:
     """Load and validate recipients.yaml.
+
+    With ``cache_dir``, a validated copy is kept there as JSON keyed by the file's
+    SHA-256 (YAML parsing costs about a millisecond per institution; a send of a large
+    campaign should not pay it every time). The cache is derived data, never state:
+    it is written only for a file that validated, and any edit changes the key.
 
     Raises RegistryError naming the file, line and field.
     """
     label = label or path.name
     text = read_text(path, label=label, limit=MAX_REGISTRY_BYTES, error=RegistryError)
+    cached = _cache_path(cache_dir, text) if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        try:
+            return parse(Registry, json.loads(cached.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass  # a damaged cache is ignored and rewritten
+    registry = _parse_registry(text, label)
+    if cached is not None:
+        _write_cache(cached, registry)
+    return registry
+
+
+def remember_registry(registry: Registry, path: Path, cache_dir: Path) -> None:
+    """Write the cache for an already validated registry (no parsing)."""
+    text = read_text(path, label=path.name, limit=MAX_REGISTRY_BYTES, error=RegistryError)
+    target = _cache_path(cache_dir, text)
+    if not target.is_file():
+        _write_cache(target, registry)
+
+
+def _cache_path(cache_dir: Path, text: str) -> Path:
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return cache_dir / f"registry-{digest}.json"
+
+
+def _write_cache(target: Path, registry: Registry) -> None:
+    try:
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        for old in target.parent.glob("registry-*.json"):
+            old.unlink(missing_ok=True)
+        tmp = target.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(registry.model_dump_json())
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a cache that cannot be written costs time, nothing else
+
+
+def _parse_registry(text: str, label: str) -> Registry:
     tree = parse_yaml(text, label, RegistryError)
     if tree is None:
         raise RegistryError(

@@ -36,7 +36,7 @@ app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    rich_markup_mode="markdown",
+    rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=False,
 )
@@ -64,7 +64,7 @@ def root(
         str | None,
         typer.Option(
             "--db",
-            help="Store URL, e.g. postgresql://user@host/db (default: $CAMPAIGN_DB, [store] url, "
+            help="Store URL, e.g. postgresql://user@host/db (default: $CAMPAIGN_DB, \\[store] url, "
             "else .campaign/state.db).",
             envvar="CAMPAIGN_DB",
             metavar="URL",

@@ -109,7 +109,7 @@ def send(
     campaign: CampaignOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the exact bytes to .campaign/outbox/ and change nothing.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N letters in this run.", metavar="N")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="SMTP connections (default: [smtp] concurrency, 4).", metavar="K")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="SMTP connections (default: \\[smtp] concurrency, 4).", metavar="K")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Keep running until every letter is final (retries, office hours, schedules).")] = False,
     rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="Messages per second overall, for this run only.", metavar="R")] = None,
@@ -232,15 +232,12 @@ def print_send_summary(outcome: Any) -> None:
         warn(f"{len(report.recovered)} letters were being sent when a previous run stopped; "
              "they were sent again and may have reached the institution twice (logged as crash_recovered)")
     t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
-    t.add_row(str(p.sent), str(p.deferred), str(p.failed + len(report.expired) if False else p.failed), str(p.held), str(p.unknown))
+    t.add_row(str(p.sent), str(p.deferred), str(p.failed), str(p.held), str(p.unknown))
     out().print(t)
-    problems = [o for o in report.outcomes if o.status in ("failed", "held")]
-    for o in problems:
+    for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
         out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
     if outcome.remaining:
-        from campaign.pacing import dt_to_ms  # noqa: F401  (keeps the import cheap elsewhere)
-
         t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
         for m in outcome.remaining[:50]:
             t.add_row(
@@ -424,7 +421,7 @@ def log_verify(ctx: typer.Context) -> None:
 
 @smtp_app.command("login")
 def smtp_login(ctx: typer.Context) -> None:
-    """Store the SMTP password for [smtp] username in the system keyring.
+    """Store the SMTP password for \\[smtp] username in the system keyring.
 
     On a machine without a keyring, set CAMPAIGN_SMTP_PASSWORD instead.
 
