@@ -39,7 +39,11 @@ from tests.support.sink import Sink  # noqa: E402
 CAMPAIGN = [str(ROOT / ".venv" / "bin" / "campaign")] if (ROOT / ".venv" / "bin" / "campaign").exists() else [sys.executable, "-m", "campaign"]
 
 
-def make_workspace(base: Path, *, institutions: int, contacts: int, port: int, short_letter: bool = False) -> Path:
+def make_workspace(
+    base: Path, *, institutions: int, contacts: int, port: int, short_letter: bool = False, etiquette: bool = True
+) -> Path:
+    """A generated workspace; with ``etiquette``, every institution has a daily cap and office
+    hours that are configured but never binding (so their cost is measured, not their effect)."""
     ws = base / f"ws-{institutions}x{contacts}-{time.monotonic_ns()}"
     ws.mkdir(parents=True)
     shutil.copytree(ROOT / "letters", ws / "letters")
@@ -57,8 +61,11 @@ def make_workspace(base: Path, *, institutions: int, contacts: int, port: int, s
             f"  - id: inst-{i}",
             f"    name: Institution {i} for human rights",
             "    languages: [en, ru]",
-            "    contacts:",
+            "    timezone: Europe/Zurich",
         ]
+        if etiquette:
+            lines += ["    max_per_day: 1000000", "    office_hours: {days: mon-sun, start: '00:00', end: '24:00'}"]
+        lines.append("    contacts:")
         for c in range(contacts):
             lines.append(f"      - email: office{c}@inst{i}.example")
     (ws / "recipients.yaml").write_text("\n".join(lines) + "\n")
@@ -146,7 +153,7 @@ def raw_send(port: int, messages: list[tuple[str, email.message.EmailMessage]]) 
 
 
 def p1(base: Path, letters: int) -> dict[int, float]:
-    print(f"P1: {letters} letters, 8 connections, limits not binding")
+    print(f"P1: {letters} letters, 8 connections, limits configured (caps, office hours, rates) but not binding")
     ours_rate: dict[int, float] = {}
     for delay in (10, 0):
         with Sink(delay_ms=delay) as sink:
@@ -254,8 +261,6 @@ def scheduling(base: Path, letters: int) -> None:
     from campaign import api
 
     ws = make_workspace(base, institutions=institutions, contacts=contacts, port=1, short_letter=True)
-    reg = (ws / "recipients.yaml").read_text().replace("    languages: [en, ru]\n", "    languages: [en, ru]\n    max_per_day: 10000\n    office_hours: {days: mon-sun, start: '00:00', end: '24:00'}\n")
-    (ws / "recipients.yaml").write_text(reg)
     queue(ws, "short", contacts="all")
     start = time.perf_counter()
     result = api.plan(api.open_workspace(ws))

@@ -31,7 +31,8 @@ from campaign.render import Renderer, RenderedLetter, build_message, message_byt
 from campaign.store import MessageFilter
 
 if TYPE_CHECKING:
-    from campaign.dispatch import Progress, RunReport
+    from campaign.dispatch import Progress, RunReport, SendOptions
+    from campaign.pacing import PacingConfig
     from campaign.ledger import Verification
     from campaign.outbox import QueueReport
     from campaign.store.sql import PrefixFn, SqlStore
@@ -426,34 +427,15 @@ def _run_send(
     import secrets
     import signal
 
-    from campaign.dispatch import Dispatcher, SendOptions, StopSignal
-    from campaign.pacing import Pacer, PacingConfig
+    from campaign.dispatch import Dispatcher, StopSignal
+    from campaign.pacing import Pacer
     from campaign.transport import SmtpConnection
 
     settings = ws.settings
     config = smtp_config(ws) if connect is None else None
-    reg = load_registry(ws)
-    pacing = PacingConfig.from_registry(
-        reg, rate=request.rate or settings.sending.rate, per_domain_rate=settings.sending.per_domain_rate
-    )
-    if not request.etiquette:
-        pacing = PacingConfig(rate=pacing.rate, per_domain_rate=pacing.per_domain_rate)
     worker = secrets.token_hex(4)
-    options = SendOptions(
-        worker=worker,
-        return_path=settings.return_path,
-        verp=settings.receipts.verp,
-        campaign=request.campaign,
-        ids=request.ids,
-        limit=request.limit,
-        concurrency=request.concurrency or settings.smtp.concurrency,
-        wait=request.wait,
-        max_age=settings.sending.max_age,
-        retry_min=settings.sending.retry_min,
-        retry_max=settings.sending.retry_max,
-        lease=settings.smtp.data_timeout + 4 * settings.smtp.timeout + timedelta(minutes=5),
-        all_sending_crashed=ws.settings.store.url is None,
-    )
+    options = _send_options(ws, request, worker)
+    pacing = _pacing(ws, request)
 
     def factory() -> Connection:
         assert config is not None
@@ -498,6 +480,38 @@ def _run_send(
     )
     remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
     return SendOutcome(report, remaining=remaining)
+
+
+def _pacing(ws: Workspace, request: SendRequest) -> PacingConfig:
+    """The limits of one run: [sending] rates (or --rate) and the registry's etiquette."""
+    from campaign.pacing import PacingConfig
+
+    sending = ws.settings.sending
+    rate = request.rate or sending.rate
+    if not request.etiquette:
+        return PacingConfig(rate=rate, per_domain_rate=sending.per_domain_rate)
+    return PacingConfig.from_registry(load_registry(ws), rate=rate, per_domain_rate=sending.per_domain_rate)
+
+
+def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptions:
+    from campaign.dispatch import SendOptions
+
+    settings = ws.settings
+    return SendOptions(
+        worker=worker,
+        return_path=settings.return_path,
+        verp=settings.receipts.verp,
+        campaign=request.campaign,
+        ids=request.ids,
+        limit=request.limit,
+        concurrency=request.concurrency or settings.smtp.concurrency,
+        wait=request.wait,
+        max_age=settings.sending.max_age,
+        retry_min=settings.sending.retry_min,
+        retry_max=settings.sending.retry_max,
+        lease=settings.smtp.data_timeout + 4 * settings.smtp.timeout + timedelta(minutes=5),
+        all_sending_crashed=settings.store.url is None,
+    )
 
 
 def wire_prefix_for(ws: Workspace) -> PrefixFn:
@@ -567,16 +581,23 @@ class _send_lock:
             self.handle.close()
 
 
-def status(ws: Workspace, campaign: str | None = None) -> dict[str, dict[str, int]]:
-    """Counts per state per campaign."""
+@dataclass
+class StatusReport:
+    counts: dict[str, dict[str, int]]
+    waiting: list[tuple[str, int, int]]  # (why, how many, earliest epoch ms)
+
+
+def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
+    """Counts per state per campaign, and why pending letters wait."""
     store = open_store(ws)
     try:
         counts = store.counts(campaign)
+        waiting = store.waiting(campaign)
     finally:
         store.close()
     if campaign and not counts:
         raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
-    return counts
+    return StatusReport(counts, waiting)
 
 
 @dataclass
@@ -761,3 +782,78 @@ per_domain_rate = 20
 [receipts]
 return_path = "receipts@{email.rpartition('@')[2]}"
 '''
+
+
+# ---------------------------------------------------------------------------
+# Plans
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """When one queued letter is expected to go."""
+
+    id: int
+    campaign: str
+    recipient: str
+    email: str
+    at_ms: int
+    outcome: str  # sent | failed (expired before its turn)
+    waiting: str | None  # why it waits now, if it does
+    zone: str
+
+
+@dataclass
+class PlanResult:
+    start_ms: int
+    rows: list[PlanRow]
+
+
+def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = None) -> PlanResult:
+    """A dry schedule: run the send loop on a copy of the queue, on a simulated clock,
+    against a server that accepts everything. Nothing is sent and nothing changes."""
+    import asyncio
+
+    from campaign.dispatch import Dispatcher, VirtualClock
+    from campaign.pacing import Pacer
+    from campaign.store.sql import copy_state
+    from campaign.store.sqlite import SqliteStore
+    from campaign.transport import NullConnection
+
+    start = start_ms if start_ms is not None else now_ms()
+    request = SendRequest(campaign=campaign, wait=True)
+    reg = load_registry(ws)
+    zones = {r.id: (r.timezone or "UTC") for r in reg.recipients}
+    store = open_store(ws)
+    snapshot = SqliteStore(None)
+    try:
+        copy_state(store, snapshot, bodies=False, events=False)
+    finally:
+        store.close()
+    pending = {
+        m.id: m
+        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
+    }
+    times: dict[int, tuple[int, str]] = {}
+
+    def record(outcome: Any, at: int) -> None:
+        times[outcome.id] = (at, outcome.status)
+
+    options = _send_options(ws, request, "plan")
+    dispatcher = Dispatcher(
+        snapshot, NullConnection, Pacer(_pacing(ws, request)), options,
+        prefix=lambda row, body, at: b"", clock=VirtualClock(start), on_outcome=record,
+    )
+    try:
+        report = asyncio.run(dispatcher.run())
+    finally:
+        snapshot.close()
+    expired = set(report.expired)
+    rows = []
+    for mid, message in pending.items():
+        at, outcome = times.get(mid, (start, "failed" if message.message_id in expired else "unscheduled"))
+        rows.append(PlanRow(
+            id=mid, campaign=message.campaign, recipient=message.recipient, email=message.email,
+            at_ms=at, outcome=outcome, waiting=message.wait_reason, zone=zones.get(message.recipient, "UTC"),
+        ))
+    rows.sort(key=lambda r: (r.at_ms, r.id))
+    return PlanResult(start_ms=start, rows=rows)

@@ -171,7 +171,7 @@ class Dispatcher:
         prefix: PrefixFn,
         clock: Clock | None = None,
         on_progress: Callable[[Progress], None] | None = None,
-        on_outcome: Callable[[Outcome, int], None] | None = None,
+        on_outcome: Callable[[Outcome, int], None] | None = None,  # (outcome, when it was handed over)
         stop: StopSignal | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -492,7 +492,7 @@ class Dispatcher:
         if outcome.status in ("failed", "held"):
             self.report.problems.append(outcome)
         if self.on_outcome is not None:
-            self.on_outcome(outcome, self.clock.now_ms())
+            self.on_outcome(outcome, item.claimed_ms)
         self._outcomes.append(outcome)
         self._pending_writes += 1
         self._writes_idle.clear()

@@ -186,14 +186,27 @@ Duration = Annotated[
 ]
 
 
+ZONE_ALIASES = {
+    # Cities where institutions sit that have no IANA zone of their own.
+    "Europe/Geneva": "Europe/Zurich",
+    "Europe/Strasbourg": "Europe/Paris",
+    "Europe/The_Hague": "Europe/Amsterdam",
+    "America/Washington": "America/New_York",
+}
+
+
+def resolve_zone(name: str) -> ZoneInfo:
+    """An IANA zone (``Europe/Geneva`` is read as ``Europe/Zurich``). Raises ValueError."""
+    try:
+        return ZoneInfo(ZONE_ALIASES.get(name, name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not an IANA time zone name (e.g. 'Europe/Zurich')") from None
+
+
 def _timezone(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"{value!r} is not an IANA time zone name (e.g. 'Europe/Zurich')"
-            ) from None
+        resolve_zone(value)
+        return ZONE_ALIASES.get(value, value)
     return value
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from campaign.chain import sha256_hex
 from campaign.errors import UsageError
@@ -34,6 +33,7 @@ from campaign.models import (
     address_key,
     ascii_address,
     from_rfc3339,
+    resolve_zone,
 )
 from campaign.render import Renderer, build_message, message_bytes, new_envid, new_message_id
 from campaign.store import NewMessage
@@ -198,9 +198,9 @@ def parse_at(text: str) -> datetime:
     if match:
         day, clock, zone_name = match.groups()
         try:
-            zone = ZoneInfo(zone_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise UsageError(f"--at {text!r}: {zone_name!r} is not an IANA time zone (e.g. Europe/Geneva)") from None
+            zone = resolve_zone(zone_name)
+        except ValueError:
+            raise UsageError(f"--at {text!r}: {zone_name!r} is not an IANA time zone (e.g. Europe/Zurich)") from None
         try:
             local = datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=zone)
         except ValueError as err:

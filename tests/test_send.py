@@ -469,7 +469,8 @@ def test_status_and_log_views(smtp_server: ScriptedServer, workspace: Path) -> N
     queue("--all")
     send("--limit", "3")
     status = json.loads(run_cli("status", "--json").stdout)
-    assert status == {"peace-agreement": {"queued": 2, "sent": 3}}
+    assert status["campaigns"] == {"peace-agreement": {"queued": 2, "sent": 3}}
+    assert status["waiting"][0]["count"] == 2
     table = run_cli("status")
     assert "peace-agreement" in table.stdout
     csv_out = run_cli("log", "--csv").stdout.splitlines()

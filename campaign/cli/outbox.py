@@ -257,6 +257,54 @@ def print_send_summary(outcome: Any) -> None:
         note("stopped on request; run `campaign send` to resume where it stopped")
 
 
+def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = False) -> None:
+    """When each queued letter is expected to go, given every limit; sends nothing.
+
+    Simulates `campaign send --wait` on a copy of the queue: the overall and per-domain
+    rates, each institution's daily cap and office hours (in its own time zone), and
+    scheduled times. Look at it before a campaign.
+
+    Example:
+
+        campaign plan --campaign peace-agreement
+    """
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    result = api.plan(ws, campaign)
+
+    def when(ms: int, zone: str | None = None) -> datetime:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+        return moment.astimezone(ZoneInfo(zone)) if zone else moment
+
+    if as_json:
+        print_json([
+            {"id": r.id, "campaign": r.campaign, "recipient": r.recipient, "email": r.email,
+             "expected_at": when(r.at_ms).isoformat().replace("+00:00", "Z"),
+             "local_time": when(r.at_ms, r.zone).isoformat(), "timezone": r.zone,
+             "outcome": r.outcome, "waiting": r.waiting}
+            for r in result.rows
+        ])
+        return
+    if not result.rows:
+        out().print("nothing is queued: nothing to plan")
+        return
+    t = common.table("id", "institution", "email", "expected (UTC)", "local time there", "now waiting for")
+    for r in result.rows:
+        local = when(r.at_ms, r.zone)
+        expected = when(r.at_ms).strftime("%a %Y-%m-%d %H:%M:%S")
+        if r.outcome != "sent":
+            expected = f"{r.outcome}"
+        t.add_row(str(r.id), plain(r.recipient), plain(r.email), expected,
+                  f"{local:%a %H:%M} {r.zone}", plain(r.waiting or ""))
+    out().print(t)
+    first, last = result.rows[0].at_ms, result.rows[-1].at_ms
+    out().print(f"{len(result.rows)} letters from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC")
+
+
 def release(
     ctx: typer.Context,
     ids: Annotated[list[int], typer.Argument(help="Message ids (the id column of `campaign log`).")],
@@ -285,9 +333,16 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
     from campaign import api
 
     ws = state(ctx).workspace()
-    counts = api.status(ws, campaign)
+    report = api.status(ws, campaign)
+    counts = report.counts
     if as_json:
-        print_json(counts)
+        from campaign.pacing import ms_to_dt
+
+        print_json({
+            "campaigns": counts,
+            "waiting": [{"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
+                        for r, n, first in report.waiting],
+        })
         return
     if not counts:
         out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
@@ -298,6 +353,13 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
     for name, per in counts.items():
         t.add_row(plain(name), *[str(per.get(s, 0)) for s in states], str(sum(per.values())))
     out().print(t)
+    if report.waiting:
+        from campaign.pacing import ms_to_dt
+
+        w = common.table("waiting", "letters", "next (UTC)")
+        for reason, n, first in report.waiting:
+            w.add_row(plain(reason), str(n), ms_to_dt(first).strftime("%Y-%m-%d %H:%M:%S"))
+        out().print(w)
 
 
 def message_row(m: Message) -> dict[str, Any]:
@@ -487,6 +549,7 @@ def demo(ctx: typer.Context) -> None:
 def register(app: typer.Typer) -> None:
     app.command("queue")(queue)
     app.command("send")(send)
+    app.command("plan")(plan)
     app.command("release")(release)
     app.command("status")(status)
     app.add_typer(log_app, name="log")

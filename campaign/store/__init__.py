@@ -82,6 +82,7 @@ class Claimed:
     possible_duplicate: bool
     first_attempt_at: str
     previous_status: str
+    claimed_ms: int = 0  # when it was handed to a connection (the "sending" event's time)
 
 
 @dataclass(frozen=True)

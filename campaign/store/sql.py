@@ -234,6 +234,9 @@ class SqlStore:
     def close(self) -> None:
         raise NotImplementedError
 
+    def after_copy(self) -> None:
+        """Fix what a bulk copy with explicit ids leaves behind (PostgreSQL sequences)."""
+
     def _wrap(self, err: Exception) -> StoreError:
         return StoreError(f"{self.label}: {err}")
 
@@ -434,6 +437,7 @@ class SqlStore:
             possible_duplicate=duplicate,
             first_attempt_at=str(first_attempt_at),
             previous_status=str(row["status"]),
+            claimed_ms=now_ms,
         )
 
     def finish(self, outcomes: Iterable[Outcome], now_ms: int, *, worker: str) -> int:
@@ -613,6 +617,21 @@ class SqlStore:
             row = tx.one(sql, params)
         return (int(row["next_attempt_at"]), row["wait_reason"]) if row else None
 
+    def waiting(self, campaign: str | None = None) -> list[tuple[str, int, int]]:
+        """Why pending letters wait: (reason, how many, earliest next attempt in epoch ms)."""
+        sql = (
+            "SELECT COALESCE(wait_reason, CASE WHEN status = 'deferred' THEN 'retry after a temporary failure' "
+            "ELSE 'ready (see `campaign plan` for expected times)' END) AS reason, COUNT(*) AS n, MIN(next_attempt_at) AS first "
+            "FROM messages WHERE status IN ('queued', 'deferred')"
+        )
+        params: list[Any] = []
+        if campaign:
+            sql += " AND campaign = ?"
+            params.append(campaign)
+        sql += " GROUP BY 1 ORDER BY 3"
+        with self.reading() as tx:
+            return [(r["reason"], int(r["n"]), int(r["first"] or 0)) for r in tx.rows(sql, params)]
+
     def pending_summary(self, campaign: str | None = None) -> tuple[int, int]:
         """(messages, institutions) still to send."""
         sql = "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient) AS r FROM messages WHERE status IN ('queued', 'deferred', 'sending')"
@@ -688,3 +707,58 @@ class SqlStore:
             row = tx.one("SELECT seq, hash FROM chain_head WHERE id = 1")
         assert row is not None
         return int(row["seq"]), str(row["hash"])
+
+
+# Tables a copy carries, in dependency order, with the column that orders them.
+COPY_TABLES: list[tuple[str, str]] = [
+    ("messages", "id"),
+    ("events", "seq"),
+    ("pacing", "key"),
+    ("daily_counts", "recipient, day"),
+]
+
+
+def copy_state(
+    source: SqlStore,
+    target: SqlStore,
+    *,
+    bodies: bool = True,
+    events: bool = True,
+    batch: int = 2000,
+    on_progress: Callable[[str, int], None] | None = None,
+) -> dict[str, int]:
+    """Copy every row of the state tables from ``source`` into an empty ``target``.
+
+    Used by `campaign store migrate` (everything) and `campaign plan` (no bodies, no
+    events). Returns rows copied per table. The chain head travels with the events.
+    """
+    copied: dict[str, int] = {}
+    for table, order in COPY_TABLES:
+        if table == "events" and not events:
+            continue
+        count = 0
+        offset = 0
+        while True:
+            with source.reading() as tx:
+                rows = tx.rows(f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}")
+            if not rows:
+                break
+            with target.transaction() as tx:
+                for row in rows:
+                    if table == "messages" and not bodies:
+                        row["body"] = b""
+                    columns = ", ".join(row)
+                    marks = ", ".join("?" for _ in row)
+                    values = [bytes(v) if isinstance(v, memoryview) else v for v in row.values()]
+                    tx.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
+            count += len(rows)
+            offset += len(rows)
+            if on_progress:
+                on_progress(table, count)
+        copied[table] = count
+    if events:
+        head = source.chain_head()
+        with target.transaction() as tx:
+            tx.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
+    target.after_copy()
+    return copied

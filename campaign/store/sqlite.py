@@ -20,8 +20,14 @@ from campaign.store.sql import SqlStore
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
-    def __init__(self, path: Path, *, migrate: bool = True) -> None:
+    def __init__(self, path: Path | None, *, migrate: bool = True) -> None:
+        """``path=None`` makes a private in-memory store (plans, simulations)."""
         self.path = path
+        if path is None:
+            self.label = "in-memory store"
+            self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self._migrate()
+            return
         self.label = path.name if path.parent.name != ".campaign" else f".campaign/{path.name}"
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():

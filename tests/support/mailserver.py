@@ -96,6 +96,10 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def _opt_path(env: dict[str, str], key: str) -> Path | None:
+    return Path(env[key]) if env.get(key) else None
+
+
 def mta_dir() -> Path:
     return Path(os.environ.get("CAMPAIGN_MTA_DIR") or _MTA_DIR)
 
@@ -124,7 +128,7 @@ def mta() -> MtaInfo | None:
             maildir_root=Path(env["CAMPAIGN_TEST_MTA_MAILDIR_ROOT"]),
             return_path_maildir=Path(env["CAMPAIGN_TEST_RETURN_PATH_MAILDIR"]),
             state_dir=state,
-            log_file=Path(env["CAMPAIGN_TEST_MTA_LOG"]) if "CAMPAIGN_TEST_MTA_LOG" in env else None,
+            log_file=_opt_path(env, "CAMPAIGN_TEST_MTA_LOG"),
         )
     except (KeyError, ValueError):
         return None
@@ -153,8 +157,8 @@ def imap() -> ImapInfo | None:
             user=env["CAMPAIGN_TEST_IMAP_USER"],
             password=env["CAMPAIGN_TEST_IMAP_PASSWORD"],
             ca_file=Path(env["CAMPAIGN_TEST_IMAP_CA"]),
-            maildir=Path(env["CAMPAIGN_TEST_IMAP_MAILDIR"]) if "CAMPAIGN_TEST_IMAP_MAILDIR" in env else None,
-            log_file=Path(env["CAMPAIGN_TEST_IMAP_LOG"]) if "CAMPAIGN_TEST_IMAP_LOG" in env else None,
+            maildir=_opt_path(env, "CAMPAIGN_TEST_IMAP_MAILDIR"),
+            log_file=_opt_path(env, "CAMPAIGN_TEST_IMAP_LOG"),
         )
     except (KeyError, ValueError):
         return None
@@ -298,13 +302,14 @@ def parse_dsn(raw: bytes) -> Dsn | None:
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if msg.get_content_type() != "multipart/report":
         return None
-    if msg.get_param("report-type", "").lower() != "delivery-status":
+    if str(msg.get_param("report-type", "")).lower() != "delivery-status":
         return None
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
-        blocks = part.get_payload()
-        if not isinstance(blocks, list) or not blocks:
+        payload = part.get_payload()
+        blocks = [b for b in payload if isinstance(b, Message)] if isinstance(payload, list) else []
+        if not blocks:
             return None
         per_message, per_recipient = blocks[0], blocks[1:]
         recipients = [

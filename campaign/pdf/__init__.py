@@ -1,0 +1,71 @@
+"""Letters as signed PDFs: render (WeasyPrint), sign (pyHanko, PAdES), verify, merge.
+
+What a signature here proves: a signature made with a certificate issued by the
+organisation proves that the document is unaltered since signing and who held the key;
+it does not prove anyone's legal identity.
+
+Contract:
+- :class:`PdfRenderer` turns a :class:`Letterhead`, a :class:`LetterContent` and a
+  :class:`Signer` into an unsigned formal A4 PDF using only the fonts bundled in
+  ``campaign/fonts`` (PT Serif, PT Sans; Russian and Tajik covered) and the stylesheet
+  in ``campaign/pdf_assets``; the letter cannot make it read a local file or the
+  network.
+- :func:`sign_pdf` adds a PAdES B-B signature (B-T with ``timestamp_url``) with a
+  visible stamp in the reserved box; :func:`render_signed` does both. Sign last: any
+  re-save or merge of a signed PDF breaks the signature.
+- :func:`init_keys`, :func:`issue_supporter`, :func:`load_seal`, :func:`load_p12`,
+  :func:`root_fingerprint`, :func:`root_certificate_pem` manage the organisation's root
+  certificate, its seal key and supporters' PKCS#12 files (files 0600, folder 0700).
+- :func:`verify_pdf` says whether a signed letter is intact, trusted and unmodified,
+  with plain-language reasons; :func:`merge_unsigned` joins unsigned letters for
+  printing.
+- Every error a user can cause is a one-line ``campaign.errors.PdfError``. Nothing
+  here prints.
+
+This package is the only home of WeasyPrint, pyHanko, pyhanko-certvalidator and
+pikepdf (cryptography is shared with ``transport``).
+"""
+
+from __future__ import annotations
+
+from campaign.pdf.keystore import (
+    SigningKey,
+    init_keys,
+    issue_supporter,
+    load_p12,
+    load_seal,
+    root_certificate_pem,
+    root_fingerprint,
+)
+from campaign.pdf.layout import FIELD_NAME, Letterhead, LetterContent, PdfRenderer, Signer
+from campaign.pdf.merge import merge_unsigned
+from campaign.pdf.signature import render_signed, sign_pdf
+from campaign.pdf.verification import Verification, verify_pdf
+
+ASSURANCE = (
+    "A signature made with a certificate issued by the organisation proves that the "
+    "document is unaltered since signing and who held the key; it does not prove "
+    "anyone's legal identity."
+)
+"""The sentence the CLI prints next to every verification result."""
+
+__all__ = [
+    "ASSURANCE",
+    "FIELD_NAME",
+    "LetterContent",
+    "Letterhead",
+    "PdfRenderer",
+    "Signer",
+    "SigningKey",
+    "Verification",
+    "init_keys",
+    "issue_supporter",
+    "load_p12",
+    "load_seal",
+    "merge_unsigned",
+    "render_signed",
+    "root_certificate_pem",
+    "root_fingerprint",
+    "sign_pdf",
+    "verify_pdf",
+]

@@ -1,0 +1,413 @@
+"""One letter → an unsigned formal A4 PDF, with WeasyPrint, in a closed room.
+
+Contract:
+- :class:`PdfRenderer` loads the bundled fonts, one ``FontConfiguration`` and one
+  ``CSS`` once; reuse it for every letter of a run (a new one per letter is slower and
+  grows memory). It is not thread-safe: one renderer per thread or process.
+- Every text value is NFC-normalised and HTML-escaped before it goes into the page;
+  ``body_html`` (markdown-it output) is inserted as is, NFC-normalised.
+- WeasyPrint fetches through :class:`_Fetcher`, which serves the bundled fonts and the
+  signer's handwritten-signature PNG from memory and refuses every other URL (local
+  files, http, data:). Links are removed from the laid-out pages, so no /URI action or
+  attachment reaches the PDF. Refused URLs are listed in
+  :attr:`PdfRenderer.refused_urls` after each render.
+- The page holds an empty box for the visible stamp of the digital signature; its
+  position is read from the layout and an empty signature field named
+  :data:`FIELD_NAME` is put exactly there, which :func:`campaign.pdf.sign_pdf` fills.
+- Raises ``PdfError`` for a bad language code, an unreadable or oversized signature
+  image, or a letter WeasyPrint cannot lay out.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import secrets
+import struct
+import unicodedata
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydyf
+import pyphen
+from weasyprint import CSS, HTML, Document
+from weasyprint.text.fonts import FontConfiguration
+from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+from campaign.errors import PdfError
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+FONTS_DIR = PACKAGE_DIR / "fonts"
+ASSETS_DIR = PACKAGE_DIR / "pdf_assets"
+
+FIELD_NAME = "CampaignSignature"
+"""The signature field that :class:`PdfRenderer` reserves and ``sign_pdf`` fills."""
+
+STAMP_WIDTH_MM = 75.0
+STAMP_HEIGHT_MM = 24.0
+_PX_PER_MM = 96 / 25.4
+_PT_PER_PX = 0.75
+
+_ASSET = "campaign-asset:/"
+_FONT_FILES = ("PTF55F.ttf", "PTF56F.ttf", "PTF75F.ttf", "PTF76F.ttf", "PTS55F.ttf", "PTS75F.ttf")
+_SIGNATURE_URL = _ASSET + "signature.png"
+_MAX_IMAGE_BYTES = 2_000_000
+_MAX_IMAGE_PIXELS = 4000 * 2000
+_LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+
+_log = logging.getLogger("campaign.pdf")
+
+
+# ---------------------------------------------------------------------------
+# What a letter is made of
+
+
+@dataclass(frozen=True)
+class Letterhead:
+    """The organisation (campaign.toml [sender])."""
+
+    name: str
+    address: str | None  # multi-line postal address
+    email: str | None
+
+
+@dataclass(frozen=True)
+class LetterContent:
+    """One letter for one institution."""
+
+    lang: str  # "en" | "ru" | "tg" | ...
+    subject: str
+    body_html: str  # markdown-it output: salutation, paragraphs, closing formula
+    date_text: str  # already formatted for the language
+    reference: str  # e.g. "PA-2026-0007"
+    recipient_name: str
+    postal_address: str | None  # the institution's multi-line postal address
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The supporter who signs."""
+
+    name: str
+    title: str | None = None
+    city: str | None = None
+    signature_image: Path | None = None  # optional PNG of a handwritten signature
+
+
+# ---------------------------------------------------------------------------
+# Words the layout and the stamp need, per language (English when unknown)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Words printed by the layout and the stamp in one language."""
+
+    date: str
+    reference: str
+    page: str  # with {page} and {pages}
+    stamp_title: str
+    stamp_signatory: str
+    stamp_date: str
+    stamp_certificate: str
+
+
+LABELS: dict[str, Labels] = {
+    "en": Labels(
+        "Date", "Our ref.", "Page {page} of {pages}",
+        "Digitally signed", "Signatory", "Date", "Certificate",
+    ),
+    "ru": Labels(
+        "Дата", "Исх. №", "Страница {page} из {pages}",
+        "Подписано электронной подписью", "Подписант", "Дата", "Сертификат",
+    ),
+    "tg": Labels(
+        "Сана", "Рақам", "Саҳифаи {page} аз {pages}",
+        "Имзои электронӣ", "Имзокунанда", "Сана", "Сертификат",
+    ),
+    "uk": Labels(
+        "Дата", "Вих. №", "Сторінка {page} з {pages}",
+        "Підписано електронним підписом", "Підписант", "Дата", "Сертифікат",
+    ),
+    "de": Labels(
+        "Datum", "Unser Zeichen", "Seite {page} von {pages}",
+        "Digital signiert", "Unterzeichner", "Datum", "Zertifikat",
+    ),
+    "fr": Labels(
+        "Date", "Notre réf.", "Page {page} sur {pages}",
+        "Signé électroniquement", "Signataire", "Date", "Certificat",
+    ),
+    "es": Labels(
+        "Fecha", "Nuestra ref.", "Página {page} de {pages}",
+        "Firmado electrónicamente", "Firmante", "Fecha", "Certificado",
+    ),
+}  # fmt: skip
+
+
+def labels_for(lang: str | None) -> Labels:
+    """The labels for a language tag ("ru", "ru-RU"), English when unknown."""
+    base = (lang or "en").split("-")[0].lower()
+    return LABELS.get(base, LABELS["en"])
+
+
+# ---------------------------------------------------------------------------
+# The closed room: nothing is fetched but what we hand over
+
+
+class _Fetcher(URLFetcher):  # type: ignore[misc]
+    """Serves in-memory resources by exact URL; refuses (and records) everything else."""
+
+    def __init__(self, resources: Mapping[str, tuple[bytes, str]]) -> None:
+        super().__init__(timeout=1, allowed_protocols=(), allow_redirects=False)
+        self._resources = resources
+        self.refused: list[str] = []
+
+    def fetch(self, url: str, headers: Any = None) -> URLFetcherResponse:
+        found = self._resources.get(url)
+        if found is None:
+            self.refused.append(url)
+            _log.warning("refused to load %s: letters may not load files or web pages", url[:200])
+            raise ValueError("refused: a letter may not load external resources")
+        body, mime = found
+        return URLFetcherResponse(url, body=body, headers={"Content-Type": mime})
+
+
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
+
+
+def _text(value: str) -> str:
+    """A plain value as HTML text."""
+    return html.escape(_nfc(value), quote=True)
+
+
+def _lines(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [line.strip() for line in _nfc(value).splitlines() if line.strip()]
+
+
+def _css_string(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
+    return f'"{escaped}"'
+
+
+def read_signature_image(path: Path) -> bytes:
+    """The PNG bytes of a handwritten signature, checked. Raises PdfError."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise PdfError(
+            f"{path}: cannot read the signature image ({err.strerror or err})",
+            hint="give the path of a PNG file",
+        ) from None
+    if len(data) > _MAX_IMAGE_BYTES:
+        raise PdfError(
+            f"{path}: the signature image is larger than {_MAX_IMAGE_BYTES // 1_000_000} MB",
+            hint="scan the signature at 300 dpi and crop it",
+        )
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 33:
+        raise PdfError(f"{path}: the signature image is not a PNG file", hint="convert it to PNG")
+    width, height = struct.unpack(">II", data[16:24])
+    if not width or not height or width * height > _MAX_IMAGE_PIXELS:
+        raise PdfError(
+            f"{path}: the signature image is {width}x{height} pixels, too large",
+            hint="crop and scale it to at most 4000x2000 pixels",
+        )
+    return data
+
+
+# ---------------------------------------------------------------------------
+# The page
+
+
+def _letter_html(
+    head: Letterhead,
+    content: LetterContent,
+    signer: Signer | None,
+    *,
+    lang: str,
+    stamp_id: str,
+    with_image: bool,
+) -> str:
+    words = labels_for(lang)
+    justify = pyphen.language_fallback(lang.replace("-", "_")) is not None
+    page_label = words.page.split("{page}")
+    before, between_after = page_label[0], page_label[1].split("{pages}")
+    footer = (
+        f"{_css_string(before)} counter(page) {_css_string(between_after[0])} "
+        f"counter(pages) {_css_string(between_after[1])}"
+    )
+
+    address = _lines(head.address)
+    contact = "".join(f"<p>{_text(line)}</p>" for line in address)
+    if head.email:
+        contact += f'<p class="email">{_text(head.email)}</p>'
+    return_line = " · ".join([_nfc(head.name).strip(), *address])
+
+    recipient = [f'<span class="name">{_text(content.recipient_name)}</span>']
+    recipient += [_text(line) for line in _lines(content.postal_address)]
+
+    person: list[str] = []
+    if signer is not None:
+        if with_image:
+            person.append(f'<img class="handwritten" src="{_SIGNATURE_URL}" alt="">')
+        person.append('<div class="line"></div>')
+        person.append(f'<p class="name">{_text(signer.name)}</p>')
+        if signer.title:
+            person.append(f'<p class="title">{_text(signer.title)}</p>')
+        if signer.city:
+            person.append(f'<p class="city">{_text(signer.city)}</p>')
+    else:
+        person.append('<div class="line"></div>')
+        person.append(f'<p class="name">{_text(head.name)}</p>')
+
+    return f"""<!DOCTYPE html>
+<html lang="{_text(lang)}" class="{"justify" if justify else "ragged"}">
+<head>
+<meta charset="utf-8">
+<title>{_text(content.subject)}</title>
+<style>@page {{ @bottom-center {{ content: {footer}; }} }}</style>
+</head>
+<body>
+<header class="letterhead">
+  <div class="org">{_text(head.name)}</div>
+  <div class="contact">{contact}</div>
+</header>
+<section class="window">
+  <div class="address">
+    <p class="return">{_text(return_line)}</p>
+    <p class="recipient">{"<br>".join(recipient)}</p>
+  </div>
+  <div class="info">
+    <table>
+      <tr><th>{_text(words.date)}</th><td>{_text(content.date_text)}</td></tr>
+      <tr><th>{_text(words.reference)}</th><td class="reference">{_text(content.reference)}</td></tr>
+    </table>
+  </div>
+</section>
+<p class="subject">{_text(content.subject)}</p>
+<main class="body">
+{_nfc(content.body_html)}
+</main>
+<section class="signature">
+  <div class="person">{"".join(person)}</div>
+  <div class="stamp-box" id="{stamp_id}"></div>
+</section>
+</body>
+</html>
+"""
+
+
+@dataclass(frozen=True)
+class _StampPlace:
+    page: int  # 0-based
+    rect: tuple[float, float, float, float]  # PDF points, lower-left origin
+
+
+def _find_stamp(document: Document, stamp_id: str) -> _StampPlace | None:
+    """Where the reserved stamp box landed, from the layout's anchor for its id."""
+    for number, page in enumerate(document.pages):
+        found = page.anchors.get(stamp_id)
+        if found is None:
+            continue
+        if len(found) == 4:  # WeasyPrint ≥ 66: (x1, y1, x2, y2)
+            x1, y1, x2, y2 = found
+        else:  # older: the top-left point only; the size is fixed by the stylesheet
+            x1, y1 = found
+            x2 = x1 + STAMP_WIDTH_MM * _PX_PER_MM
+            y2 = y1 + STAMP_HEIGHT_MM * _PX_PER_MM
+        height = page.height * _PT_PER_PX
+        rect = (x1 * _PT_PER_PX, height - y2 * _PT_PER_PX, x2 * _PT_PER_PX, height - y1 * _PT_PER_PX)
+        return _StampPlace(number, rect)
+    return None
+
+
+def _add_signature_field(place: _StampPlace) -> Callable[[Document, pydyf.PDF], None]:
+    """A WeasyPrint finisher putting an empty signature field over the stamp box."""
+
+    def finish(document: Document, pdf: pydyf.PDF) -> None:
+        page_number = pdf.pages["Kids"][::3][place.page]
+        page = pdf.objects[page_number]
+        widget = pydyf.Dictionary(
+            {
+                "Type": "/Annot",
+                "Subtype": "/Widget",
+                "FT": "/Sig",
+                "T": pydyf.String(FIELD_NAME),
+                "F": 4,  # print
+                "Rect": pydyf.Array([round(v, 2) for v in place.rect]),
+                "P": page.reference,
+            }
+        )
+        pdf.add_object(widget)
+        if "Annots" not in page:
+            page["Annots"] = pydyf.Array()
+        page["Annots"].append(widget.reference)
+        pdf.catalog["AcroForm"] = pydyf.Dictionary({"Fields": pydyf.Array([widget.reference])})
+
+    return finish
+
+
+class PdfRenderer:
+    """Renders letters as formal A4 PDFs; create once, reuse for every letter."""
+
+    def __init__(self) -> None:
+        try:
+            fonts = {
+                f"{_ASSET}fonts/{name}": ((FONTS_DIR / name).read_bytes(), "font/ttf")
+                for name in _FONT_FILES
+            }
+            css_text = (ASSETS_DIR / "letter.css").read_text(encoding="utf-8")
+        except OSError as err:
+            raise PdfError(
+                f"the bundled fonts or stylesheet cannot be read ({err})",
+                hint="reinstall campaign: its fonts/ and pdf_assets/ folders are incomplete",
+            ) from None
+        css_text = css_text.replace("{stamp_width}", f"{STAMP_WIDTH_MM}mm").replace(
+            "{stamp_height}", f"{STAMP_HEIGHT_MM}mm"
+        )
+        self._fonts = FontConfiguration()
+        fetcher = _Fetcher(fonts)
+        self._css = CSS(string=css_text, font_config=self._fonts, url_fetcher=fetcher)
+        if fetcher.refused:
+            raise PdfError(f"the bundled stylesheet refers to {fetcher.refused[0]}")
+        self.refused_urls: tuple[str, ...] = ()
+        """URLs the last letter tried to load and was refused (files, web pages)."""
+
+    def render(self, head: Letterhead, content: LetterContent, signer: Signer | None) -> bytes:
+        """The unsigned PDF of one letter. Raises PdfError."""
+        lang = content.lang.strip()
+        if not _LANG.match(lang):
+            raise PdfError(f"{lang!r} is not a language code", hint='use e.g. "en", "ru", "tg"')
+        resources: dict[str, tuple[bytes, str]] = {}
+        if signer is not None and signer.signature_image is not None:
+            resources[_SIGNATURE_URL] = (read_signature_image(signer.signature_image), "image/png")
+        fetcher = _Fetcher(resources)
+        stamp_id = "stamp-" + secrets.token_hex(8)
+        source = _letter_html(
+            head, content, signer, lang=lang, stamp_id=stamp_id, with_image=bool(resources)
+        )
+        try:
+            document = HTML(string=source, url_fetcher=fetcher).render(
+                stylesheets=[self._css], font_config=self._fonts
+            )
+            self.refused_urls = tuple(fetcher.refused)
+            for page in document.pages:
+                page.links = []  # no /URI actions, no attachments from letter text
+            meta = document.metadata
+            meta.title = _nfc(content.subject)
+            meta.authors = [_nfc(head.name)]
+            meta.lang = lang
+            meta.description = meta.generator = meta.created = meta.modified = None
+            meta.keywords, meta.attachments, meta.custom, meta.xmp_metadata = [], [], {}, []
+            place = _find_stamp(document, stamp_id)
+            finisher = _add_signature_field(place) if place is not None else None
+            pdf: bytes = document.write_pdf(finisher=finisher, pdf_identifier=True)
+        except (ValueError, TypeError, LookupError, OSError) as err:
+            raise PdfError(
+                f"cannot lay out the letter {content.reference!r}: {type(err).__name__}: {err}"
+            ) from err
+        return pdf
