@@ -64,7 +64,7 @@ def make_workspace(
             "    timezone: Europe/Zurich",
         ]
         if etiquette:
-            lines += ["    max_per_day: 1000000", "    office_hours: {days: mon-sun, start: '00:00', end: '24:00'}"]
+            lines += ["    max_per_day: 10000", "    office_hours: {days: mon-sun, start: '00:00', end: '24:00'}"]
         lines.append("    contacts:")
         for c in range(contacts):
             lines.append(f"      - email: office{c}@inst{i}.example")

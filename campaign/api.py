@@ -33,8 +33,9 @@ from campaign.store import MessageFilter
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
     from campaign.pacing import PacingConfig
-    from campaign.ledger import Verification
+    from campaign.ledger import BundleCheck, Verification
     from campaign.outbox import QueueReport
+    from campaign.receipts import ImportResult
     from campaign.store.sql import PrefixFn, SqlStore
     from campaign.transport import Connection, SmtpConfig
 
@@ -585,6 +586,7 @@ class _send_lock:
 class StatusReport:
     counts: dict[str, dict[str, int]]
     waiting: list[tuple[str, int, int]]  # (why, how many, earliest epoch ms)
+    receipts: dict[str, dict[str, int]] = field(default_factory=dict)  # awaiting / delayed per campaign
 
 
 def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
@@ -593,11 +595,12 @@ def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
     try:
         counts = store.counts(campaign)
         waiting = store.waiting(campaign)
+        receipts = store.receipt_counts(campaign)
     finally:
         store.close()
     if campaign and not counts:
         raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
-    return StatusReport(counts, waiting)
+    return StatusReport(counts, waiting, receipts)
 
 
 @dataclass
@@ -757,7 +760,11 @@ def demo(
 
 
 def _import_demo_reports(ws: Workspace, reports: Path) -> int:
-    return 0
+    """Import the demo server's simulated delivery reports (clearly labelled as simulated)."""
+    files = sorted(reports.glob("*.eml")) if reports.is_dir() else []
+    if not files:
+        return 0
+    return import_receipts(ws, files).recorded
 
 
 def _demo_config(sender: Any, port: int) -> str:
@@ -857,3 +864,74 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
         ))
     rows.sort(key=lambda r: (r.at_ms, r.id))
     return PlanResult(start_ms=start, rows=rows)
+
+
+# ---------------------------------------------------------------------------
+# Receipts and evidence
+
+
+def import_receipts(ws: Workspace, paths: list[Path]) -> ImportResult:
+    """Import delivery reports, read receipts and replies from files, mbox files, Maildirs."""
+    from campaign.receipts import import_items, read_sources
+
+    items = list(read_sources(paths))  # read (and refuse non-mail) before changing anything
+    store = open_store(ws)
+    try:
+        return import_items(store, items, now_ms=now_ms, return_local=_return_local(ws))
+    finally:
+        store.close()
+
+
+def _return_local(ws: Workspace) -> str:
+    return ws.settings.return_path.rpartition("@")[0]
+
+
+def unmatched_receipts(ws: Workspace) -> list[dict[str, Any]]:
+    """Report entries that matched no letter (kept, never dropped)."""
+    store = open_store(ws)
+    try:
+        return store.unmatched()
+    finally:
+        store.close()
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    letters: int
+    events: int
+    head: str
+
+
+def export_evidence(ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None) -> ExportResult:
+    """Write an evidence bundle for a campaign or for message ids."""
+    from campaign.ledger import BundleLetter, export_bundle
+    from campaign.models import to_rfc3339
+
+    if bool(campaign) == bool(ids):
+        raise UsageError("give either --campaign NAME or message ids (see `campaign log`)")
+    store = open_store(ws)
+    try:
+        messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
+        if not messages:
+            raise SelectionError(
+                f"no letters in campaign {campaign!r}" if campaign else f"no messages with ids {', '.join(map(str, ids or []))}",
+                hint="see `campaign status` and `campaign log`",
+            )
+        letters = [BundleLetter(m.id, m.message_id, m.campaign, m.recipient, m.email, m.status.value, m.subject) for m in messages]
+        try:
+            events, head = export_bundle(store, letters, out, created_at=to_rfc3339(utcnow()))
+        except OSError as err:
+            raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
+    finally:
+        store.close()
+    return ExportResult(out, len(letters), events, head)
+
+
+def verify_bundle(path: Path) -> BundleCheck:
+    """Check an evidence bundle offline."""
+    from campaign.ledger import verify_bundle as check
+
+    if not path.is_file():
+        raise SelectionError(f"{path}: no such file")
+    return check(path)

@@ -259,7 +259,11 @@ def _clock(value: Any) -> Any:
     return value
 
 
-ClockTime = Annotated[time, BeforeValidator(_clock)]
+def _clock_text(value: time) -> str:
+    return "24:00" if value == time.max else value.strftime("%H:%M")
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock), PlainSerializer(_clock_text, return_type=str)]
 
 
 class StrictModel(BaseModel):

@@ -83,12 +83,11 @@ from campaign.cli import workspace as _workspace  # noqa: E402
 
 _workspace.register(app)
 
-try:  # the later command groups register themselves when present
-    from campaign.cli import outbox as _outbox  # noqa: E402
+from campaign.cli import outbox as _outbox  # noqa: E402
+from campaign.cli import receipts as _receipts  # noqa: E402
 
-    _outbox.register(app)
-except ImportError:  # pragma: no cover
-    pass
+_outbox.register(app)
+_receipts.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

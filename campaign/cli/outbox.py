@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import enum
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -340,6 +341,7 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
 
         print_json({
             "campaigns": counts,
+            "receipts": report.receipts,
             "waiting": [{"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
                         for r, n, first in report.waiting],
         })
@@ -349,9 +351,12 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
         return
     present = {state for per in counts.values() for state in per}
     states = [s.value for s in State if s.value in present]
-    t = common.table("campaign", *states, "total")
+    extra = ["awaiting receipt", "delayed"] if report.receipts else []
+    t = common.table("campaign", *states, *extra, "total")
     for name, per in counts.items():
-        t.add_row(plain(name), *[str(per.get(s, 0)) for s in states], str(sum(per.values())))
+        rec = report.receipts.get(name, {})
+        more = [str(rec.get("awaiting", 0)), str(rec.get("delayed", 0))] if extra else []
+        t.add_row(plain(name), *[str(per.get(s, 0)) for s in states], *more, str(sum(per.values())))
     out().print(t)
     if report.waiting:
         from campaign.pacing import ms_to_dt
@@ -379,7 +384,37 @@ def message_row(m: Message) -> dict[str, Any]:
         "wait_reason": m.wait_reason,
         "possible_duplicate": m.possible_duplicate,
         "subject": m.subject,
+        "receipt": m.delivery_status,
+        "receipt_status": m.delivery_detail,
+        "reporting_mta": m.reporting_mta,
+        "receipt_at": _iso(m.receipt_at),
+        "delayed_at": _iso(m.delayed_at),
+        "displayed_at": _iso(m.displayed_at),
+        "deleted_at": _iso(m.deleted_at),
+        "replied_at": _iso(m.replied_at),
+        "auto_replied_at": _iso(m.auto_replied_at),
     }
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _flags(m: Message) -> str:
+    flags = []
+    if m.possible_duplicate:
+        flags.append("dup?")
+    if m.delayed_at and m.status.value == "sent":
+        flags.append("delayed")
+    if m.displayed_at:
+        flags.append("read")
+    if m.deleted_at:
+        flags.append("deleted unread")
+    if m.replied_at:
+        flags.append("replied")
+    if m.auto_replied_at:
+        flags.append("auto-reply")
+    return ", ".join(flags)
 
 
 @log_app.callback(invoke_without_command=True)
@@ -437,12 +472,16 @@ def log(
     if not rows:
         out().print("no letters match")
         return
-    t = common.table("id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "Message-ID")
+    t = common.table("id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "receipt", "flags", "Message-ID")
     for m in messages:
+        receipt = ""
+        if m.delivery_detail or m.delivery_status:
+            receipt = " ".join(p for p in (m.delivery_detail, f"by {m.reporting_mta}" if m.reporting_mta else None,
+                                            m.receipt_at.strftime("%Y-%m-%d %H:%M") if m.receipt_at else None) if p)
         t.add_row(
-            str(m.id), plain(m.recipient), plain(m.email), m.status.value + (" (dup?)" if m.possible_duplicate else ""),
+            str(m.id), plain(m.recipient), plain(m.email), m.status.value,
             str(m.attempts), plain(m.wait_reason or m.last_reply or ""),
-            m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "", plain(m.message_id),
+            m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "", plain(receipt), _flags(m), plain(m.message_id),
         )
     out().print(t)
 
@@ -459,18 +498,31 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
 
 
 @log_app.command("verify")
-def log_verify(ctx: typer.Context) -> None:
+def log_verify(
+    ctx: typer.Context,
+    bundle: Annotated[Path | None, typer.Option("--bundle", help="Check an exported evidence bundle instead of the log.", metavar="FILE")] = None,
+) -> None:
     """Recompute the hash chain of the log; name the first broken event.
 
     Exit 0 and print the event count and the chain head hash (keep it somewhere
     else: it lets anyone check later that nothing was changed); exit 1 otherwise.
+    With --bundle, check an evidence bundle offline (no workspace needed).
 
     Example:
 
-        campaign log verify
+        campaign log verify --bundle evidence.zip
     """
     from campaign import api
 
+    if bundle is not None:
+        check = api.verify_bundle(bundle)
+        if check.ok:
+            out().print(f"ok: {check.letters} letters, {check.events} events, chain head {check.head}")
+            out().print("compare the chain head with one you received earlier by another way")
+            return
+        for problem in check.problems:
+            err().print(f"[bold red]error:[/bold red] {plain(problem)}")
+        raise typer.Exit(1)
     ws = state(ctx).workspace()
     result = api.verify_log(ws)
     if result.ok:
@@ -479,6 +531,30 @@ def log_verify(ctx: typer.Context) -> None:
     err().print(f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}")
     err().print(f"[dim]hint:[/dim] events 1–{result.count} verify; the log was changed outside campaign")
     raise typer.Exit(1)
+
+
+@log_app.command("export")
+def log_export(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(help="Message ids (the id column of `campaign log`).")] = None,
+    campaign: Annotated[str | None, typer.Option("--campaign", help="Every letter of this campaign.", metavar="NAME")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.zip).", metavar="FILE")] = Path("evidence.zip"),
+) -> None:
+    """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
+
+    Anyone can check the bundle offline, with `campaign log verify --bundle` or by hand
+    with sha256sum (VERIFY.md explains how).
+
+    Example:
+
+        campaign log export --campaign peace-agreement -o evidence.zip
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None)
+    out().print(f"wrote {plain(str(result.path))}: {result.letters} letters, {result.events} events")
+    out().print(f"chain head {result.head}")
 
 
 @smtp_app.command("login")
@@ -534,9 +610,10 @@ def demo(ctx: typer.Context) -> None:
     out().print(f"demo workspace: {plain(str(ws_label))}")
     out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
     print_send_summary(result.outcome)
-    t = common.table("institution", "email", "state", "server reply", "receipt")
+    t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
-        t.add_row(plain(m.recipient), plain(m.email), m.status.value, plain(m.last_reply or ""), plain(m.delivery_status or ""))
+        t.add_row(plain(m.recipient), plain(m.email), m.status.value, plain(m.last_reply or ""),
+                  plain(f"{m.delivery_status} {m.delivery_detail or ''}" if m.delivery_status else ""))
     out().print(t)
     out().print(f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
                 f"(head {result.verification.head[:16]}…)")

@@ -28,6 +28,8 @@ pikepdf (cryptography is shared with ``transport``).
 
 from __future__ import annotations
 
+import logging
+
 from campaign.pdf.keystore import (
     SigningKey,
     init_keys,
@@ -37,10 +39,15 @@ from campaign.pdf.keystore import (
     root_certificate_pem,
     root_fingerprint,
 )
-from campaign.pdf.layout import FIELD_NAME, Letterhead, LetterContent, PdfRenderer, Signer
+from campaign.pdf.layout import FIELD_NAME, LetterContent, Letterhead, PdfRenderer, Signer
 from campaign.pdf.merge import merge_unsigned
 from campaign.pdf.signature import render_signed, sign_pdf
 from campaign.pdf.verification import Verification, verify_pdf
+
+# pyHanko logs tracebacks at WARNING when it analyses a tampered file; without a
+# handler Python's last-resort handler would print them. The application decides.
+for _name in ("campaign.pdf", "pyhanko", "pyhanko_certvalidator", "fontTools", "weasyprint"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
 
 ASSURANCE = (
     "A signature made with a certificate issued by the organisation proves that the "

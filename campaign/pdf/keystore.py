@@ -92,7 +92,8 @@ def _read(path: Path, what: str) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise PdfError(
-            f"{path}: no {what} here", hint="create the organisation's keys first (campaign keys init)"
+            f"{path}: no {what} here",
+            hint="create the organisation's keys first (campaign keys init)",
         ) from None
     except OSError as err:
         raise PdfError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
@@ -225,7 +226,9 @@ def _load_cert(path: Path, what: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(_read(path, what))
     except ValueError:
-        raise PdfError(f"{path}: not a PEM certificate", hint="restore it from your backup") from None
+        raise PdfError(
+            f"{path}: not a PEM certificate", hint="restore it from your backup"
+        ) from None
 
 
 def _load_key(path: Path, passphrase: str, what: str) -> ec.EllipticCurvePrivateKey:
@@ -238,7 +241,9 @@ def _load_key(path: Path, passphrase: str, what: str) -> ec.EllipticCurvePrivate
                 f"{path}: wrong passphrase for the {what}",
                 hint="type the passphrase chosen at `campaign keys init`",
             ) from None
-        raise PdfError(f"{path}: not an encrypted private key", hint="restore it from your backup") from None
+        raise PdfError(
+            f"{path}: not an encrypted private key", hint="restore it from your backup"
+        ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PdfError(f"{path}: not an elliptic-curve key made by campaign")
     return key
@@ -334,7 +339,9 @@ def root_fingerprint(folder: Path) -> str:
 def load_seal(folder: Path, passphrase: str) -> SigningKey:
     """The organisation's seal key with its chain. Raises PdfError (wrong passphrase...)."""
     if not folder.is_dir():
-        raise PdfError(f"{folder}: no keys folder", hint="create the keys first (campaign keys init)")
+        raise PdfError(
+            f"{folder}: no keys folder", hint="create the keys first (campaign keys init)"
+        )
     root = _load_cert(folder / ROOT_CERT, "root certificate")
     seal = _load_cert(folder / SEAL_CERT, "seal certificate")
     key = _load_key(folder / SEAL_KEY, passphrase, "seal key")
@@ -401,6 +408,8 @@ def load_p12(path: Path, passphrase: str) -> SigningKey:
         ) from None
     if key is None or cert is None:
         raise PdfError(f"{path}: the PKCS#12 file holds no key and certificate")
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+    if not isinstance(
+        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    ):
         raise PdfError(f"{path}: the key in this file cannot sign PDFs (use EC, RSA or Ed25519)")
     return _signing_key(cert, key, list(extra))

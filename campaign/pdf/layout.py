@@ -156,7 +156,7 @@ def labels_for(lang: str | None) -> Labels:
 # The closed room: nothing is fetched but what we hand over
 
 
-class _Fetcher(URLFetcher):  # type: ignore[misc]
+class _Fetcher(URLFetcher):
     """Serves in-memory resources by exact URL; refuses (and records) everything else."""
 
     def __init__(self, resources: Mapping[str, tuple[bytes, str]]) -> None:
@@ -190,8 +190,16 @@ def _lines(value: str | None) -> list[str]:
 
 
 def _css_string(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")
-    return f'"{escaped}"'
+    """A CSS string literal that cannot end the string, the rule or the <style> element."""
+    out = []
+    for char in _nfc(value):
+        if char in "\t\n\r\x0b\x0c\x85\u2028\u2029":
+            char = " "
+        if char in "\\\"'<>&" or ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\{ord(char):x} ")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
 
 
 def read_signature_image(path: Path) -> bytes:
@@ -223,7 +231,7 @@ def read_signature_image(path: Path) -> bytes:
 # The page
 
 
-def _letter_html(
+def letter_html(
     head: Letterhead,
     content: LetterContent,
     signer: Signer | None,
@@ -232,6 +240,12 @@ def _letter_html(
     stamp_id: str,
     with_image: bool,
 ) -> str:
+    """The letter's HTML page: every value escaped, ``body_html`` inserted as is.
+
+    ``stamp_id`` is the id of the reserved stamp box (random per letter, so letter text
+    cannot claim it); ``with_image`` puts the handwritten signature (served by the
+    renderer's fetcher) above the signer's name.
+    """
     words = labels_for(lang)
     justify = pyphen.language_fallback(lang.replace("-", "_")) is not None
     page_label = words.page.split("{page}")
@@ -269,7 +283,14 @@ def _letter_html(
 <head>
 <meta charset="utf-8">
 <title>{_text(content.subject)}</title>
-<style>@page {{ @bottom-center {{ content: {footer}; }} }}</style>
+<style>
+@page {{
+  @top-left {{ content: {_css_string(head.name)}; }}
+  @top-right {{ content: {_css_string(content.reference + " · " + content.date_text)}; }}
+  @bottom-center {{ content: {footer}; }}
+}}
+@page :first {{ @top-left {{ content: none; }} @top-right {{ content: none; }} }}
+</style>
 </head>
 <body>
 <header class="letterhead">
@@ -284,7 +305,7 @@ def _letter_html(
   <div class="info">
     <table>
       <tr><th>{_text(words.date)}</th><td>{_text(content.date_text)}</td></tr>
-      <tr><th>{_text(words.reference)}</th><td class="reference">{_text(content.reference)}</td></tr>
+      <tr><th>{_text(words.reference)}</th><td>{_text(content.reference)}</td></tr>
     </table>
   </div>
 </section>
@@ -320,7 +341,12 @@ def _find_stamp(document: Document, stamp_id: str) -> _StampPlace | None:
             x2 = x1 + STAMP_WIDTH_MM * _PX_PER_MM
             y2 = y1 + STAMP_HEIGHT_MM * _PX_PER_MM
         height = page.height * _PT_PER_PX
-        rect = (x1 * _PT_PER_PX, height - y2 * _PT_PER_PX, x2 * _PT_PER_PX, height - y1 * _PT_PER_PX)
+        rect = (
+            x1 * _PT_PER_PX,
+            height - y2 * _PT_PER_PX,
+            x2 * _PT_PER_PX,
+            height - y1 * _PT_PER_PX,
+        )
         return _StampPlace(number, rect)
     return None
 
@@ -387,7 +413,7 @@ class PdfRenderer:
             resources[_SIGNATURE_URL] = (read_signature_image(signer.signature_image), "image/png")
         fetcher = _Fetcher(resources)
         stamp_id = "stamp-" + secrets.token_hex(8)
-        source = _letter_html(
+        source = letter_html(
             head, content, signer, lang=lang, stamp_id=stamp_id, with_image=bool(resources)
         )
         try:

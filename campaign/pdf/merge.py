@@ -28,6 +28,21 @@ def _is_signed(pdf: pikepdf.Pdf) -> bool:
     return False
 
 
+def _drop_signature_fields(pdf: pikepdf.Pdf) -> None:
+    """Remove the empty signature fields (paper cannot be signed digitally)."""
+    for page in pdf.pages:
+        annots = page.obj.get("/Annots")
+        if annots is None:
+            continue
+        kept = [a for a in annots if a.get("/FT") != "/Sig"]
+        if kept:
+            page.obj.Annots = pikepdf.Array(kept)
+        else:
+            del page.obj["/Annots"]
+    if "/AcroForm" in pdf.Root:
+        del pdf.Root["/AcroForm"]
+
+
 def merge_unsigned(pdfs: list[bytes]) -> bytes:
     """One PDF with every page of ``pdfs``, for printing. Raises PdfError."""
     if not pdfs:
@@ -39,23 +54,17 @@ def merge_unsigned(pdfs: list[bytes]) -> bytes:
             try:
                 source = pikepdf.open(BytesIO(data))
             except (pikepdf.PdfError, ValueError) as err:
-                raise PdfError(f"letter {number} of {len(pdfs)} is not a readable PDF ({err})") from None
+                raise PdfError(
+                    f"letter {number} of {len(pdfs)} is not a readable PDF ({err})"
+                ) from None
             sources.append(source)
             if _is_signed(source):
                 raise PdfError(
                     f"letter {number} of {len(pdfs)} is signed; merging would break its signature",
-                    hint="merge the unsigned letters for printing and keep signed ones as separate files",
+                    hint="merge unsigned letters for printing; keep signed ones as separate files",
                 )
+            _drop_signature_fields(source)
             merged.pages.extend(source.pages)
-        for page in merged.pages:
-            annots = page.obj.get("/Annots")
-            if annots is None:
-                continue
-            kept = [a for a in annots if a.get("/FT") != "/Sig"]
-            if kept:
-                page.obj.Annots = pikepdf.Array(kept)
-            else:
-                del page.obj["/Annots"]
         out = BytesIO()
         merged.save(out)
     except pikepdf.PdfError as err:

@@ -32,6 +32,7 @@ from pyhanko.sign import fields as ph_fields
 from pyhanko.sign.general import SigningError
 from pyhanko.sign.signers import PdfSignatureMetadata, PdfSigner
 from pyhanko.sign.timestamps import HTTPTimeStamper, TimeStamper, TimestampRequestError
+from pyhanko.sign.validation import read_certification_data
 from pyhanko.stamp import TextStampStyle
 
 from campaign.errors import PdfError
@@ -40,8 +41,8 @@ from campaign.pdf.layout import FIELD_NAME, Labels, LetterContent, Letterhead, P
 from campaign.pdf.layout import labels_for as _labels_for
 from campaign.pdf.stamp import StampFontFactory
 
-_STAMP_FONT_SIZE = 8
-_STAMP_LEADING = 10
+_STAMP_FONT_SIZE = 9
+_STAMP_LEADING = 12
 _MAX_LINE = 70
 _STAMP_FONT = StampFontFactory(font_size=_STAMP_FONT_SIZE)
 _STAMP_LAYOUT = ph_layout.SimpleBoxLayoutRule(
@@ -113,9 +114,10 @@ def _timestamper(url: str) -> TimeStamper:
 
 
 def _reserve(key: SigningKey) -> int:
-    """Bytes for the CMS container: certificates plus a generous margin."""
+    """Bytes for the CMS container: the certificates it embeds plus a generous margin
+    for the signed attributes and the signature value (about 1 KB with P-256)."""
     certs = sum(len(cert.dump()) for cert in key.signer.cert_registry)
-    return 8192 + len(key.certificate_der) + certs
+    return 2 * ((4096 + len(key.certificate_der) + certs + 1) // 2)
 
 
 def sign_pdf(
@@ -132,9 +134,18 @@ def sign_pdf(
     except (PyHankoPdfError, ValueError, KeyError, IndexError, TypeError) as err:
         raise PdfError(f"cannot sign: the PDF cannot be read ({err})") from None
     if writer.prev.encrypted:
-        raise PdfError("cannot sign an encrypted PDF", hint="sign the letter as campaign rendered it")
-    field_name, visible = _reserved_field(writer)
+        raise PdfError(
+            "cannot sign an encrypted PDF", hint="sign the letter as campaign rendered it"
+        )
     certify = not _already_signed(writer)
+    if not certify:
+        locked = read_certification_data(writer.prev)
+        if locked is not None and locked.permission == ph_fields.MDPPerm.NO_CHANGES:
+            raise PdfError(
+                "this PDF is already signed and its signature allows no further changes",
+                hint="sign the unsigned letter instead (render it again)",
+            )
+    field_name, visible = _reserved_field(writer)
     lang = _text_of(writer.root.get("/Lang"))
     now = dt.datetime.now(dt.UTC)
     lines = stamp_lines(_labels_for(lang), signer, key.holder, now)

@@ -59,7 +59,11 @@ def _load_roots(trust_roots: list[bytes]) -> list[asn1_x509.Certificate]:
     for number, data in enumerate(trust_roots, start=1):
         try:
             if pem.detect(data):
-                blocks = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "CERTIFICATE"]
+                blocks = [
+                    der
+                    for kind, _, der in pem.unarmor(data, multiple=True)
+                    if kind == "CERTIFICATE"
+                ]
             else:
                 blocks = [data]
             for der in blocks:
@@ -129,7 +133,10 @@ def _modification_reasons(status: PdfSignatureStatus, *, last: bool) -> list[str
             "or the file was rewritten after signing."
         )
     if isinstance(status.diff_result, SuspiciousModification):
-        reasons.append("Something in the file was changed or replaced after it was signed.")
+        reasons.append(
+            "Something was added to or replaced in the file after it was signed "
+            "(for example text or drawings on a page)."
+        )
     elif coverage == SignatureCoverageLevel.ENTIRE_REVISION and level is not None:
         allowed = ModificationLevel.LTA_UPDATES if last else ModificationLevel.FORM_FILLING
         if level > allowed:
@@ -172,7 +179,9 @@ def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf
             ok=False,
             reasons=["This PDF has no digital signature."],
         )
-    context = ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
+    context = ValidationContext(
+        trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail"
+    )
     intact = trusted = unmodified = True
     reasons: list[str] = []
     holders: list[str] = []
@@ -204,7 +213,8 @@ def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf
             intact = False
             reasons.append(
                 prefix + "The letter was changed after it was signed: the signed content no "
-                "longer matches the signature (or the file is damaged)."
+                "longer matches the signature (or the file is damaged), so the signature "
+                "no longer shows who signed it."
             )
         elif not status.valid:
             intact = False

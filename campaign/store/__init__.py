@@ -114,6 +114,55 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Target:
+    """A queued message a report may be about (for matching)."""
+
+    id: int
+    message_id: str
+    envid: str
+    campaign: str
+    email: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ReceiptEntry:
+    """One thing a report says, ready to record: a DSN recipient block, an MDN, a reply.
+
+    ``kind``: dsn | mdn | reply | auto-reply. ``outcome`` for a DSN: delivered, relayed,
+    bounced or delayed; for an MDN: displayed or deleted. ``target`` is None when the
+    entry matches no letter (it is kept and listed, never dropped).
+    """
+
+    part: int
+    kind: str
+    target: Target | None = None
+    matched_by: str | None = None
+    outcome: str | None = None
+    action: str | None = None
+    status: str | None = None
+    diagnostic: str | None = None
+    reporting_mta: str | None = None
+    remote_mta: str | None = None
+    original_recipient: str | None = None
+    final_recipient: str | None = None
+    envid: str | None = None
+    original_message_id: str | None = None
+    arrival: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report or reply as imported: its exact bytes, where it came from, its entries."""
+
+    raw: bytes
+    sha256: str
+    source: str
+    entries: list[ReceiptEntry]
+
+
+@dataclass(frozen=True)
 class MessageFilter:
     """Which messages a query returns."""
 
@@ -142,6 +191,9 @@ def open_store(url: str) -> Any:
 
 
 __all__ = [
+    "ReceiptEntry",
+    "Report",
+    "Target",
     "Claim",
     "Claimed",
     "Existing",

@@ -112,6 +112,52 @@ def m0001_queue_and_log(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0002_receipts(dialect: Dialect) -> list[str]:
+    """Delivery reports, read receipts and replies: raw bytes content-addressed, one row per
+    entry, delivery fields and flags on the message."""
+    t = _types(dialect)
+    columns = [
+        "delivery_status TEXT", "delivery_detail TEXT", "reporting_mta TEXT", "receipt_at TEXT",
+        "delayed_at TEXT", "displayed_at TEXT", "deleted_at TEXT", "replied_at TEXT", "auto_replied_at TEXT",
+        f"dsn_requested {t['int']}",
+    ]
+    return [
+        *(f"ALTER TABLE messages ADD COLUMN {column}" for column in columns),
+        f"""CREATE TABLE blobs (
+    sha256 TEXT PRIMARY KEY,
+    data {t['blob']} NOT NULL,
+    size {t['int']} NOT NULL,
+    created_at TEXT NOT NULL
+)""",
+        f"""CREATE TABLE receipts (
+    id {t['pk']},
+    report_sha256 TEXT NOT NULL,
+    part {t['int']} NOT NULL,
+    kind TEXT NOT NULL,
+    message_row {t['int']},
+    matched_by TEXT,
+    outcome TEXT,
+    action TEXT,
+    status TEXT,
+    diagnostic TEXT,
+    reporting_mta TEXT,
+    remote_mta TEXT,
+    original_recipient TEXT,
+    final_recipient TEXT,
+    envid TEXT,
+    original_message_id TEXT,
+    arrival TEXT,
+    source TEXT,
+    note TEXT,
+    received_at TEXT NOT NULL,
+    UNIQUE (report_sha256, part)
+)""",
+        "CREATE INDEX receipts_by_message ON receipts (message_row)",
+        "CREATE INDEX receipts_unmatched ON receipts (received_at) WHERE message_row IS NULL",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
+    ("0002_receipts", m0002_receipts),
 ]

@@ -16,16 +16,37 @@ from campaign import chain
 from campaign.errors import StoreError
 from campaign.models import Event, Message, from_rfc3339, to_rfc3339
 from campaign.pacing import Bucket, Pacer
-from campaign.store import Claim, Claimed, Existing, MessageFilter, NewMessage, Outcome
+from campaign.models import DELIVERY_RANK, Status
+from campaign.store import (
+    Claim,
+    Claimed,
+    Existing,
+    MessageFilter,
+    NewMessage,
+    Outcome,
+    ReceiptEntry,
+    Report,
+    Target,
+)
 from campaign.store.migrations import MIGRATIONS
 
 MESSAGE_COLUMNS = (
     "id, campaign, letter, recipient, email, lang, subject, message_id, envid, status, attempts, "
     "created_at, updated_at, next_attempt_at, wait_reason, sent_at, last_code, last_status, "
     "last_reply, remote_id, possible_duplicate, in_reply_to, content_sha256, first_attempt_at, "
-    "wire_sha256, domain, contact_name"
+    "wire_sha256, domain, contact_name, delivery_status, delivery_detail, reporting_mta, receipt_at, "
+    "delayed_at, displayed_at, deleted_at, replied_at, auto_replied_at"
 )
 PENDING = ("queued", "deferred")
+
+
+def _flag(value: Any) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def _detail(entry: ReceiptEntry) -> str | None:
+    parts = [p for p in (entry.status, entry.diagnostic) if p]
+    return " ".join(parts) if parts else None
 
 
 def iso(ms: int) -> str:
@@ -454,10 +475,11 @@ class SqlStore:
                     "UPDATE messages SET status = ?, last_code = ?, last_status = ?, last_reply = ?, "
                     "remote_id = COALESCE(?, remote_id), sent_at = COALESCE(?, sent_at), next_attempt_at = ?, "
                     "wait_reason = NULL, possible_duplicate = ?, lease_owner = NULL, lease_expires = NULL, "
-                    "updated_at = ? WHERE id = ? AND status = 'sending' AND lease_owner = ?",
+                    "dsn_requested = COALESCE(?, dsn_requested), updated_at = ? "
+                    "WHERE id = ? AND status = 'sending' AND lease_owner = ?",
                     (
                         o.status, o.code, o.enhanced, o.reply, o.remote_id, sent_at, o.next_attempt_ms,
-                        int(o.possible_duplicate), iso(now_ms), o.id, worker,
+                        int(o.possible_duplicate), _flag(o.data.get("dsn")), iso(now_ms), o.id, worker,
                     ),
                 )
                 changed = tx.cursor.rowcount == 1
@@ -536,6 +558,148 @@ class SqlStore:
                                 "reply": row["last_reply"]})
             return [r["message_id"] for r in rows]
 
+    # -- receipts ----------------------------------------------------------------------
+
+    def targets(self, *, envids: Sequence[str] = (), message_ids: Sequence[str] = ()) -> dict[str, Target]:
+        """Messages by envelope id and by Message-ID (one dict, both kinds of key)."""
+        found: dict[str, Target] = {}
+        with self.reading() as tx:
+            for column, keys in (("envid", list(dict.fromkeys(envids))), ("message_id", list(dict.fromkeys(message_ids)))):
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start : start + 500]
+                    rows = tx.rows(
+                        "SELECT id, message_id, envid, campaign, email, status FROM messages "
+                        f"WHERE {column} IN ({', '.join('?' for _ in chunk)})",
+                        chunk,
+                    )
+                    for row in rows:
+                        found[row[column]] = Target(**row)
+        return found
+
+    def known_reports(self, shas: Sequence[str]) -> set[str]:
+        """Which reports (by SHA-256 of their bytes) were imported before."""
+        known: set[str] = set()
+        shas = list(dict.fromkeys(shas))
+        with self.reading() as tx:
+            for start in range(0, len(shas), 500):
+                chunk = shas[start : start + 500]
+                rows = tx.rows(
+                    f"SELECT DISTINCT report_sha256 FROM receipts WHERE report_sha256 IN ({', '.join('?' for _ in chunk)})",
+                    chunk,
+                )
+                known.update(r["report_sha256"] for r in rows)
+        return known
+
+    def record_reports(self, reports: Sequence[Report], now_ms: int) -> int:
+        """Store reports (bytes content-addressed) and apply what they say; returns the
+        number of entries recorded. Importing the same report again changes nothing."""
+        recorded = 0
+        now = iso(now_ms)
+        with self.transaction() as tx:
+            for report in reports:
+                tx.execute(
+                    "INSERT INTO blobs (sha256, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    (report.sha256, report.raw, len(report.raw), now),
+                )
+                for entry in report.entries:
+                    target = entry.target
+                    tx.execute(
+                        "INSERT INTO receipts (report_sha256, part, kind, message_row, matched_by, outcome, action, "
+                        "status, diagnostic, reporting_mta, remote_mta, original_recipient, final_recipient, envid, "
+                        "original_message_id, arrival, source, note, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (report_sha256, part) DO NOTHING",
+                        (
+                            report.sha256, entry.part, entry.kind, target.id if target else None, entry.matched_by,
+                            entry.outcome, entry.action, entry.status, entry.diagnostic, entry.reporting_mta,
+                            entry.remote_mta, entry.original_recipient, entry.final_recipient, entry.envid,
+                            entry.original_message_id, entry.arrival, report.source, entry.note, now,
+                        ),
+                    )
+                    if tx.cursor.rowcount != 1:
+                        continue
+                    recorded += 1
+                    self._apply_receipt(tx, report, entry, now_ms)
+        return recorded
+
+    def _apply_receipt(self, tx: Tx, report: Report, entry: ReceiptEntry, now_ms: int) -> None:
+        now = iso(now_ms)
+        data: dict[str, Any] = {
+            "kind": entry.kind,
+            "outcome": entry.outcome,
+            "action": entry.action,
+            "status": entry.status,
+            "diagnostic": entry.diagnostic,
+            "reporting_mta": entry.reporting_mta,
+            "remote_mta": entry.remote_mta,
+            "final_recipient": entry.final_recipient,
+            "arrival": entry.arrival,
+            "matched_by": entry.matched_by,
+            "report_sha256": report.sha256,
+            "part": entry.part,
+            "note": entry.note,
+        }
+        target = entry.target
+        if target is None:
+            tx.append(now_ms, "receipt_unmatched", data=data)
+            return
+        row = tx.one("SELECT status, delivery_status FROM messages WHERE id = ?", (target.id,))
+        assert row is not None
+        current = Status(row["status"])
+        kind = {"dsn": "receipt", "mdn": "read_receipt", "reply": "reply", "auto-reply": "auto_reply"}[entry.kind]
+        if entry.kind == "mdn":
+            column = "displayed_at" if entry.outcome == "displayed" else "deleted_at"
+            tx.execute(f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id))
+        elif entry.kind in ("reply", "auto-reply"):
+            column = "replied_at" if entry.kind == "reply" else "auto_replied_at"
+            tx.execute(f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id))
+        elif entry.outcome == "delayed":
+            tx.execute(
+                "UPDATE messages SET delayed_at = COALESCE(delayed_at, ?), delivery_detail = COALESCE(delivery_detail, ?) "
+                "WHERE id = ?",
+                (entry.arrival or now, _detail(entry), target.id),
+            )
+        elif entry.outcome in ("delivered", "relayed", "bounced"):
+            new = Status(entry.outcome)
+            if current in DELIVERY_RANK:
+                if DELIVERY_RANK[new] > DELIVERY_RANK[current]:
+                    self._set_delivery(tx, target.id, new, entry, now)
+                else:
+                    data["unchanged"] = f"the letter is already {current.value}: delivery states never move backwards"
+            elif current in (Status.QUEUED, Status.DEFERRED, Status.SENDING):
+                # A report proves a server took the letter: stop retrying (a retry would be a duplicate).
+                self._set_delivery(tx, target.id, new, entry, now)
+                data["note"] = (f"report for a letter that was {current.value}: the server had accepted it; "
+                                "no further attempt")
+            else:
+                data["unchanged"] = f"the letter is {current.value}"
+        tx.append(now_ms, kind, message=target.message_id, campaign=target.campaign, data=data)
+
+    def _set_delivery(self, tx: Tx, row_id: int, status: Status, entry: ReceiptEntry, now: str) -> None:
+        tx.execute(
+            "UPDATE messages SET status = ?, delivery_status = ?, delivery_detail = ?, reporting_mta = ?, "
+            "receipt_at = ?, next_attempt_at = NULL, wait_reason = NULL, lease_owner = NULL, updated_at = ? WHERE id = ?",
+            (status.value, status.value, _detail(entry), entry.reporting_mta, entry.arrival or now, now, row_id),
+        )
+
+    def unmatched(self) -> list[dict[str, Any]]:
+        """Report entries that matched no letter, oldest first."""
+        with self.reading() as tx:
+            return tx.rows(
+                "SELECT id, report_sha256, part, kind, outcome, status, diagnostic, reporting_mta, final_recipient, "
+                "original_recipient, envid, original_message_id, source, note, received_at FROM receipts "
+                "WHERE message_row IS NULL ORDER BY received_at, id"
+            )
+
+    def receipts_for(self, row_id: int) -> list[dict[str, Any]]:
+        with self.reading() as tx:
+            return tx.rows("SELECT * FROM receipts WHERE message_row = ? ORDER BY id", (row_id,))
+
+    def blob(self, sha: str) -> bytes | None:
+        with self.reading() as tx:
+            row = tx.one("SELECT data FROM blobs WHERE sha256 = ?", (sha,))
+        return bytes(row["data"]) if row else None
+
     # -- queries -----------------------------------------------------------------------
 
     def _filter_sql(self, f: MessageFilter) -> tuple[str, list[Any]]:
@@ -571,7 +735,8 @@ class SqlStore:
 
     def to_message(self, row: dict[str, Any]) -> Message:
         data = dict(row)
-        for key in ("created_at", "updated_at", "sent_at", "first_attempt_at"):
+        for key in ("created_at", "updated_at", "sent_at", "first_attempt_at", "receipt_at", "delayed_at",
+                    "displayed_at", "deleted_at", "replied_at", "auto_replied_at"):
             if data.get(key):
                 data[key] = from_rfc3339(data[key])
         nxt = data.pop("next_attempt_at", None)
@@ -616,6 +781,20 @@ class SqlStore:
         with self.reading() as tx:
             row = tx.one(sql, params)
         return (int(row["next_attempt_at"]), row["wait_reason"]) if row else None
+
+    def receipt_counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
+        """{campaign: {"awaiting": sent without any report, "delayed": with a delay report}}."""
+        sql = (
+            "SELECT campaign, SUM(CASE WHEN delayed_at IS NULL THEN 1 ELSE 0 END) AS awaiting, "
+            "SUM(CASE WHEN delayed_at IS NOT NULL THEN 1 ELSE 0 END) AS delayed FROM messages WHERE status = 'sent'"
+        )
+        params: list[Any] = []
+        if campaign:
+            sql += " AND campaign = ?"
+            params.append(campaign)
+        sql += " GROUP BY campaign"
+        with self.reading() as tx:
+            return {r["campaign"]: {"awaiting": int(r["awaiting"]), "delayed": int(r["delayed"])} for r in tx.rows(sql, params)}
 
     def waiting(self, campaign: str | None = None) -> list[tuple[str, int, int]]:
         """Why pending letters wait: (reason, how many, earliest next attempt in epoch ms)."""
@@ -715,6 +894,8 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("events", "seq"),
     ("pacing", "key"),
     ("daily_counts", "recipient, day"),
+    ("blobs", "sha256"),
+    ("receipts", "id"),
 ]
 
 

@@ -1,0 +1,80 @@
+"""Commands about what comes back: delivery reports, read receipts, replies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from campaign.cli import common
+from campaign.cli.common import out, plain, print_json, state, warn
+
+receipts_app = typer.Typer(
+    help="Delivery reports (DSNs), read receipts and replies: import them and match them to letters.\n\n"
+    "Example:\n\n    campaign receipts import ~/Maildir/receipts",
+    no_args_is_help=True,
+)
+
+
+@receipts_app.command("import")
+def receipts_import(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help=".eml files, mbox files or Maildir folders.")],
+) -> None:
+    """Read reports and replies, match them to letters, and record them in the log.
+
+    Importing the same reports again changes nothing. Other mail in a mailbox
+    (newsletters, spam) is skipped and counted; reports that match no letter are kept
+    and listed by `campaign receipts unmatched`.
+
+    Example:
+
+        campaign receipts import bounces.mbox ~/Maildir/.Receipts
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    result = api.import_receipts(ws, paths)
+    for w in result.warnings:
+        warn(w)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.by_kind.items())) or "nothing new"
+    out().print(f"{result.items} messages read: {result.recorded} entries recorded ({kinds})")
+    if result.already:
+        out().print(f"{result.already} reports were imported before: unchanged")
+    if result.unmatched:
+        out().print(f"{result.unmatched} entries match no letter: see `campaign receipts unmatched`")
+    for reason, n in sorted(result.skipped.items()):
+        out().print(f"skipped {n}: {plain(reason)}")
+
+
+@receipts_app.command("unmatched")
+def receipts_unmatched(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List report entries that matched no letter (they are kept, never dropped).
+
+    Example:
+
+        campaign receipts unmatched --json
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    rows = api.unmatched_receipts(ws)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out().print("every imported report matched a letter")
+        return
+    t = common.table("received (UTC)", "kind", "outcome", "recipient", "status", "source", "note")
+    for r in rows:
+        t.add_row(r["received_at"][:19].replace("T", " "), r["kind"], r["outcome"] or "", plain(r["final_recipient"] or ""),
+                  plain(r["status"] or ""), plain(r["source"] or ""), plain(r["note"] or ""))
+    out().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(receipts_app, name="receipts")
