@@ -140,7 +140,7 @@ class Baseline:
 
     # where campaign's layout puts the stamp box on a letter's last page (PDF points)
     MM = 72 / 25.4
-    STAMP_BOX = (311.8, 160.0, 311.8 + STAMP_WIDTH_MM * MM, 160.0 + STAMP_HEIGHT_MM * MM)
+    STAMP_BOX = (312, 160, 312 + round(STAMP_WIDTH_MM * MM), 160 + round(STAMP_HEIGHT_MM * MM))
 
     def __init__(self, key: SigningKey) -> None:
         self.key = key

@@ -24,7 +24,13 @@ from typing import Any
 GENESIS = "0" * 64
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _check(value: Any, path: str = "data") -> None:
+    if type(value) is dict and all(type(v) in _PLAIN for v in value.values()):
+        if all(type(k) is str for k in value):
+            return  # the common case: a flat record of text and numbers
     if isinstance(value, float):
         raise ValueError(f"{path}: floats are not allowed in the log (use integers or text)")
     if isinstance(value, dict):

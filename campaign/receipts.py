@@ -26,7 +26,9 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
+import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
@@ -36,7 +38,7 @@ from pathlib import Path
 
 from campaign.chain import sha256_hex
 from campaign.errors import ReceiptError
-from campaign.models import normalize_address, to_rfc3339
+from campaign.models import to_rfc3339
 from campaign.store import ReceiptEntry, Report, Target
 from campaign.store.sql import SqlStore
 
@@ -101,14 +103,19 @@ def read_sources(paths: Iterable[Path]) -> Iterator[Item]:
         if path.is_dir():
             if not all((path / sub).is_dir() for sub in ("cur", "new")):
                 raise ReceiptError(f"{path}: a folder must be a Maildir (with cur/ and new/)")
-            box = mailbox.Maildir(path, factory=None, create=False)
-            for key in sorted(box.keys()):
+            # Maildir: every file in new/ and cur/ (never tmp/, where deliveries are in progress).
+            names = sorted(
+                (entry.name, f"{sub}/{entry.name}")
+                for sub in ("new", "cur")
+                for entry in os.scandir(path / sub)
+                if entry.is_file() and not entry.name.startswith(".")
+            )
+            for _, rel in names:
                 try:
-                    with box.get_file(key) as handle:
-                        raw = handle.read()
+                    raw = (path / rel).read_bytes()
                 except OSError as err:
-                    raise ReceiptError(f"{path}/{key}: cannot read: {err.strerror}") from None
-                yield Item(f"{path.name}/{key}", raw)
+                    raise ReceiptError(f"{path}/{rel}: cannot read: {err.strerror}") from None
+                yield Item(f"{path.name}/{rel}", raw)
             continue
         try:
             if path.stat().st_size > MAX_REPORT_BYTES:
@@ -193,10 +200,14 @@ def _address(value: str | None) -> str | None:
     text = _UTF8X.sub(lambda m: chr(int(m.group(1), 16)), text)
     if not text:
         return None
-    try:
-        text = normalize_address(text)
-    except ValueError:
-        pass
+    local, at, domain = text.rpartition("@")
+    if at and "xn--" in domain.lower():
+        try:
+            domain = domain.encode("ascii").decode("idna")
+        except UnicodeError:
+            pass
+        text = f"{local}@{domain}"
+    text = unicodedata.normalize("NFC", text)
     return text.lower() if text.isascii() else text.casefold()
 
 
@@ -251,11 +262,15 @@ def _blocks(part: Message) -> list[dict[str, str]]:
     return blocks
 
 
-def _returned_ids(msg: Message) -> list[str]:
+def _parts(msg: Message) -> list[tuple[Message, str]]:
+    """Every part with its content type, computed once (parsing Content-Type is not free)."""
+    return [(part, part.get_content_type()) for part in msg.walk()]
+
+
+def _returned_ids(parts: list[tuple[Message, str]]) -> list[str]:
     """Message-IDs of the returned original (headers or whole message) in a report."""
     ids: list[str] = []
-    for part in msg.walk():
-        ctype = part.get_content_type()
+    for part, ctype in parts:
         if ctype in ("text/rfc822-headers", "text/rfc822-header"):
             text = part.get_payload(decode=True) or b""
             ids += _QUOTED_MSGID.findall(text.decode("utf-8", "replace"))
@@ -322,28 +337,29 @@ def parse(raw: bytes, *, return_local: str | None = None) -> Parsed:
 
 
 def _parse(msg: Message, return_local: str | None) -> Parsed:
-    ctype = msg.get_content_type()
+    parts = _parts(msg)
+    ctype = parts[0][1]
     report_type = (msg.get_param("report-type") or "")
     report_type = str(report_type).lower() if isinstance(report_type, str) else ""
     if ctype == "multipart/report" and report_type == "feedback-report":
         return Parsed(kind="other", skip_reason="feedback report (ARF)")
     if ctype == "multipart/report" and report_type == "disposition-notification":
-        return _parse_mdn(msg)
-    status_part = next((p for p in msg.walk() if p.get_content_type() in _STATUS_TYPES), None)
+        return _parse_mdn(msg, parts)
+    status_part = next((p for p, t in parts if t in _STATUS_TYPES), None)
     if status_part is not None:
-        return _parse_dsn(msg, status_part, return_local)
+        return _parse_dsn(msg, parts, status_part, return_local)
     if _looks_like_bounce(msg):
-        return _parse_plain_bounce(msg, return_local)
+        return _parse_plain_bounce(msg, parts, return_local)
     referenced = _referenced_ids(msg)
     if referenced:
         return Parsed(kind="reply", message_ids=referenced, automatic=_automatic(msg))
     return Parsed(kind="other", skip_reason="not a report or a reply to one of our letters")
 
 
-def _parse_dsn(msg: Message, part: Message, return_local: str | None) -> Parsed:
+def _parse_dsn(msg: Message, parts: list[tuple[Message, str]], part: Message, return_local: str | None) -> Parsed:
     blocks = _blocks(part)
     if not blocks:
-        return Parsed(kind="dsn", warning="malformed delivery report: no status fields", message_ids=_ids(msg))
+        return Parsed(kind="dsn", warning="malformed delivery report: no status fields", message_ids=_ids(msg, parts))
     per_message, recipients = blocks[0], blocks[1:]
     if "final-recipient" in per_message or "action" in per_message:
         per_message, recipients = {}, blocks  # no per-message block at all
@@ -374,13 +390,13 @@ def _parse_dsn(msg: Message, part: Message, return_local: str | None) -> Parsed:
             "remote_mta": _mta(block.get("remote-mta")),
             "will_retry_until": block.get("will-retry-until") or None,
         })
-    ids = _MSGID.findall(per_message.get("x-original-message-id", "")) + _ids(msg)
+    ids = _MSGID.findall(per_message.get("x-original-message-id", "")) + _ids(msg, parts)
     warning = f"malformed delivery report ({'; '.join(problems)})" if problems else None
     return Parsed(kind="dsn", entries=entries, message_ids=ids, verp=_verp(msg, return_local), warning=warning)
 
 
-def _ids(msg: Message) -> list[str]:
-    return list(dict.fromkeys(_referenced_ids(msg) + _returned_ids(msg)))
+def _ids(msg: Message, parts: list[tuple[Message, str]]) -> list[str]:
+    return list(dict.fromkeys(_referenced_ids(msg) + _returned_ids(parts)))
 
 
 def _looks_like_bounce(msg: Message) -> bool:
@@ -394,10 +410,10 @@ def _looks_like_bounce(msg: Message) -> bool:
     )
 
 
-def _body_text(msg: Message) -> str:
+def _body_text(msg: Message, parts: list[tuple[Message, str]]) -> str:
     chunks = []
-    for part in msg.walk():
-        if part.get_content_maintype() == "text" or part.get_content_type() == "message/rfc822":
+    for part, ctype in parts:
+        if ctype.startswith("text/") or ctype == "message/rfc822":
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 chunks.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
@@ -406,10 +422,10 @@ def _body_text(msg: Message) -> str:
     return "\n".join(chunks)
 
 
-def _parse_plain_bounce(msg: Message, return_local: str | None) -> Parsed:
-    text = _body_text(msg)
+def _parse_plain_bounce(msg: Message, parts: list[tuple[Message, str]], return_local: str | None) -> Parsed:
+    text = _body_text(msg, parts)
     failed = [a.strip() for a in _text(msg.get("X-Failed-Recipients")).split(",") if a.strip()]
-    ids = list(dict.fromkeys(_QUOTED_MSGID.findall(text) + _ids(msg)))
+    ids = list(dict.fromkeys(_QUOTED_MSGID.findall(text) + _ids(msg, parts)))
     status = _ENHANCED.search(text)
     diagnostic = next(
         (line.strip() for line in text.splitlines() if re.match(r"\s*(SMTP error.*?:\s*)?[45]\d\d[ -]", line)), None
@@ -436,8 +452,8 @@ def _parse_plain_bounce(msg: Message, return_local: str | None) -> Parsed:
                   warning="not a standard delivery report: read from its text")
 
 
-def _parse_mdn(msg: Message) -> Parsed:
-    part = next((p for p in msg.walk() if p.get_content_type() in ("message/disposition-notification", "message/global-disposition-notification")), None)
+def _parse_mdn(msg: Message, parts: list[tuple[Message, str]]) -> Parsed:
+    part = next((p for p, t in parts if t in ("message/disposition-notification", "message/global-disposition-notification")), None)
     if part is None:
         return Parsed(kind="other", skip_reason="read receipt without a disposition part")
     blocks = _blocks(part)
@@ -571,7 +587,7 @@ def import_items(
         if not pending:
             return
         shas = [sha256_hex(item.raw) for item, _ in pending]
-        known = store.known_reports(shas)
+        known: set[str] = set()
         envids = [e["envid"] for _, p in pending for e in p.entries if e.get("envid")]
         tokens = [t for _, p in pending for t in p.verp]
         ids = [m for _, p in pending for m in p.message_ids]
@@ -596,15 +612,27 @@ def import_items(
         result.recorded += store.record_reports(reports, now_ms())
         pending.clear()
 
+    chunk: list[Item] = []
+
+    def consume() -> None:
+        known = store.known_reports([sha256_hex(item.raw) for item in chunk])
+        for item in chunk:
+            result.items += 1
+            if sha256_hex(item.raw) in known:
+                result.already += 1  # imported before: not even parsed again
+                continue
+            parsed = parse(item.raw, return_local=return_local)
+            if parsed.kind == "other":
+                reason = parsed.skip_reason or "other mail"
+                result.skipped[reason] = result.skipped.get(reason, 0) + 1
+                continue
+            pending.append((item, parsed))
+        chunk.clear()
+        flush()
+
     for item in items:
-        result.items += 1
-        parsed = parse(item.raw, return_local=return_local)
-        if parsed.kind == "other":
-            reason = parsed.skip_reason or "other mail"
-            result.skipped[reason] = result.skipped.get(reason, 0) + 1
-            continue
-        pending.append((item, parsed))
-        if len(pending) >= batch:
-            flush()
-    flush()
+        chunk.append(item)
+        if len(chunk) >= batch:
+            consume()
+    consume()
     return result

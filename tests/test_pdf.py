@@ -24,12 +24,14 @@ from asn1crypto import tsp
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from fontTools.ttLib import TTFont
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.sign.signers import SimpleSigner
 from pyhanko.sign.timestamps import DummyTimeStamper
+from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from campaign.errors import PdfError
 from campaign.pdf import (
@@ -203,8 +205,16 @@ def test_probe_words_survive_rendering(
     assert "PA-2026-0007" in text
 
 
-def test_only_the_bundled_fonts_are_embedded(signed_tg: bytes) -> None:
-    pdf = pikepdf.open(BytesIO(signed_tg))
+@pytest.mark.parametrize("lang", ["ru", "tg"])
+def test_only_the_bundled_fonts_are_embedded(
+    renderer: PdfRenderer, seal: SigningKey, lang: str
+) -> None:
+    # Russian is hyphenated: the hyphen must not come from a host font either.
+    body = ru_body(8) if lang == "ru" else tg_body(8)
+    signed = render_signed(renderer, HEAD, content(lang, body), SIGNER, seal)
+    first_page = pypdf.PdfReader(BytesIO(signed)).pages[0].extract_text()
+    assert lang != "ru" or re.search(r"-\n", first_page)
+    pdf = pikepdf.open(BytesIO(signed))
     fonts = set()
     for obj in pdf.objects:
         if isinstance(obj, pikepdf.Dictionary) and obj.get("/Type") == "/Font":
@@ -238,7 +248,7 @@ def test_letter_layout_fields(unsigned_tg: bytes) -> None:
     last = page_texts(unsigned_tg)[-1]
     pages = len(reader.pages)
     assert f"Саҳифаи {pages} аз {pages}" in last
-    assert reader.trailer["/Root"]["/Lang"] == "tg"
+    assert reader.root_object["/Lang"] == "tg"
 
 
 def test_signature_block_is_never_split(renderer: PdfRenderer) -> None:
@@ -482,6 +492,33 @@ def test_visible_stamp_in_the_reserved_box(signed_tg: bytes, unsigned_tg: bytes)
     assert "Имзои электронӣ" in stamp_text
     assert "Сертификат: Civic Platform for Tajikistan Seal" in stamp_text
     assert "Имзокунанда: Ҷамшед Қодиров" in stamp_text
+
+
+def test_expired_certificate_is_refused(unsigned_tg: bytes) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Old Key")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2021, 1, 1, tzinfo=dt.UTC))
+        .sign(key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    signer = SimpleSigner(
+        signing_cert=asn1_x509.Certificate.load(der),
+        signing_key=asn1_keys.PrivateKeyInfo.load(key_der),
+        cert_registry=SimpleCertificateStore(),
+    )
+    old = SigningKey(holder="Old Key", signer=signer, certificate_der=der)
+    with pytest.raises(PdfError, match="expired on 2021-01-01"):
+        sign_pdf(unsigned_tg, old, signer=SIGNER)
 
 
 def test_signing_appends_one_revision(unsigned_tg: bytes, signed_tg: bytes) -> None:

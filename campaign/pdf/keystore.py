@@ -87,14 +87,13 @@ def _private_folder(folder: Path) -> None:
         raise PdfError(f"{folder}: cannot create the keys folder ({err.strerror or err})") from None
 
 
-def _read(path: Path, what: str) -> bytes:
+def _read(
+    path: Path, what: str, hint: str = "create the organisation's keys first (campaign keys init)"
+) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise PdfError(
-            f"{path}: no {what} here",
-            hint="create the organisation's keys first (campaign keys init)",
-        ) from None
+        raise PdfError(f"{path}: no {what} here", hint=hint) from None
     except OSError as err:
         raise PdfError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
 
@@ -392,7 +391,7 @@ def issue_supporter(
 
 def load_p12(path: Path, passphrase: str) -> SigningKey:
     """A supporter's key from a PKCS#12 file. Raises PdfError (wrong passphrase...)."""
-    data = _read(path, "PKCS#12 file")
+    data = _read(path, "PKCS#12 file", hint="give the .p12 file made by `campaign keys issue`")
     try:
         asn1_pkcs12.Pfx.load(data).native  # noqa: B018 (parses the whole structure)
     except (ValueError, TypeError, EOFError):

@@ -9,7 +9,9 @@ Contract:
   invisible signature.
 - The first signature of a document is a certification signature that allows no
   changes (DocMDP P=1), so Acrobat and pyHanko also flag anything drawn or
-  annotated later. Signing an already signed PDF adds an approval signature.
+  annotated later; a letter signed here therefore cannot be signed again. A PDF
+  signed elsewhere without that lock gets an additional approval signature.
+- A certificate that has expired or is not yet valid is refused before signing.
 - Sign last: re-saving, merging or "optimising" a signed PDF breaks its signature.
 - With ``timestamp_url`` the signature gets an RFC 3161 timestamp (PAdES B-T); an
   unreachable server is a ``PdfError``, never a silent B-B.
@@ -45,11 +47,17 @@ _STAMP_FONT_SIZE = 9
 _STAMP_LEADING = 12
 _MAX_LINE = 70
 _STAMP_FONT = StampFontFactory(font_size=_STAMP_FONT_SIZE)
-_STAMP_LAYOUT = ph_layout.SimpleBoxLayoutRule(
+_TEXT_LAYOUT = ph_layout.SimpleBoxLayoutRule(  # the text block itself: no inner margins
     x_align=ph_layout.AxisAlignment.ALIGN_MIN,
     y_align=ph_layout.AxisAlignment.ALIGN_MID,
-    margins=ph_layout.Margins.uniform(6),
-    inner_content_scaling=ph_layout.InnerScaling.SHRINK_TO_FIT,
+    margins=ph_layout.Margins.uniform(0),
+    inner_content_scaling=ph_layout.InnerScaling.NO_SCALING,
+)
+_STAMP_LAYOUT = ph_layout.SimpleBoxLayoutRule(  # the text block in the stamp's box
+    x_align=ph_layout.AxisAlignment.ALIGN_MIN,
+    y_align=ph_layout.AxisAlignment.ALIGN_MID,
+    margins=ph_layout.Margins(left=8, right=8, top=4, bottom=8),
+    inner_content_scaling=ph_layout.InnerScaling.SHRINK_TO_FIT,  # long names shrink, not clip
 )
 
 
@@ -72,7 +80,10 @@ def _stamp_style(lines: list[str]) -> TextStampStyle:
     return TextStampStyle(
         stamp_text="\n".join(lines).replace("%", "%%"),
         text_box_style=TextBoxStyle(
-            font=_STAMP_FONT, font_size=_STAMP_FONT_SIZE, leading=_STAMP_LEADING
+            font=_STAMP_FONT,
+            font_size=_STAMP_FONT_SIZE,
+            leading=_STAMP_LEADING,
+            box_layout_rule=_TEXT_LAYOUT,
         ),
         inner_content_layout=_STAMP_LAYOUT,
         border_width=1,
@@ -102,6 +113,25 @@ def _reserved_field(writer: IncrementalPdfFileWriter) -> tuple[str, bool]:
 
 def _already_signed(writer: IncrementalPdfFileWriter) -> bool:
     return any(True for _ in ph_fields.enumerate_sig_fields(writer.prev, filled_status=True))
+
+
+def _check_validity(key: SigningKey) -> None:
+    cert = key.signer.signing_cert
+    if cert is None:
+        raise PdfError(f"the key of {key.holder} has no certificate")
+    validity = cert["tbs_certificate"]["validity"]
+    not_before, not_after = validity["not_before"].native, validity["not_after"].native
+    now = dt.datetime.now(dt.UTC)
+    if now > not_after:
+        raise PdfError(
+            f"the certificate of {key.holder} expired on {not_after:%Y-%m-%d}",
+            hint="ask the organisation for a new certificate (campaign keys issue)",
+        )
+    if now < not_before:
+        raise PdfError(
+            f"the certificate of {key.holder} is not valid before {not_before:%Y-%m-%d %H:%M} UTC",
+            hint="check this computer's clock",
+        )
 
 
 def _timestamper(url: str) -> TimeStamper:
@@ -137,6 +167,7 @@ def sign_pdf(
         raise PdfError(
             "cannot sign an encrypted PDF", hint="sign the letter as campaign rendered it"
         )
+    _check_validity(key)
     certify = not _already_signed(writer)
     if not certify:
         locked = read_certification_data(writer.prev)

@@ -50,6 +50,16 @@ _REPERTOIRE_RANGES = (
 
 pdf_name = generic.NameObject
 
+# Characters PT Sans lacks that have an obvious stand-in.
+_STAND_INS = {
+    0x2010: "-",  # hyphen
+    0x2011: "-",  # non-breaking hyphen
+    0x2009: " ",  # thin space
+    0x202F: " ",  # narrow no-break space
+    0x200B: "",  # zero-width space
+    0x00AD: "",  # soft hyphen
+}
+
 
 @dataclass(frozen=True)
 class _Subset:
@@ -111,9 +121,12 @@ class StampFont:
 
     def glyphs(self, text: str) -> list[int]:
         """Glyph ids for ``text`` (NFC); a character the font lacks becomes "?"."""
-        out = []
+        out: list[int] = []
         for char in unicodedata.normalize("NFC", text):
             gid = self._gid_by_cp.get(ord(char), 0)
+            if not gid and ord(char) in _STAND_INS:
+                out.extend(self._gid_by_cp[ord(c)] for c in _STAND_INS[ord(char)])
+                continue
             out.append(gid if gid else self._question)
         return out
 
