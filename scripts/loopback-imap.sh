@@ -224,7 +224,7 @@ cmd_start() {
   write_env
   doveconf -c "$CONF" >/dev/null || die "invalid configuration $CONF"
   if running; then
-    dovecot -c "$CONF" reload
+    dovecot -c "$CONF" reload </dev/null >>"$LOG" 2>&1
     wait_for_ports
     log "already running on 127.0.0.1:$PORT (STARTTLS) and :$TLS_PORT (IMAPS) (config reloaded)"
     return 0
@@ -232,7 +232,9 @@ cmd_start() {
   if port_open "$PORT" || port_open "$TLS_PORT"; then
     die "127.0.0.1:$PORT or :$TLS_PORT is already in use by another program"
   fi
-  dovecot -c "$CONF" || die "dovecot failed to start (see $LOG)"
+  # Detached from our stdin/stdout/stderr: a daemon holding the caller's output pipe
+  # would make anything that reads this script's output until EOF (CI) hang.
+  dovecot -c "$CONF" </dev/null >>"$LOG" 2>&1 || die "dovecot failed to start (see $LOG)"
   wait_for_ports
   log "running on 127.0.0.1:$PORT (STARTTLS) and :$TLS_PORT (IMAPS); user $IMAP_USER; env in $ENVFILE"
 }
@@ -243,7 +245,7 @@ cmd_stop() {
     log "not running"
     return 0
   fi
-  dovecot -c "$CONF" stop
+  dovecot -c "$CONF" stop </dev/null >>"$LOG" 2>&1
   for _ in $(seq 1 50); do
     running || { log "stopped"; return 0; }
     sleep 0.1

@@ -64,6 +64,34 @@ def smtp_server(workspace: Path) -> Iterator[ScriptedServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[object]:
+    """A throwaway PostgreSQL database for this run (see tests/support/pg.py)."""
+    from tests.support import pg
+
+    try:
+        database = pg.Database()
+    except Exception as err:  # noqa: BLE001 - any failure to reach the server means "not available"
+        pg.unavailable(f"{pg.admin_url()}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+        return
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def pg_url(pg_database: object) -> str:
+    """A fresh schema in the test database, as a store URL."""
+    return pg_database.schema()  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store tests run against both SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @dataclass
 class Result:
     code: int

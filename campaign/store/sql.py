@@ -120,6 +120,7 @@ class DbPacingState:
 
     def bucket(self, key: str) -> Bucket:
         if key not in self._buckets:
+            self.tx.store.ensure_pacing_row(self.tx, key)
             row = self.tx.one("SELECT tat, tail FROM pacing WHERE key = ?" + self.tx.store.lock_suffix, (key,))
             self._buckets[key] = Bucket(int(row["tat"]), int(row["tail"])) if row else Bucket()
         found = self._buckets[key]
@@ -131,6 +132,7 @@ class DbPacingState:
 
     def day_count(self, recipient: str, day: str) -> int:
         if (recipient, day) not in self._days:
+            self.tx.store.ensure_day_row(self.tx, recipient, day)
             row = self.tx.one(
                 "SELECT count FROM daily_counts WHERE recipient = ? AND day = ?" + self.tx.store.lock_suffix,
                 (recipient, day),
@@ -257,6 +259,12 @@ class SqlStore:
 
     def after_copy(self) -> None:
         """Fix what a bulk copy with explicit ids leaves behind (PostgreSQL sequences)."""
+
+    def ensure_pacing_row(self, tx: Tx, key: str) -> None:
+        """Create a pacing row before locking it (PostgreSQL); SQLite's BEGIN IMMEDIATE needs none."""
+
+    def ensure_day_row(self, tx: Tx, recipient: str, day: str) -> None:
+        """Create a daily-count row before locking it (PostgreSQL)."""
 
     def _wrap(self, err: Exception) -> StoreError:
         return StoreError(f"{self.label}: {err}")
