@@ -20,9 +20,11 @@ from campaign import registry as registry_mod
 from campaign.config import Workspace, load_workspace
 from campaign.errors import (
     CampaignError,
+    LedgerError,
     RenderError,
     SelectionError,
     SendLockError,
+    StoreError,
     UsageError,
     WorkspaceError,
 )
@@ -471,7 +473,12 @@ def _run_send(
                 loop.remove_signal_handler(signal.SIGINT)
 
     store.append_event(now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait})
-    report = asyncio.run(main())
+    store.worker_started(worker, now_ms(), label=f"pid {os.getpid()}", campaign=request.campaign,
+                         concurrency=options.concurrency)
+    try:
+        report = asyncio.run(main())
+    finally:
+        store.worker_beat(worker, now_ms(), stopped=True)
     p = report.progress
     store.append_event(
         now_ms(), "run_finished", campaign=request.campaign,
@@ -510,7 +517,7 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptio
         max_age=settings.sending.max_age,
         retry_min=settings.sending.retry_min,
         retry_max=settings.sending.retry_max,
-        lease=settings.smtp.data_timeout + 4 * settings.smtp.timeout + timedelta(minutes=5),
+        lease=settings.sending.lease,
         all_sending_crashed=settings.store.url is None,
     )
 
@@ -935,3 +942,58 @@ def verify_bundle(path: Path) -> BundleCheck:
     if not path.is_file():
         raise SelectionError(f"{path}: no such file")
     return check(path)
+
+
+# ---------------------------------------------------------------------------
+# Teams: a shared store
+
+
+@dataclass
+class MigrationResult:
+    target: str
+    copied: dict[str, int]
+    verification: Verification
+
+
+def migrate_store(ws: Workspace, to_url: str, *, on_progress: Callable[[str, int], None] | None = None) -> MigrationResult:
+    """Copy this workspace's state (messages, the event chain, receipts) into another store
+    (normally PostgreSQL) and verify the chain on arrival. The target must be empty."""
+    from campaign.config import check_store_url
+    from campaign.ledger import verify
+    from campaign.store import open_store as _open
+    from campaign.store.sql import copy_state
+
+    try:
+        check_store_url(to_url)
+    except ValueError as err:
+        raise UsageError(f"--to: {err}") from None
+    source = open_store(ws)
+    try:
+        target = _open(to_url)
+        try:
+            if target.messages() or target.chain_head()[0]:
+                raise StoreError(
+                    f"{target.label}: already holds letters or events; nothing was copied",
+                    hint="migrate into an empty database",
+                )
+            copied = copy_state(source, target, on_progress=on_progress)
+            check = verify(target)
+            label = target.label
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if not check.ok:
+        raise LedgerError(f"{label}: the copied chain does not verify at event {check.broken_seq}: {check.reason}")
+    return MigrationResult(label, copied, check)
+
+
+def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
+    """Send processes seen recently, their leases and what they sent."""
+    from campaign.models import to_rfc3339
+
+    store = open_store(ws)
+    try:
+        return store.workers(to_rfc3339(utcnow() - within))
+    finally:
+        store.close()

@@ -86,6 +86,7 @@ class SendingSettings(StrictModel):
     max_age: Duration = timedelta(days=3)
     retry_min: Duration = timedelta(minutes=1)
     retry_max: Duration = timedelta(hours=1)
+    lease: Duration = timedelta(minutes=15)  # shared store: how long a claim stays with its worker
 
 
 class ImapSettings(StrictModel):
@@ -167,6 +168,16 @@ class Settings(StrictModel):
     letters: LettersSettings = LettersSettings()
     pdf: PdfSettings = PdfSettings()
     store: StoreSettings = StoreSettings()
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_send(self) -> Settings:
+        needed = self.smtp.data_timeout + self.smtp.timeout
+        if self.sending.lease <= needed:
+            raise ValueError(
+                f"sending.lease must be longer than smtp.data_timeout + smtp.timeout ({needed}), or a slow "
+                "send could be taken over by another worker and sent twice"
+            )
+        return self
 
     @property
     def helo_name(self) -> str:

@@ -202,6 +202,7 @@ class Dispatcher:
         self._landed_count = 0
         self._halt = asyncio.Event()
         self._closing = False
+        self._last_recovery = 0
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -260,6 +261,16 @@ class Dispatcher:
         self._wakeup.set()
         return await future
 
+    async def _recover_expired(self, now: int) -> None:
+        """Shared store: pick up letters whose worker died (its leases expired)."""
+        if self.options.all_sending_crashed:
+            return
+        if now - self._last_recovery < 10_000:
+            return
+        self._last_recovery = now
+        recovered = await self._call(self.store.recover, now, all_sending=False)
+        self.report.recovered.extend(recovered)
+
     def _finish_waiters(self) -> None:
         self._done = True
         for future in self._waiters:
@@ -309,6 +320,7 @@ class Dispatcher:
                         self._finish_waiters()
                         return
                 now = self.clock.now_ms()
+                await self._recover_expired(now)
                 claim = await self._call(
                     self.store.claim,
                     now,

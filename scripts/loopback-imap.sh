@@ -169,7 +169,8 @@ userdb {
 }
 
 # Mail processes run as the Maildir owner $MAIL_USER ($uid:$gid), a system
-# account below Dovecot's default first_valid_uid of 500: allow exactly it.
+# account (uid 100-999, possibly below Dovecot's default first_valid_uid of 500):
+# allow exactly it and nothing else.
 first_valid_uid = $uid
 last_valid_uid = $uid
 first_valid_gid = $gid

@@ -46,8 +46,10 @@ MAILBOXES=(
   postmaster@campaign.example
 )
 
-# Queue timings, in seconds, so that defer.example produces its DELAY report after a
-# few seconds and its expiry FAILURE report after ~20 s (measured values in the docs).
+# Queue timings, in seconds, so that defer.example produces its DELAY report at the
+# first deferral (~0.1 s) and its expiry FAILURE report after ~20 s (measured values
+# in the docs). Postfix's minimum for queue_run_delay and both backoff times is 1s;
+# maximal_queue_lifetime = 0 would mean a single attempt and no DELAY report at all.
 DELAY_WARNING=1s
 QUEUE_LIFETIME=20s
 QUEUE_RUN_DELAY=1s
@@ -348,21 +350,21 @@ cmd_stop() {
   fi
 }
 
-# Empties every Maildir (including IMAP subfolders like .Processed) and deletes all
-# queued mail. The instance keeps running.
+# Empties every Maildir (including IMAP subfolders like .Processed: every new/,
+# cur/ and tmp/ below $MAILROOT) and deletes all queued mail. Folders and Dovecot's
+# index files stay; the instance keeps running (or stays stopped).
 cmd_reset() {
   [ -d "$MAILROOT" ] || die "no state in $DIR (run start first)"
-  if running; then
-    postsuper -c "$CONF" -d ALL >/dev/null 2>&1 || true
+  if [ -f "$CONF/main.cf" ] && [ -d "$QUEUE/deferred" ]; then
+    postsuper -c "$CONF" -d ALL </dev/null >/dev/null 2>&1 || true
   fi
-  find "$MAILROOT" -mindepth 1 -type f -path '*/new/*' -delete
-  find "$MAILROOT" -mindepth 1 -type f -path '*/cur/*' -delete
-  find "$MAILROOT" -mindepth 1 -type f -path '*/tmp/*' -delete
+  find "$MAILROOT" -mindepth 2 -type d \( -name new -o -name cur -o -name tmp \) \
+    -exec find {} -mindepth 1 -maxdepth 1 -type f -delete \;
   log "Maildirs under $MAILROOT and the queue are empty"
 }
 
 cmd_status() {
-  local addr
+  local addr rc
   if running && port_open; then
     echo "loopback Postfix: running on 127.0.0.1:$PORT (config $CONF, log $LOG)"
     rc=0

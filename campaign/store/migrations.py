@@ -157,7 +157,28 @@ def m0002_receipts(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0003_workers(dialect: Dialect) -> list[str]:
+    """Send processes sharing a store: who runs, since when, how much they sent."""
+    t = _types(dialect)
+    return [
+        f"""CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    label TEXT,
+    campaign TEXT,
+    concurrency {t['int']},
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    stopped_at TEXT,
+    sent {t['int']} NOT NULL DEFAULT 0,
+    deferred {t['int']} NOT NULL DEFAULT 0,
+    failed {t['int']} NOT NULL DEFAULT 0
+)""",
+        "CREATE INDEX messages_by_lease ON messages (lease_owner) WHERE status = 'sending'",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
+    ("0003_workers", m0003_workers),
 ]

@@ -503,7 +503,44 @@ class SqlStore:
                     **o.data,
                 }
                 tx.append(now_ms, o.event if changed else "late_outcome", message=o.message_id, campaign=o.campaign, data=data)
+            tally = {"sent": 0, "deferred": 0, "failed": 0}
+            for o in outcomes:
+                key = "failed" if o.status in ("failed", "held") else o.status
+                if key in tally:
+                    tally[key] += 1
+            tx.execute(
+                "UPDATE workers SET sent = sent + ?, deferred = deferred + ?, failed = failed + ?, heartbeat_at = ? "
+                "WHERE id = ?",
+                (tally["sent"], tally["deferred"], tally["failed"], iso(now_ms), worker),
+            )
         return applied
+
+    def worker_started(self, worker: str, now_ms: int, *, label: str, campaign: str | None, concurrency: int) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO workers (id, label, campaign, concurrency, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (worker, label, campaign, concurrency, iso(now_ms), iso(now_ms)),
+            )
+
+    def worker_beat(self, worker: str, now_ms: int, *, stopped: bool = False) -> None:
+        with self.transaction() as tx:
+            if stopped:
+                tx.execute("UPDATE workers SET heartbeat_at = ?, stopped_at = ? WHERE id = ?", (iso(now_ms), iso(now_ms), worker))
+            else:
+                tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (iso(now_ms), worker))
+
+    def workers(self, since: str) -> list[dict[str, Any]]:
+        """Workers seen since ``since`` (RFC 3339), with their live leases."""
+        with self.reading() as tx:
+            rows = tx.rows(
+                "SELECT w.id, w.label, w.campaign, w.concurrency, w.started_at, w.heartbeat_at, w.stopped_at, w.sent, "
+                "w.deferred, w.failed, COUNT(m.id) AS leases, MIN(m.lease_expires) AS lease_expires "
+                "FROM workers w LEFT JOIN messages m ON m.lease_owner = w.id AND m.status = 'sending' "
+                "WHERE w.heartbeat_at >= ? GROUP BY w.id, w.label, w.campaign, w.concurrency, w.started_at, "
+                "w.heartbeat_at, w.stopped_at, w.sent, w.deferred, w.failed ORDER BY w.started_at",
+                (since,),
+            )
+        return rows
 
     def unclaim(self, items: Iterable[Claimed], now_ms: int, *, worker: str, reason: str) -> None:
         """Put claimed messages back as they were: nothing was sent (the run stopped first)."""
@@ -904,6 +941,7 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("daily_counts", "recipient, day"),
     ("blobs", "sha256"),
     ("receipts", "id"),
+    ("workers", "id"),
 ]
 
 

@@ -69,8 +69,9 @@ class _DsnSMTP(SMTP):
         self._delay = handler.delay
 
     async def push(self, status: Any) -> None:
-        # Every reply (greeting, EHLO, MAIL, RCPT, 354, end of data, QUIT) is D ms late.
-        if self._delay:
+        # Every reply (greeting, EHLO, MAIL, RCPT, 354, end of data, QUIT) is D ms late; a
+        # multi-line reply (EHLO) is pushed line by line, so only its last line waits.
+        if self._delay and str(status)[3:4] != "-":
             await asyncio.sleep(self._delay)
         await super().push(status)
 
@@ -141,6 +142,9 @@ class Sink:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def cpu_seconds(self) -> float:
         """CPU time used by the sink process so far (Linux /proc)."""
