@@ -288,7 +288,6 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
     chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
     store = open_store(ws)
-    registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
     try:
         report = outbox.queue_letter(
             store,
@@ -303,11 +302,39 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
             not_before_ms=not_before,
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
+            attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
         )
     finally:
         store.close()
+    registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
     report.rows.extend(skipped)
     return report
+
+
+def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple[bytes, str]]:
+    """[letters] attach_pdf: each letter gets its organisation-sealed PDF attached."""
+    from campaign import pdf
+    from campaign.errors import SecretError
+
+    passphrase = passphrase_from_env("CAMPAIGN_KEY_PASSPHRASE")
+    if passphrase is None:
+        raise SecretError(
+            "[letters] attach_pdf needs the organisation seal: CAMPAIGN_KEY_PASSPHRASE is not set",
+            hint="set it for this command, or set attach_pdf = false",
+        )
+    key = pdf.load_seal(keys_folder(ws), passphrase)
+    renderer = pdf.PdfRenderer()
+    pages = Renderer(ws.letters_dir)
+    sender = ws.settings.sender
+    signer = pdf.Signer(sender.signatory or sender.name, sender.signatory_title, ws.settings.pdf.city)
+
+    def make(target: Any, rendered: RenderedLetter, day: date) -> tuple[bytes, str]:
+        content = _pdf_content(ws, pages, letter, target.recipient, lang=rendered.lang, today=day,
+                               reference=reference_for(letter.id, target.recipient.id, day))
+        data = pdf.render_signed(renderer, _letterhead(ws), content, signer, key, timestamp_url=ws.settings.pdf.timestamp_url)
+        return data, f"{letter.id}-{target.recipient.id}.pdf"
+
+    return make
 
 
 def _letter_headers(ws: Workspace) -> dict[str, str]:
@@ -997,3 +1024,288 @@ def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[d
         return store.workers(to_rfc3339(utcnow() - within))
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------
+# Signed PDF letters
+
+
+def passphrase_from_env(var: str) -> str | None:
+    """A passphrase from the environment (CAMPAIGN_KEY_PASSPHRASE, CAMPAIGN_P12_PASSPHRASE)."""
+    return os.environ.get(var) or None
+
+
+def keys_folder(ws: Workspace) -> Path:
+    return ws.state_dir / "keys"
+
+
+def keys_init(ws: Workspace, passphrase: str) -> str:
+    """Create the organisation's root certificate and seal key; return the root fingerprint."""
+    from campaign import pdf
+
+    ws.ensure_state_dir()
+    return pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+
+
+def keys_issue(ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path) -> Path:
+    """Issue a supporter certificate (PKCS#12, mode 0600) signed by the organisation's root."""
+    from campaign import pdf
+
+    data = pdf.issue_supporter(keys_folder(ws), passphrase, name=name, email=email, p12_passphrase=p12_passphrase)
+    _write_private_file(out, data)
+    return out
+
+
+def _write_private_file(path: Path, data: bytes) -> None:
+    try:
+        if path.exists():
+            raise WorkspaceError(f"{path}: already exists; not overwritten", hint="choose another -o")
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as err:
+        raise WorkspaceError(f"{path}: cannot write: {err.strerror}") from err
+
+
+@dataclass(frozen=True)
+class SignerInput:
+    """A supporter as the CLI or a CSV row gives them."""
+
+    name: str
+    title: str | None = None
+    city: str | None = None
+    signature_image: Path | None = None
+
+
+def _pdf_content(ws: Workspace, renderer: Renderer, letter: Letter, recipient: Recipient, *, lang: str | None,
+                 today: date, reference: str) -> Any:
+    from campaign import pdf
+    from campaign.render import format_date
+
+    contact = recipient.contacts[0] if recipient.contacts else None
+    rendered = renderer.render(letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
+    address = recipient.postal_address
+    if address:
+        lines = address.strip().splitlines()
+        # Registries often repeat the institution's name as the first address line.
+        if lines and " ".join(lines[0].split()).casefold() == " ".join(recipient.name.split()).casefold():
+            address = "\n".join(lines[1:]) or None
+    return pdf.LetterContent(
+        lang=rendered.lang, subject=rendered.subject, body_html=rendered.body_html,
+        date_text=format_date(today, rendered.lang), reference=reference,
+        recipient_name=recipient.name, postal_address=address,
+    )
+
+
+def _letterhead(ws: Workspace) -> Any:
+    from campaign import pdf
+
+    sender = ws.settings.sender
+    return pdf.Letterhead(name=sender.name, address=sender.address, email=sender.reply_to or sender.email)
+
+
+def reference_for(letter_id: str, recipient_id: str, today: date, supporter: int | None = None) -> str:
+    """A readable reference number: letter, institution, date (and supporter in a batch)."""
+    ref = f"{letter_id}/{recipient_id}/{today:%Y%m%d}"
+    return f"{ref}/{supporter}" if supporter is not None else ref
+
+
+def pdf_export(
+    ws: Workspace,
+    letter_id: str,
+    recipient_id: str,
+    signer: SignerInput,
+    out: Path,
+    *,
+    key_file: Path | None,
+    passphrase: str,
+    lang: str | None = None,
+) -> Path:
+    """Render one letter to one institution as a signed PDF (the supporter's key or the seal)."""
+    from campaign import pdf
+
+    reg = load_registry(ws)
+    letters = registry_mod.load_letters(ws.letters_dir)
+    letter = registry_mod.get_letter(letters, letter_id)
+    recipient = registry_mod.select_recipients(reg, ids=[recipient_id])[0]
+    key = pdf.load_p12(key_file, passphrase) if key_file else pdf.load_seal(keys_folder(ws), passphrase)
+    today = utcnow().date()
+    renderer = Renderer(ws.letters_dir)
+    content = _pdf_content(ws, renderer, letter, recipient, lang=lang, today=today,
+                           reference=reference_for(letter.id, recipient.id, today))
+    person = pdf.Signer(signer.name, signer.title, signer.city, signer.signature_image)
+    data = pdf.render_signed(pdf.PdfRenderer(), _letterhead(ws), content, person, key,
+                             timestamp_url=ws.settings.pdf.timestamp_url)
+    _write_private_file(out, data)
+    return out
+
+
+def pdf_verify(ws: Workspace | None, paths: list[Path], trust: list[Path]) -> list[Any]:
+    """Verify signed letters against the given roots (default: this workspace's root)."""
+    from campaign import pdf
+
+    roots: list[bytes] = []
+    for path in trust:
+        try:
+            roots.append(path.read_bytes())
+        except OSError as err:
+            raise SelectionError(f"{path}: cannot read the trust root: {err.strerror}") from None
+    if not trust:
+        if ws is None or not keys_folder(ws).is_dir():
+            raise SelectionError(
+                "no trust root: this workspace has no keys",
+                hint="pass --trust ROOT.pem (the organisation's published root), or run `campaign keys init`",
+            )
+        roots.append(pdf.root_certificate_pem(keys_folder(ws)))
+    results = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise SelectionError(f"{path}: cannot read: {err.strerror}") from None
+        results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path)))
+    return results
+
+
+@dataclass
+class BatchResult:
+    files: list[Path]
+    zip_file: Path | None = None
+    print_file: Path | None = None
+
+
+def read_supporters(path: Path) -> list[SignerInput]:
+    """supporters.csv: columns name (required), title, city, signature_image (a PNG path,
+    relative to the CSV). Raises SelectionError naming the line."""
+    import csv
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SelectionError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise SelectionError(f"{path}: not UTF-8 text", hint="save the CSV as UTF-8") from None
+    reader = csv.DictReader(text.splitlines())
+    allowed = {"name", "title", "city", "signature_image"}
+    header = reader.fieldnames or []
+    if "name" not in header:
+        raise SelectionError(f"{path}:1: the header must have a `name` column (and optionally title, city, signature_image)")
+    unknown = [c for c in header if c not in allowed]
+    if unknown:
+        raise SelectionError(f"{path}:1: unknown column {unknown[0]!r}; the columns are name, title, city, signature_image")
+    supporters = []
+    for row in reader:
+        line = reader.line_num
+        name = (row.get("name") or "").strip()
+        if not name:
+            raise SelectionError(f"{path}:{line}: name is empty")
+        if any("\n" in (v or "") or "\r" in (v or "") for v in row.values()):
+            raise SelectionError(f"{path}:{line}: a value spans several lines")
+        image = (row.get("signature_image") or "").strip()
+        image_path = (path.parent / image) if image else None
+        if image_path is not None and not image_path.is_file():
+            raise SelectionError(f"{path}:{line}: signature_image {image!r} not found")
+        supporters.append(SignerInput(name, (row.get("title") or "").strip() or None,
+                                      (row.get("city") or "").strip() or None, image_path))
+    if not supporters:
+        raise SelectionError(f"{path}: no supporters (only a header)")
+    return supporters
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _batch_init(keys: str, passphrase: str, timestamp_url: str | None) -> None:
+    from campaign import pdf
+
+    _WORKER["renderer"] = pdf.PdfRenderer()
+    _WORKER["key"] = pdf.load_seal(Path(keys), passphrase)
+    _WORKER["timestamp_url"] = timestamp_url
+
+
+def _batch_one(job: tuple[Any, Any, Any, bool]) -> tuple[bytes, bytes | None]:
+    from campaign import pdf
+
+    head, content, person, want_unsigned = job
+    unsigned = _WORKER["renderer"].render(head, content, person)
+    signed = pdf.sign_pdf(unsigned, _WORKER["key"], signer=person, timestamp_url=_WORKER["timestamp_url"])
+    return signed, (unsigned if want_unsigned else None)
+
+
+def pdf_batch(
+    ws: Workspace,
+    letter_id: str,
+    supporters_csv: Path,
+    out_dir: Path,
+    *,
+    ids: list[str],
+    tags: list[str],
+    passphrase: str,
+    zip_output: bool = False,
+    print_file: Path | None = None,
+    processes: int | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BatchResult:
+    """One organisation-sealed PDF per supporter and institution, in worker processes."""
+    import zipfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    from campaign import pdf
+    from campaign.outbox import check_selection
+
+    check_selection(ids, tags, False)
+    supporters = read_supporters(supporters_csv)
+    reg = load_registry(ws)
+    letters = registry_mod.load_letters(ws.letters_dir)
+    letter = registry_mod.get_letter(letters, letter_id)
+    recipients = registry_mod.select_recipients(reg, ids=ids, tags=tags)
+    pdf.load_seal(keys_folder(ws), passphrase)  # a wrong passphrase fails here, once, before any work
+    today = utcnow().date()
+    renderer = Renderer(ws.letters_dir)
+    head = _letterhead(ws)
+    jobs, names = [], []
+    for n, supporter in enumerate(supporters, start=1):
+        person = pdf.Signer(supporter.name, supporter.title, supporter.city, supporter.signature_image)
+        for recipient in recipients:
+            content = _pdf_content(ws, renderer, letter, recipient, lang=None, today=today,
+                                   reference=reference_for(letter.id, recipient.id, today, n))
+            jobs.append((head, content, person, print_file is not None))
+            names.append(f"{n:04d}-{_slug(supporter.name)}-{recipient.id}.pdf")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WorkspaceError(f"{out_dir}: cannot create: {err.strerror}") from err
+    existing = [name for name in names if (out_dir / name).exists()]
+    if existing:
+        raise WorkspaceError(f"{out_dir}: {existing[0]} already exists; nothing was written", hint="choose an empty --out-dir")
+    files: list[Path] = []
+    unsigned: list[bytes] = []
+    workers = max(1, processes or os.cpu_count() or 1)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_batch_init,
+                             initargs=(str(keys_folder(ws)), passphrase, ws.settings.pdf.timestamp_url)) as pool:
+        for done, (name, (signed, plain_pdf)) in enumerate(zip(names, pool.map(_batch_one, jobs), strict=True), start=1):
+            _write_private_file(out_dir / name, signed)
+            files.append(out_dir / name)
+            if plain_pdf is not None:
+                unsigned.append(plain_pdf)
+            if on_progress:
+                on_progress(done, len(jobs))
+    result = BatchResult(files)
+    if zip_output:
+        result.zip_file = out_dir / f"{letter.id}-signed-letters.zip"
+        with zipfile.ZipFile(result.zip_file, "w", compression=zipfile.ZIP_STORED) as bundle:
+            for path in files:
+                bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
+        result.zip_file.chmod(0o600)
+    if print_file is not None:
+        _write_private_file(print_file, pdf.merge_unsigned(unsigned))
+        result.print_file = print_file
+    return result
+
+
+def _slug(text: str) -> str:
+    import re
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:40] or "supporter"

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from typing import Literal
 
 from campaign.chain import sha256_hex
@@ -35,7 +36,15 @@ from campaign.models import (
     from_rfc3339,
     resolve_zone,
 )
-from campaign.render import Renderer, build_message, message_bytes, new_envid, new_message_id
+from campaign.render import (
+    RenderedLetter,
+    Renderer,
+    attach,
+    build_message,
+    message_bytes,
+    new_envid,
+    new_message_id,
+)
 from campaign.store import NewMessage
 from campaign.store.sql import SqlStore
 
@@ -91,6 +100,34 @@ def deterministic_boundary(*parts: str) -> str:
     return f"=_campaign_{digest}"
 
 
+def build_one(
+    renderer: Renderer,
+    letter: Letter,
+    target: Target,
+    sender: Sender,
+    *,
+    message_id: str,
+    lang: str | None,
+    today: date,
+    headers: dict[str, str] | None = None,
+    original: OriginalLetter | None = None,
+) -> tuple[EmailMessage, RenderedLetter]:
+    """The message for one contact, with a deterministic MIME boundary."""
+    rendered = renderer.render(
+        letter, target.recipient, target.contact, sender, lang=lang, today=today, original=original
+    )
+    msg = build_message(
+        rendered,
+        sender=sender,
+        to_name=target.contact.name or target.recipient.name,
+        to_address=target.contact.email,
+        message_id=message_id,
+        headers=headers,
+    )
+    msg.set_boundary(deterministic_boundary(message_id, rendered.text, rendered.html))
+    return msg, rendered
+
+
 def render_one(
     renderer: Renderer,
     letter: Letter,
@@ -104,19 +141,14 @@ def render_one(
     original: OriginalLetter | None = None,
 ) -> tuple[bytes, str, str, tuple[str, ...]]:
     """(bytes, language, subject, warnings) for one contact."""
-    rendered = renderer.render(
-        letter, target.recipient, target.contact, sender, lang=lang, today=today, original=original
+    msg, rendered = build_one(
+        renderer, letter, target, sender, message_id=message_id, lang=lang, today=today, headers=headers, original=original
     )
-    msg = build_message(
-        rendered,
-        sender=sender,
-        to_name=target.contact.name or target.recipient.name,
-        to_address=target.contact.email,
-        message_id=message_id,
-        headers=headers,
-    )
-    msg.set_boundary(deterministic_boundary(message_id, rendered.text, rendered.html))
     return message_bytes(msg), rendered.lang, rendered.subject, rendered.warnings
+
+
+Attachment = Callable[[Target, RenderedLetter, date], tuple[bytes, str]]
+"""Makes the file attached to a letter (the sealed PDF): (bytes, file name)."""
 
 
 def queue_letter(
@@ -134,6 +166,7 @@ def queue_letter(
     wait_reason: str | None = None,
     extra_headers: Callable[[Target], dict[str, str]] | None = None,
     original_for: Callable[[Target], OriginalLetter | None] | None = None,
+    attachment: Attachment | None = None,
 ) -> QueueReport:
     """Render and queue ``letter`` for every target, all or nothing."""
     report = QueueReport()
@@ -147,12 +180,22 @@ def queue_letter(
             day = from_rfc3339(existing.created_at).date() if existing else today
             headers = extra_headers(target) if extra_headers else {}
             original = original_for(target) if original_for else None
-            body, used_lang, subject, warnings = render_one(
+            msg, rendered = build_one(
                 renderer, letter, target, sender, message_id=message_id, lang=lang, today=day,
                 headers=headers, original=original,
             )
-            report.warnings.extend(w for w in warnings if w not in report.warnings)
+            used_lang, subject = rendered.lang, rendered.subject
+            report.warnings.extend(w for w in rendered.warnings if w not in report.warnings)
+            body = message_bytes(msg)
+            # The identity of a letter is its text: an attachment re-made each time (a PDF
+            # signature carries its signing time) must not make every letter look changed.
             content_sha = sha256_hex(body)
+            unchanged = existing is not None and existing.content_sha256 == content_sha
+            if attachment is not None and not unchanged:
+                data, filename = attachment(target, rendered, day)
+                attach(msg, data, filename=filename)
+                msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
+                body = message_bytes(msg)
             new = NewMessage(
                 campaign=campaign,
                 letter=letter.id,
@@ -175,7 +218,7 @@ def queue_letter(
             if existing is None:
                 session.add(new)
                 state = "new"
-            elif existing.content_sha256 == content_sha:
+            elif unchanged:
                 state = "unchanged"
             elif update and existing.status in ("queued", "deferred", "held"):
                 session.replace(existing, new)

@@ -177,10 +177,10 @@ def validation_error(
 def load_registry(path: Path, *, label: str | None = None, cache_dir: Path | None = None) -> Registry:
     """Load and validate recipients.yaml.
 
-    With ``cache_dir``, a validated copy is kept there as JSON keyed by the file's
-    SHA-256 (YAML parsing costs about a millisecond per institution; a send of a large
-    campaign should not pay it every time). The cache is derived data, never state:
-    it is written only for a file that validated, and any edit changes the key.
+    With ``cache_dir``, a validated copy kept there as JSON, keyed by the file's SHA-256,
+    is used when present (YAML parsing costs about a millisecond per institution; a send
+    of a large campaign should not pay it every time). Reading never writes the cache:
+    :func:`remember_registry` does, after a command that changed state succeeded.
 
     Raises RegistryError naming the file, line and field.
     """
@@ -192,10 +192,7 @@ def load_registry(path: Path, *, label: str | None = None, cache_dir: Path | Non
             return parse(Registry, json.loads(cached.read_text(encoding="utf-8")))
         except (OSError, ValueError):
             pass  # a damaged cache is ignored and rewritten
-    registry = _parse_registry(text, label)
-    if cached is not None:
-        _write_cache(cached, registry)
-    return registry
+    return _parse_registry(text, label)
 
 
 def remember_registry(registry: Registry, path: Path, cache_dir: Path) -> None:

@@ -174,6 +174,7 @@ class RenderedLetter:
     markdown: str
     text: str
     html: str
+    body_html: str = ""  # the HTML fragment inside <body> (for the PDF layout)
     warnings: tuple[str, ...] = field(default=())
 
 
@@ -269,6 +270,7 @@ class Renderer:
             markdown=markdown,
             text=markdown_to_text(markdown),
             html=html,
+            body_html=html_body,
             warnings=(warning,) if warning else (),
         )
 
@@ -436,6 +438,13 @@ def build_message(
 def message_bytes(msg: EmailMessage) -> bytes:
     """The message as CRLF bytes, exactly as stored and sent (without Date)."""
     return msg.as_bytes(policy=msg.policy)
+
+
+def attach(msg: EmailMessage, data: bytes, *, filename: str, subtype: str = "pdf") -> EmailMessage:
+    """Make ``msg`` multipart/mixed with ``data`` attached (base64, 7-bit safe)."""
+    msg.make_mixed()
+    msg.add_attachment(data, maintype="application", subtype=subtype, filename=filename)
+    return msg
 
 
 def date_header(moment: datetime) -> bytes:

@@ -154,3 +154,21 @@ def test_bad_language_file_name(tmp_path: Path) -> None:
     (folder / "english.md.j2").write_text("---\nsubject: s\n---\n")
     with pytest.raises(LetterError, match="'english' is not a language code"):
         load_letters(tmp_path / "letters")
+
+
+def test_the_cache_is_used_and_follows_edits(tmp_path: Path) -> None:
+    from campaign.registry import remember_registry
+
+    path = write(tmp_path, GOOD)
+    cache = tmp_path / "cache"
+    registry = load_registry(path, cache_dir=cache)
+    assert not cache.exists()  # reading never writes the cache
+    remember_registry(registry, path, cache)
+    files = list(cache.glob("registry-*.json"))
+    assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
+    assert load_registry(path, cache_dir=cache) == registry
+    path.write_text(GOOD.replace("name: OHCHR", "name: Changed"))
+    assert load_registry(path, cache_dir=cache).recipients[0].name == "Changed"
+    files[0].write_text("{not json")
+    path.write_text(GOOD)
+    assert load_registry(path, cache_dir=cache) == registry  # a damaged cache is ignored

@@ -124,7 +124,7 @@ def test_a_killed_workers_letters_are_picked_up_after_its_lease(pg_url: str, tmp
             time.sleep(0.05)
         assert held, "the first worker never claimed anything"
         victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+        victim.communicate(timeout=10)
         time.sleep(4.5)  # the lease expires
         campaign(ws, pg_url, "send", "--yes")
         rows = json.loads(campaign(ws, pg_url, "log", "--json").stdout)
