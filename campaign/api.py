@@ -34,6 +34,7 @@ from campaign.store import MessageFilter
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
+    from campaign.imap import ImapConfig
     from campaign.pacing import PacingConfig
     from campaign.ledger import BundleCheck, Verification
     from campaign.outbox import QueueReport
@@ -550,14 +551,66 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptio
 
 
 def wire_prefix_for(ws: Workspace) -> PrefixFn:
-    """The header lines added at the first attempt: Date (UTC), then a DKIM signature if set."""
+    """The header lines added at the first attempt: Date (UTC), and a DKIM signature over
+    the exact bytes when [dkim] is set. Raises ConfigError for a key file others can read."""
     from campaign.pacing import ms_to_dt
     from campaign.render import date_header
 
+    dkim = ws.settings.dkim
+    key = _dkim_key(ws) if dkim is not None else None
+
     def prefix(row: dict[str, Any], body: bytes, at_ms: int) -> bytes:
-        return date_header(ms_to_dt(at_ms))
+        date = date_header(ms_to_dt(at_ms))
+        if dkim is None or key is None:
+            return date
+        from campaign.transport import dkim_signature
+
+        return dkim_signature(date + body, selector=dkim.selector, domain=dkim.domain, private_key=key) + date
 
     return prefix
+
+
+def _dkim_key(ws: Workspace) -> bytes:
+    from campaign.errors import ConfigError
+
+    assert ws.settings.dkim is not None
+    path = (ws.root / ws.settings.dkim.key_file).resolve()
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"[dkim] key_file {ws.settings.dkim.key_file}: no such file",
+                          hint="create one with `campaign dkim keygen --selector NAME`") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"[dkim] key_file {ws.settings.dkim.key_file}: readable by others (mode {oct(mode & 0o777)}); refused",
+            hint=f"chmod 600 {ws.settings.dkim.key_file}",
+        )
+    return path.read_bytes()
+
+
+@dataclass
+class DkimKey:
+    key_file: Path
+    record_name: str
+    record: str
+
+
+def dkim_keygen(ws: Workspace, selector: str, domain: str | None = None) -> DkimKey:
+    """Write a DKIM key pair under .campaign/dkim/ and return the DNS TXT record to publish."""
+    import re
+
+    from campaign.config import ensure_private_dir
+    from campaign.transport import dkim_keygen as make_key
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", selector):
+        raise UsageError(f"--selector {selector!r}: use letters, digits and hyphens (e.g. campaign2026)")
+    domain = domain or ws.settings.sender.domain
+    folder = ensure_private_dir(ws.ensure_state_dir() / "dkim")
+    private, public = make_key()
+    path = folder / f"{selector}.key"
+    _write_private_file(path, private)
+    (folder / f"{selector}.txt").write_text(f"v=DKIM1; k=rsa; p={public}\n")
+    return DkimKey(path, f"{selector}._domainkey.{domain}", f"v=DKIM1; k=rsa; p={public}")
 
 
 def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[Path]:
@@ -1309,3 +1362,155 @@ def _slug(text: str) -> str:
 
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:40] or "supporter"
+
+
+def imap_config(ws: Workspace) -> ImapConfig:
+    """[receipts.imap] plus the password (CAMPAIGN_IMAP_PASSWORD or the keyring)."""
+    from campaign.config import get_secret, imap_account
+    from campaign.imap import ImapConfig
+
+    imap = ws.settings.receipts.imap
+    if imap is None:
+        raise UsageError(
+            "campaign.toml has no [receipts.imap] section",
+            hint="add host, port, username and folder under [receipts.imap]; see `campaign init`",
+        )
+    password = get_secret("CAMPAIGN_IMAP_PASSWORD", imap_account(imap))
+    ca_file = str((ws.root / imap.ca_file).resolve()) if imap.ca_file else None
+    return ImapConfig(
+        host=imap.host, port=imap.port, username=imap.username, password=password, folder=imap.folder,
+        security=imap.security, ca_file=ca_file, timeout=imap.timeout.total_seconds(),
+    )
+
+
+@dataclass
+class FetchResult:
+    fetched: int
+    imported: ImportResult
+    moved: int = 0
+
+
+def fetch_receipts(ws: Workspace, *, move_to: str | None = None) -> FetchResult:
+    """Fetch new messages from the IMAP folder and import them like `receipts import`."""
+    from campaign import imap
+    from campaign.receipts import Item, import_items
+
+    config = imap_config(ws)
+    account = f"{config.username}@{config.host}:{config.port}"
+    store = open_store(ws)
+    try:
+        with imap.session(config, readonly=move_to is None) as (client, uidvalidity):
+            position = store.mailbox_position(account, config.folder)
+            after = position[1] if position and position[0] == uidvalidity else 0
+            batch = imap.fetch_new(client, uidvalidity, after)
+            items = [Item(f"imap:{config.folder}/{uid}", raw) for uid, raw in batch.messages]
+            result = import_items(store, items, now_ms=now_ms, return_local=_return_local(ws))
+            if batch.messages:
+                store.set_mailbox_position(account, config.folder, uidvalidity, batch.messages[-1][0], now_ms())
+            moved = 0
+            if move_to:
+                handled = set(result.handled)
+                uids = [uid for uid, _ in batch.messages if f"imap:{config.folder}/{uid}" in handled]
+                imap.move(client, uids, move_to)
+                moved = len(uids)
+    finally:
+        store.close()
+    return FetchResult(len(batch.messages), result, moved)
+
+
+@dataclass(frozen=True)
+class ReplyRow:
+    kind: str
+    campaign: str
+    recipient: str
+    email: str
+    message_row: int
+    subject: str
+    received: str
+    sender: str
+    reply_subject: str
+    automatic: str | None
+    sha256: str
+
+
+def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
+    """Replies (and automatic replies) to our letters, with who answered and when."""
+    from campaign.receipts import describe
+
+    store = open_store(ws)
+    try:
+        rows = []
+        for r in store.replies(campaign):
+            raw = store.blob(r["report_sha256"]) or b""
+            sender, subject = describe(raw)
+            rows.append(ReplyRow(
+                kind=r["kind"], campaign=r["campaign"], recipient=r["recipient"], email=r["email"],
+                message_row=int(r["message_row"]), subject=r["subject"], received=r["arrival"] or r["received_at"],
+                sender=sender, reply_subject=subject, automatic=r["note"], sha256=r["report_sha256"],
+            ))
+        return rows
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------
+# Follow-ups
+
+
+def followup(
+    ws: Workspace,
+    letter_id: str,
+    *,
+    campaign: str,
+    after: str,
+    into: str | None = None,
+    lang: str | None = None,
+) -> QueueReport:
+    """Queue a follow-up letter to every institution that was sent `campaign` at least
+    `after` ago and has not replied (automatic replies do not count), threaded with
+    In-Reply-To / References to the original."""
+    from campaign import outbox
+    from campaign.models import Contact, OriginalLetter, parse_duration
+    from campaign.render import format_date
+
+    try:
+        wait = parse_duration(after)
+    except ValueError as err:
+        raise UsageError(f"--after: {err}") from None
+    reg = load_registry(ws)
+    letters = registry_mod.load_letters(ws.letters_dir)
+    letter = registry_mod.get_letter(letters, letter_id)
+    store = open_store(ws)
+    try:
+        originals = store.messages(MessageFilter(campaign=campaign, statuses=("sent", "relayed", "delivered")))
+        if not store.counts(campaign):
+            raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
+        cutoff = datetime.now(UTC) - wait
+        due = [m for m in originals if m.replied_at is None and m.sent_at is not None and m.sent_at <= cutoff]
+        targets: list[outbox.Target] = []
+        by_key: dict[tuple[str, str], Message] = {}
+        for message in due:
+            recipient = reg.get(message.recipient)
+            if recipient is None:
+                continue  # the institution left the registry
+            contact = next((c for c in recipient.contacts if c.email.casefold() == message.email.casefold()), None)
+            targets.append(outbox.Target(recipient, contact or Contact(email=message.email)))
+            by_key[(recipient.id, message.email.casefold())] = message
+
+        def original(target: outbox.Target) -> OriginalLetter:
+            m = by_key[(target.recipient.id, target.contact.email.casefold())]
+            assert m.sent_at is not None
+            return OriginalLetter(subject=m.subject, sent_on=format_date(m.sent_at, m.lang), message_id=m.message_id)
+
+        def headers(target: outbox.Target) -> dict[str, str]:
+            mid = by_key[(target.recipient.id, target.contact.email.casefold())].message_id
+            return {**_letter_headers(ws), "In-Reply-To": mid, "References": mid}
+
+        report = outbox.queue_letter(
+            store, Renderer(ws.letters_dir), letter, targets, ws.settings.sender,
+            campaign=into or f"{campaign}-followup", now_ms=now_ms(), lang=lang,
+            extra_headers=headers, original_for=original,
+        )
+    finally:
+        store.close()
+    return report

@@ -506,6 +506,7 @@ class ImportResult:
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
+    handled: list[str] = field(default_factory=list)  # sources recorded now or before
 
 
 def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
@@ -597,6 +598,7 @@ def import_items(
         for (item, parsed), sha in zip(pending, shas, strict=True):
             if sha in known or sha in seen:
                 result.already += 1
+                result.handled.append(item.source)
                 continue
             seen.add(sha)
             entries = _entries(parsed, targets)
@@ -609,6 +611,7 @@ def import_items(
             for e in entries:
                 result.by_kind[e.kind] = result.by_kind.get(e.kind, 0) + 1
             reports.append(Report(raw=item.raw, sha256=sha, source=item.source, entries=entries))
+            result.handled.append(item.source)
         result.recorded += store.record_reports(reports, now_ms())
         pending.clear()
 
@@ -620,6 +623,7 @@ def import_items(
             result.items += 1
             if sha256_hex(item.raw) in known:
                 result.already += 1  # imported before: not even parsed again
+                result.handled.append(item.source)
                 continue
             parsed = parse(item.raw, return_local=return_local)
             if parsed.kind == "other":
@@ -636,3 +640,9 @@ def import_items(
             consume()
     consume()
     return result
+
+
+def describe(raw: bytes) -> tuple[str, str]:
+    """(From, Subject) of a stored reply, for listings."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    return _decoded(msg.get("From")), _decoded(msg.get("Subject"))

@@ -23,7 +23,7 @@ log_app = typer.Typer(
     invoke_without_command=True,
 )
 smtp_app = typer.Typer(
-    help="SMTP account helpers.\n\nExample:\n\n    campaign smtp login",
+    help="The SMTP account's password and the DKIM key.\n\nExample:\n\n    campaign smtp login",
     no_args_is_help=True,
 )
 
@@ -103,6 +103,61 @@ def queue(
             f"({', '.join(r.recipient for r in changed[:5])}{'…' if len(changed) > 5 else ''}); "
             "rerun with --update to replace the unsent ones"
         )
+
+
+def followup(
+    ctx: typer.Context,
+    letter: Annotated[str, typer.Argument(help="The follow-up letter id (e.g. peace-agreement-followup).")],
+    campaign: Annotated[str, typer.Option("--campaign", help="The campaign whose letters are followed up.", metavar="NAME")],
+    after: Annotated[str, typer.Option("--after", help="Only letters sent at least this long ago, e.g. 14d.", metavar="DURATION")] = "14d",
+    into: Annotated[str | None, typer.Option("--into", help="Campaign name for the follow-ups (default: NAME-followup).", metavar="NAME")] = None,
+    lang: Annotated[str | None, typer.Option("--lang", help="Language for every letter.")] = None,
+) -> None:
+    """Queue a follow-up to each institution that got the letter and has not replied.
+
+    Only letters sent (or delivered) at least --after ago and without a reply count;
+    automatic replies are not answers. Each follow-up is threaded to the original with
+    In-Reply-To. Running it again adds nothing.
+
+    Example:
+
+        campaign followup peace-agreement-followup --campaign peace-agreement --after 14d
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    report = api.followup(ws, letter, campaign=campaign, after=after, into=into, lang=lang)
+    for w in report.warnings:
+        warn(w)
+    t = common.table("institution", "contact", "lang", "subject", "queue")
+    for row in report.rows:
+        t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), row.state)
+    out().print(t)
+    out().print(f"{report.count('new')} follow-ups queued, {report.count('unchanged')} already queued")
+
+
+@smtp_app.command("dkim-keygen")
+def dkim_keygen(
+    ctx: typer.Context,
+    selector: Annotated[str, typer.Option("--selector", help="DKIM selector, e.g. campaign2026.")],
+    domain: Annotated[str | None, typer.Option("--domain", help="Signing domain (default: the sender's).")] = None,
+) -> None:
+    """Create a DKIM key pair and print the DNS TXT record to publish.
+
+    Example:
+
+        campaign smtp dkim-keygen --selector campaign2026
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    key = api.dkim_keygen(ws, selector, domain)
+    out().print(f"private key: {plain(ws.relative(key.key_file))} (mode 0600, never share it)")
+    out().print(f"publish this DNS TXT record:\n{key.record_name}. IN TXT \"{key.record}\"")
+    out().print(
+        f"then add to campaign.toml:\n[dkim]\nselector = \"{selector}\"\ndomain = \"{key.record_name.split('._domainkey.')[1]}\"\n"
+        f"key_file = \"{ws.relative(key.key_file)}\""
+    )
 
 
 def send(
@@ -623,12 +678,17 @@ def demo(ctx: typer.Context) -> None:
     out().print(f"explore: campaign -C {plain(str(result.workspace))} log --events")
 
 
+SENDING = "Send: queue, schedule, send and follow up"
+REVIEW = "Review: status, log and evidence"
+
+
 def register(app: typer.Typer) -> None:
-    app.command("queue")(queue)
-    app.command("send")(send)
-    app.command("plan")(plan)
-    app.command("release")(release)
-    app.command("status")(status)
-    app.add_typer(log_app, name="log")
-    app.add_typer(smtp_app, name="smtp")
-    app.command("demo")(demo)
+    app.command("demo", rich_help_panel="Try it")(demo)
+    app.command("queue", rich_help_panel=SENDING)(queue)
+    app.command("plan", rich_help_panel=SENDING)(plan)
+    app.command("send", rich_help_panel=SENDING)(send)
+    app.command("release", rich_help_panel=SENDING)(release)
+    app.command("followup", rich_help_panel=SENDING)(followup)
+    app.add_typer(smtp_app, name="smtp", rich_help_panel=SENDING)
+    app.command("status", rich_help_panel=REVIEW)(status)
+    app.add_typer(log_app, name="log", rich_help_panel=REVIEW)

@@ -212,5 +212,5 @@ def pdf_verify(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(pdf_app, name="pdf")
+    app.add_typer(pdf_app, name="pdf", rich_help_panel="Signed PDF letters")
+    app.add_typer(keys_app, name="keys", rich_help_panel="Signed PDF letters")

@@ -76,5 +76,70 @@ def receipts_unmatched(
     out().print(t)
 
 
+@receipts_app.command("fetch")
+def receipts_fetch(
+    ctx: typer.Context,
+    move_to: Annotated[str | None, typer.Option("--move-to", help="File the messages that were imported into this folder.", metavar="FOLDER")] = None,
+) -> None:
+    """Fetch new reports and replies from the IMAP mailbox in [receipts.imap] and import them.
+
+    TLS with certificate verification; the password comes from CAMPAIGN_IMAP_PASSWORD or
+    the system keyring. It remembers what it processed (UIDVALIDITY and UID), so running
+    it again fetches nothing new. It never deletes mail.
+
+    Example:
+
+        campaign receipts fetch --move-to Processed
+    """
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    result = api.fetch_receipts(ws, move_to=move_to)
+    imported = result.imported
+    for w in imported.warnings:
+        warn(w)
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(imported.by_kind.items())) or "nothing new"
+    out().print(f"{result.fetched} new messages fetched: {imported.recorded} entries recorded ({kinds})")
+    for reason, n in sorted(imported.skipped.items()):
+        out().print(f"skipped {n}: {plain(reason)}")
+    if imported.unmatched:
+        out().print(f"{imported.unmatched} entries match no letter: see `campaign receipts unmatched`")
+    if move_to:
+        out().print(f"moved {result.moved} messages to {plain(move_to)}")
+
+
+def replies(
+    ctx: typer.Context,
+    campaign: Annotated[str | None, typer.Option("--campaign", help="Only replies to this campaign.", metavar="NAME")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List answers from institutions, and automatic replies (marked as such).
+
+    Example:
+
+        campaign replies --campaign peace-agreement
+    """
+    from dataclasses import asdict
+
+    from campaign import api
+
+    ws = state(ctx).workspace()
+    rows = api.replies(ws, campaign)
+    if as_json:
+        print_json([asdict(r) for r in rows])
+        return
+    if not rows:
+        out().print("no replies yet")
+        return
+    t = common.table("received (UTC)", "institution", "kind", "from", "subject", "letter id")
+    for r in rows:
+        kind = "automatic reply" if r.kind == "auto-reply" else "reply"
+        t.add_row(r.received[:16].replace("T", " "), plain(r.recipient), kind, plain(r.sender), plain(r.reply_subject), str(r.message_row))
+    out().print(t)
+    answered = len({r.message_row for r in rows if r.kind == "reply"})
+    out().print(f"{answered} letters answered, {sum(1 for r in rows if r.kind == 'auto-reply')} automatic replies")
+
+
 def register(app: typer.Typer) -> None:
-    app.add_typer(receipts_app, name="receipts")
+    app.add_typer(receipts_app, name="receipts", rich_help_panel="Review: status, log and evidence")
+    app.command("replies", rich_help_panel="Review: status, log and evidence")(replies)

@@ -79,5 +79,5 @@ def workers(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(store_app, name="store")
-    app.command("workers")(workers)
+    app.add_typer(store_app, name="store", rich_help_panel="Teams: a shared PostgreSQL store")
+    app.command("workers", rich_help_panel="Teams: a shared PostgreSQL store")(workers)

@@ -186,8 +186,11 @@ def preview(
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+SET_UP = "Set up: the workspace, institutions and letters"
+
+
 def register(app: typer.Typer) -> None:
-    app.command("init")(init)
-    app.add_typer(recipients_app, name="recipients")
-    app.add_typer(letters_app, name="letters")
-    app.command("preview")(preview)
+    app.command("init", rich_help_panel=SET_UP)(init)
+    app.add_typer(recipients_app, name="recipients", rich_help_panel=SET_UP)
+    app.add_typer(letters_app, name="letters", rich_help_panel=SET_UP)
+    app.command("preview", rich_help_panel=SET_UP)(preview)

@@ -177,8 +177,24 @@ def m0003_workers(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0004_mailboxes(dialect: Dialect) -> list[str]:
+    """Where `receipts fetch` stopped in each IMAP folder (UIDVALIDITY + last UID)."""
+    t = _types(dialect)
+    return [
+        f"""CREATE TABLE mailbox_positions (
+    account TEXT NOT NULL,
+    folder TEXT NOT NULL,
+    uidvalidity {t['int']} NOT NULL,
+    last_uid {t['int']} NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (account, folder)
+)""",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
     ("0003_workers", m0003_workers),
+    ("0004_mailboxes", m0004_mailboxes),
 ]

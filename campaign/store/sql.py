@@ -727,6 +727,35 @@ class SqlStore:
             (status.value, status.value, _detail(entry), entry.reporting_mta, entry.arrival or now, now, row_id),
         )
 
+    def mailbox_position(self, account: str, folder: str) -> tuple[int, int] | None:
+        """(UIDVALIDITY, last UID processed) for an IMAP folder."""
+        with self.reading() as tx:
+            row = tx.one("SELECT uidvalidity, last_uid FROM mailbox_positions WHERE account = ? AND folder = ?", (account, folder))
+        return (int(row["uidvalidity"]), int(row["last_uid"])) if row else None
+
+    def set_mailbox_position(self, account: str, folder: str, uidvalidity: int, last_uid: int, now_ms: int) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO mailbox_positions (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
+                "last_uid = excluded.last_uid, updated_at = excluded.updated_at",
+                (account, folder, uidvalidity, last_uid, iso(now_ms)),
+            )
+
+    def replies(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Replies and automatic replies with their letter, oldest first."""
+        sql = (
+            "SELECT r.kind, r.report_sha256, r.arrival, r.received_at, r.note, m.id AS message_row, m.message_id, "
+            "m.campaign, m.recipient, m.email, m.subject FROM receipts r JOIN messages m ON m.id = r.message_row "
+            "WHERE r.kind IN ('reply', 'auto-reply')"
+        )
+        params: list[Any] = []
+        if campaign:
+            sql += " AND m.campaign = ?"
+            params.append(campaign)
+        with self.reading() as tx:
+            return tx.rows(sql + " ORDER BY COALESCE(r.arrival, r.received_at), r.id", params)
+
     def unmatched(self) -> list[dict[str, Any]]:
         """Report entries that matched no letter, oldest first."""
         with self.reading() as tx:
@@ -942,6 +971,7 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("blobs", "sha256"),
     ("receipts", "id"),
     ("workers", "id"),
+    ("mailbox_positions", "account, folder"),
 ]
 
 
