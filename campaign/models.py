@@ -40,9 +40,17 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def has_line_break(value: str) -> bool:
+    """True for any line break Python or a mail reader knows, and any other control
+    character (header injection hides in \r, \n, but also \x1c-\x1e, \x85, \u2028...)."""
+    return len(value.splitlines()) > 1 or value.endswith(("\n", "\r")) or any(
+        unicodedata.category(ch) == "Cc" for ch in value
+    )
+
+
 def _no_line_breaks(value: str) -> str:
-    if any(ch in value for ch in "\r\n\x0b\x0c\x85\u2028\u2029"):
-        raise ValueError("contains a line break; header values must be one line")
+    if has_line_break(value):
+        raise ValueError("contains a line break or control character; header values must be one line")
     return value
 
 

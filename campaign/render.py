@@ -46,6 +46,7 @@ from campaign.models import (
     Recipient,
     Sender,
     ascii_address,
+    has_line_break,
     nfc,
     split_front_matter,
 )
@@ -111,7 +112,6 @@ BABEL_LOCALES = {"en": "en_GB"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&=])")
 _MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~]|\n)")
-_LINE_BREAKS = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
 
 
@@ -244,7 +244,7 @@ class Renderer:
                 f"{subject_source}: subject: template syntax error: {err.message}"
             ) from None
         subject = _run(subject_tpl, context, f"{subject_source}: subject", where).strip()
-        if _LINE_BREAKS.search(subject):
+        if has_line_break(subject):
             raise RenderError(
                 f"{subject_source}: subject renders to more than one line {where}",
                 hint="a subject must be one line; check the merged values in it",
@@ -384,10 +384,11 @@ def new_envid() -> str:
 
 
 def check_header_value(name: str, value: str) -> str:
-    """Refuse a header value with a line break (header injection). Raises RenderError."""
-    if _LINE_BREAKS.search(value):
+    """Refuse a header value with a line break or control character (header injection).
+    Raises RenderError."""
+    if has_line_break(value):
         raise RenderError(
-            f"{name}: contains a line break ({value[:40]!r}); header values must be one line"
+            f"{name}: contains a line break or control character ({value[:40]!r}); header values must be one line"
         )
     return value
 

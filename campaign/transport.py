@@ -289,6 +289,11 @@ class SmtpConnection:
             raise ServerUnavailableError(f"{cfg.where}: timed out while connecting ({_reason(err)})") from None
         except (aiosmtplib.SMTPException, OSError) as err:
             smtp.close()
+            if "STARTTLS" in str(err):
+                raise TransportError(
+                    f"{cfg.where}: the server does not offer STARTTLS",
+                    hint='refusing to send in clear text; use security = "tls" if the server expects TLS from the start',
+                ) from None
             cause = err.__cause__ or err.__context__
             if isinstance(err, ssl.SSLError) or isinstance(cause, ssl.SSLError):
                 raise TransportError(f"{cfg.where}: TLS failed: {cause or err}") from None
