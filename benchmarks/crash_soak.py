@@ -28,14 +28,30 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="campaign-soak-"))
     try:
         contacts = 5
-        result = soak(base, institutions=max(1, args.letters // contacts), contacts=contacts, min_kills=args.kills,
-                      seed=args.seed, delay_ms=args.delay_ms)
+        result = soak(
+            base,
+            institutions=max(1, args.letters // contacts),
+            contacts=contacts,
+            min_kills=args.kills,
+            seed=args.seed,
+            delay_ms=args.delay_ms,
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    print(f"crash soak: {result.letters} letters, {result.kills} SIGKILLs over {result.runs} runs, {result.seconds:.0f} s")
-    print(f"  arrivals at the sink: {result.arrivals}; extra copies: {result.duplicates}; letters the log names as possible duplicates: {result.named}")
-    print(f"  letters never arrived: {len(result.missing)}; duplicates the log does not name: {len(result.unexplained)}")
-    print(f"  arrivals - duplicates == letters: {result.arrivals - result.duplicates == result.letters}; log verify: {'ok' if result.verify_ok else 'BROKEN'}")
+    print(
+        f"crash soak: {result.letters} letters, {result.kills} SIGKILLs over {result.runs} runs, {result.seconds:.0f} s"
+    )
+    print(
+        f"  arrivals at the sink: {result.arrivals}; extra copies: {result.duplicates}; letters the log names "
+        f"as possible duplicates: {result.named}"
+    )
+    print(
+        f"  letters never arrived: {len(result.missing)}; duplicates the log does not name: {len(result.unexplained)}"
+    )
+    print(
+        f"  arrivals - duplicates == letters: {result.arrivals - result.duplicates == result.letters}; log "
+        f"verify: {'ok' if result.verify_ok else 'BROKEN'}"
+    )
     print("  RESULT:", "ok" if result.ok else "FAILED")
     sys.exit(0 if result.ok else 1)
 

@@ -36,7 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.sink import Sink  # noqa: E402
 
-CAMPAIGN = [str(ROOT / ".venv" / "bin" / "campaign")] if (ROOT / ".venv" / "bin" / "campaign").exists() else [sys.executable, "-m", "campaign"]
+CAMPAIGN = (
+    [str(ROOT / ".venv" / "bin" / "campaign")]
+    if (ROOT / ".venv" / "bin" / "campaign").exists()
+    else [sys.executable, "-m", "campaign"]
+)
 
 
 def make_workspace(
@@ -51,7 +55,7 @@ def make_workspace(
         folder = ws / "letters" / "short"
         folder.mkdir()
         (folder / "en.md.j2").write_text(
-            "---\nsubject: \"Letter to {{ recipient.name }}\"\n---\n{{ salutation }}\n\n"
+            '---\nsubject: "Letter to {{ recipient.name }}"\n---\n{{ salutation }}\n\n'
             + "We write about the 1997 General Agreement and the persecution of the opposition. " * 8
             + "\n\nRespectfully,\n\n{{ sender.name }}\n"
         )
@@ -165,7 +169,10 @@ def p1(base: Path, letters: int) -> dict[int, float]:
             assert sent == letters, sent
         r_ours, r_raw = letters / ours_elapsed, letters / raw_elapsed
         ours_rate[delay] = r_ours
-        print(f"  D={delay:>2} ms: campaign send {r_ours:7.0f} msg/s   raw aiosmtplib {r_raw:7.0f} msg/s   ratio {r_ours / r_raw:.2f} (aim >= 0.9)")
+        print(
+            f"  D={delay:>2} ms: campaign send {r_ours:7.0f} msg/s   raw aiosmtplib {r_raw:7.0f} msg/s   ratio "
+            f"{r_ours / r_raw:.2f} (aim >= 0.9)"
+        )
     return ours_rate
 
 
@@ -183,21 +190,34 @@ def p2(base: Path, letters: int, ours_d10: float) -> None:
 
     w = api.open_workspace(ws)
     sample = load_registry(ws / "recipients.yaml").recipients[0]
-    body = Renderer(ws / "letters").render(load_letters(ws / "letters")["peace-agreement"], sample, sample.contacts[0], w.settings.sender).text
-    (work / "mailmerge_template.txt").write_text(
-        "TO: {{email}}\nSUBJECT: Tajikistan: the 1997 General Agreement\nFROM: Civic Platform <letters@campaign.example>\n\n"
-        + body.replace("{", "(").replace("}", ")")
+    body = (
+        Renderer(ws / "letters")
+        .render(load_letters(ws / "letters")["peace-agreement"], sample, sample.contacts[0], w.settings.sender)
+        .text
     )
-    (work / "mailmerge_database.csv").write_text("email\n" + "".join(f"office0@inst{i}.example\n" for i in range(letters)))
+    (work / "mailmerge_template.txt").write_text(
+        "TO: {{email}}\nSUBJECT: Tajikistan: the 1997 General Agreement\nFROM: Civic Platform "
+        "<letters@campaign.example>\n\n" + body.replace("{", "(").replace("}", ")")
+    )
+    (work / "mailmerge_database.csv").write_text(
+        "email\n" + "".join(f"office0@inst{i}.example\n" for i in range(letters))
+    )
     with Sink(delay_ms=10) as sink:
-        (work / "mailmerge_server.conf").write_text(f"[smtp_server]\nhost = 127.0.0.1\nport = {sink.port}\nratelimit = 0\n")
+        (work / "mailmerge_server.conf").write_text(
+            f"[smtp_server]\nhost = 127.0.0.1\nport = {sink.port}\nratelimit = 0\n"
+        )
         start = time.perf_counter()
         subprocess.run(
             [str(ROOT / ".venv" / "bin" / "mailmerge"), "--no-dry-run", "--no-limit"],
-            cwd=work, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=work,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         mm = letters / (time.perf_counter() - start)
-    print(f"  campaign send {ours_d10:7.0f} msg/s   mailmerge {mm:7.1f} msg/s   ratio {ours_d10 / mm:.1f}x (aim >= 12x)")
+    print(
+        f"  campaign send {ours_d10:7.0f} msg/s   mailmerge {mm:7.1f} msg/s   ratio {ours_d10 / mm:.1f}x (aim >= 12x)"
+    )
 
 
 def p3(base: Path, letters: int) -> None:
@@ -221,7 +241,10 @@ def p3(base: Path, letters: int) -> None:
         raw_send(sink.port, messages)
         send_cpu = time.process_time() - c0
     per = lambda s: s / letters * 1000  # noqa: E731
-    print(f"  campaign queue+send {per(ours_cpu):.2f} ms/msg   raw build {per(build_cpu):.2f} + raw send {per(send_cpu):.2f} = {per(build_cpu + send_cpu):.2f} ms/msg")
+    print(
+        f"  campaign queue+send {per(ours_cpu):.2f} ms/msg   raw build {per(build_cpu):.2f} + raw send "
+        f"{per(send_cpu):.2f} = {per(build_cpu + send_cpu):.2f} ms/msg"
+    )
     print(f"  ratio {ours_cpu / (build_cpu + send_cpu):.2f} (aim <= 1.3)")
 
 
@@ -229,7 +252,10 @@ def p4(base: Path, letters: int) -> None:
     institutions, contacts = 2000, 5
     per_campaign = institutions * contacts
     campaigns = max(1, letters // per_campaign)
-    print(f"P4: peak RSS for {campaigns * per_campaign} letters ({campaigns} campaigns x {institutions} institutions x {contacts} contacts), short letter")
+    print(
+        f"P4: peak RSS for {campaigns * per_campaign} letters ({campaigns} campaigns x {institutions} "
+        f"institutions x {contacts} contacts), short letter"
+    )
     with Sink(delay_ms=0) as sink:
         ws = make_workspace(base, institutions=institutions, contacts=contacts, port=sink.port, short_letter=True)
         env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws)}
@@ -237,27 +263,42 @@ def p4(base: Path, letters: int) -> None:
         start = time.perf_counter()
         for c in range(campaigns):
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-            proc = subprocess.run([*CAMPAIGN, "queue", "short", "--all", "--contacts", "all", "--campaign", f"c{c}"],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = subprocess.run(
+                [*CAMPAIGN, "queue", "short", "--all", "--contacts", "all", "--campaign", f"c{c}"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             if proc.returncode != 0:
                 raise SystemExit(proc.stderr.decode())
             peaks.append(max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
         queued = time.perf_counter() - start
         queue_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         start = time.perf_counter()
-        proc = subprocess.run([*CAMPAIGN, "send", "--yes", "--concurrency", "8"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.run(
+            [*CAMPAIGN, "send", "--yes", "--concurrency", "8"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         if proc.returncode != 0:
             raise SystemExit(proc.stderr.decode()[-2000:])
         sent = time.perf_counter() - start
         total_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"  queue: {campaigns * per_campaign / queued:.0f} letters/s, peak RSS {queue_peak:.0f} MB")
-    print(f"  send:  {campaigns * per_campaign / sent:.0f} letters/s, peak RSS (max of all processes) {total_peak:.0f} MB (aim <= 150 MB)")
+    print(
+        f"  send:  {campaigns * per_campaign / sent:.0f} letters/s, peak RSS (max of all processes) "
+        f"{total_peak:.0f} MB (aim <= 150 MB)"
+    )
 
 
 def scheduling(base: Path, letters: int) -> None:
     institutions = 2000
     contacts = max(1, letters // institutions)
-    print(f"S: scheduling {institutions * contacts} queued letters across {institutions} institutions (limits set, not binding)")
+    print(
+        f"S: scheduling {institutions * contacts} queued letters across {institutions} institutions (limits "
+        "set, not binding)"
+    )
     from campaign import api
 
     ws = make_workspace(base, institutions=institutions, contacts=contacts, port=1, short_letter=True)

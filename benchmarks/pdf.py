@@ -152,15 +152,11 @@ class Baseline:
         self.css = CSS(string=css, font_config=self.fonts)
 
     def __call__(self, content: LetterContent, signer: Signer) -> bytes:
-        source = letter_html(
-            HEAD, content, signer, lang=content.lang, stamp_id="stamp", with_image=False
-        )
+        source = letter_html(HEAD, content, signer, lang=content.lang, stamp_id="stamp", with_image=False)
         pdf = HTML(string=source).write_pdf(stylesheets=[self.css], font_config=self.fonts)
         style = TextStampStyle(
             stamp_text=f"Signed by {signer.name}\n%(ts)s\nCertificate: {self.key.holder}",
-            text_box_style=TextBoxStyle(
-                font=GlyphAccumulatorFactory(str(FONTS_DIR / "PTS55F.ttf")), font_size=9
-            ),
+            text_box_style=TextBoxStyle(font=GlyphAccumulatorFactory(str(FONTS_DIR / "PTS55F.ttf")), font_size=9),
             background=None,
         )
         meta = signers.PdfSignatureMetadata(

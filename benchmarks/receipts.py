@@ -44,7 +44,8 @@ def main() -> None:
         ws_dir = base / "ws"
         ws_dir.mkdir()
         (ws_dir / "campaign.toml").write_text(
-            '[sender]\nname = "Bench"\nemail = "letters@campaign.example"\n[receipts]\nreturn_path = "receipts@campaign.example"\n'
+            '[sender]\nname = "Bench"\nemail = "letters@campaign.example"\n[receipts]\nreturn_path = '
+            '"receipts@campaign.example"\n'
         )
         (ws_dir / "recipients.yaml").write_text("recipients:\n  - id: x\n    name: X\n    languages: [en]\n")
         (ws_dir / "letters").mkdir()
@@ -63,11 +64,23 @@ def main() -> None:
                 envid = f"{i + 1000:032x}"
                 message_id = f"<bench-{i}.t0k3n@campaign.example>"
                 email = letter["to"].replace("@", f"+{i}@")
-                session.add(NewMessage(
-                    campaign="bench", letter="l", recipient=f"r{i}", email=email, email_key=address_key(email),
-                    domain=address_domain(email), contact_name=None, lang="en", subject="s", message_id=message_id,
-                    envid=envid, body=b"x", content_sha256="0" * 64,
-                ))
+                session.add(
+                    NewMessage(
+                        campaign="bench",
+                        letter="l",
+                        recipient=f"r{i}",
+                        email=email,
+                        email_key=address_key(email),
+                        domain=address_domain(email),
+                        contact_name=None,
+                        lang="en",
+                        subject="s",
+                        message_id=message_id,
+                        envid=envid,
+                        body=b"x",
+                        content_sha256="0" * 64,
+                    )
+                )
                 report = (
                     raw.replace(letter["envid"].encode(), envid.encode())
                     .replace(letter["message_id"].encode(), message_id.encode())
@@ -85,10 +98,16 @@ def main() -> None:
         matched = n - len(store.unmatched())
         store.close()
         print(f"receipts: {n} reports in a Maildir against {n} sent letters")
-        print(f"  imported {result.recorded} entries ({matched} matched) in {elapsed:.2f} s: {n / elapsed:.0f} reports/s (aim >= 2000)")
+        print(
+            f"  imported {result.recorded} entries ({matched} matched) in {elapsed:.2f} s: {n / elapsed:.0f} "
+            "reports/s (aim >= 2000)"
+        )
         start = time.perf_counter()
         again = api.import_receipts(ws, [maildir])
-        print(f"  importing the same Maildir again: {again.already} already known, {again.recorded} new, {time.perf_counter() - start:.2f} s")
+        print(
+            f"  importing the same Maildir again: {again.already} already known, {again.recorded} new, "
+            f"{time.perf_counter() - start:.2f} s"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

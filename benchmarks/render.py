@@ -82,8 +82,14 @@ def baseline(targets: list[Target]) -> float:
     for i, target in enumerate(targets):
         lang = target.recipient.languages[0]
         ctx = {
-            "recipient": target.recipient, "contact": target.contact, "salutation": "Dear Sir or Madam,",
-            "sender": SENDER, "lang": lang, "today": today[lang], "letter": letter.id, "medium": "email",
+            "recipient": target.recipient,
+            "contact": target.contact,
+            "salutation": "Dear Sir or Madam,",
+            "sender": SENDER,
+            "lang": lang,
+            "today": today[lang],
+            "letter": letter.id,
+            "medium": "email",
             "original": None,
         }
         subject = subjects[lang].render(ctx)

@@ -8,8 +8,9 @@ callbacks and problems are raised as :class:`~campaign.errors.CampaignError`.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -29,15 +30,15 @@ from campaign.errors import (
     WorkspaceError,
 )
 from campaign.models import Contact, Event, Letter, Message, Recipient, Registry, utcnow
-from campaign.render import Renderer, RenderedLetter, build_message, message_bytes, new_message_id
+from campaign.render import RenderedLetter, Renderer, build_message, message_bytes, new_message_id
 from campaign.store import MessageFilter
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
     from campaign.imap import ImapConfig
-    from campaign.pacing import PacingConfig
     from campaign.ledger import BundleCheck, Verification
     from campaign.outbox import QueueReport
+    from campaign.pacing import PacingConfig
     from campaign.receipts import ImportResult
     from campaign.store.sql import PrefixFn, SqlStore
     from campaign.transport import Connection, SmtpConfig
@@ -55,7 +56,13 @@ def open_workspace(
     return load_workspace(directory, overrides=overrides)
 
 
-SCAFFOLD_FILES = ("campaign.toml", "recipients.yaml", "letters/example/en.md.j2", "letters/example/ru.md.j2", ".gitignore")
+SCAFFOLD_FILES = (
+    "campaign.toml",
+    "recipients.yaml",
+    "letters/example/en.md.j2",
+    "letters/example/ru.md.j2",
+    ".gitignore",
+)
 
 
 def init_workspace(directory: Path) -> list[Path]:
@@ -172,8 +179,13 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
         for lang in sorted(set(letter.languages) - langs_needed):
             recipient = reg.recipients[0]
             try:
-                renderer.render(letter, recipient, recipient.contacts[0] if recipient.contacts else None,
-                                ws.settings.sender, lang=lang)
+                renderer.render(
+                    letter,
+                    recipient,
+                    recipient.contacts[0] if recipient.contacts else None,
+                    ws.settings.sender,
+                    lang=lang,
+                )
                 report.rendered += 1
             except CampaignError as err:
                 if err.message not in report.problems:
@@ -199,9 +211,7 @@ def preview(
     letter = registry_mod.get_letter(letters, letter_id)
     recipient = registry_mod.select_recipients(reg, ids=[recipient_id])[0]
     contact = pick_contact(recipient, contact_email)
-    rendered = Renderer(ws.letters_dir).render(
-        letter, recipient, contact, ws.settings.sender, lang=lang
-    )
+    rendered = Renderer(ws.letters_dir).render(letter, recipient, contact, ws.settings.sender, lang=lang)
     if fmt == "html":
         return rendered.html, rendered
     if fmt == "markdown":
@@ -253,7 +263,8 @@ def open_store(ws: Workspace) -> SqlStore:
 
     if ws.settings.store.url is None:
         ws.ensure_state_dir()
-    return _open(ws.store_url)  # type: ignore[no-any-return]
+    store: SqlStore = _open(ws.store_url)
+    return store
 
 
 @dataclass
@@ -288,9 +299,46 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     letter = registry_mod.get_letter(letters, request.letter)
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
     chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
+    with _new_state_undone_on_error(ws):
+        report = _queue_into_store(ws, request, letter, chosen, not_before, wait_reason)
+    registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
+    report.rows.extend(skipped)
+    return report
+
+
+@contextlib.contextmanager
+def _new_state_undone_on_error(ws: Workspace) -> Iterator[None]:
+    """If a command creates the state (folder or database) and then fails, remove what it
+    created: bad input leaves the workspace as it was."""
+    import shutil
+
+    folder_existed = ws.state_dir.exists()
+    db = ws.state_dir / "state.db"
+    db_existed = db.exists() or ws.settings.store.url is not None
+    try:
+        yield
+    except BaseException:
+        if not folder_existed:
+            shutil.rmtree(ws.state_dir, ignore_errors=True)
+        elif not db_existed:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        raise
+
+
+def _queue_into_store(
+    ws: Workspace,
+    request: QueueRequest,
+    letter: Letter,
+    chosen: list[Any],
+    not_before: int | None,
+    wait_reason: str | None,
+) -> QueueReport:
+    from campaign import outbox
+
     store = open_store(ws)
     try:
-        report = outbox.queue_letter(
+        return outbox.queue_letter(
             store,
             Renderer(ws.letters_dir),
             letter,
@@ -307,9 +355,6 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
         )
     finally:
         store.close()
-    registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
-    report.rows.extend(skipped)
-    return report
 
 
 def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple[bytes, str]]:
@@ -330,9 +375,18 @@ def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple
     signer = pdf.Signer(sender.signatory or sender.name, sender.signatory_title, ws.settings.pdf.city)
 
     def make(target: Any, rendered: RenderedLetter, day: date) -> tuple[bytes, str]:
-        content = _pdf_content(ws, pages, letter, target.recipient, lang=rendered.lang, today=day,
-                               reference=reference_for(letter.id, target.recipient.id, day))
-        data = pdf.render_signed(renderer, _letterhead(ws), content, signer, key, timestamp_url=ws.settings.pdf.timestamp_url)
+        content = _pdf_content(
+            ws,
+            pages,
+            letter,
+            target.recipient,
+            lang=rendered.lang,
+            today=day,
+            reference=reference_for(letter.id, target.recipient.id, day),
+        )
+        data = pdf.render_signed(
+            renderer, _letterhead(ws), content, signer, key, timestamp_url=ws.settings.pdf.timestamp_url
+        )
         return data, f"{letter.id}-{target.recipient.id}.pdf"
 
     return make
@@ -462,7 +516,6 @@ def _run_send(
     from campaign.pacing import Pacer
     from campaign.transport import SmtpConnection
 
-    settings = ws.settings
     config = smtp_config(ws) if connect is None else None
     worker = secrets.token_hex(4)
     options = _send_options(ws, request, worker)
@@ -492,27 +545,45 @@ def _run_send(
             pass
         try:
             dispatcher = Dispatcher(
-                store, connect or factory, Pacer(pacing), options,
-                prefix=wire_prefix_for(ws), on_progress=on_progress, stop=stop,
+                store,
+                connect or factory,
+                Pacer(pacing),
+                options,
+                prefix=wire_prefix_for(ws),
+                on_progress=on_progress,
+                stop=stop,
             )
             return await dispatcher.run()
         finally:
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
 
-    store.append_event(now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait})
-    store.worker_started(worker, now_ms(), label=f"pid {os.getpid()}", campaign=request.campaign,
-                         concurrency=options.concurrency)
+    store.append_event(
+        now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait}
+    )
+    store.worker_started(
+        worker, now_ms(), label=f"pid {os.getpid()}", campaign=request.campaign, concurrency=options.concurrency
+    )
     try:
         report = asyncio.run(main())
     finally:
         store.worker_beat(worker, now_ms(), stopped=True)
     p = report.progress
     store.append_event(
-        now_ms(), "run_finished", campaign=request.campaign,
-        data={"worker": worker, "sent": p.sent, "deferred": p.deferred, "failed": p.failed, "held": p.held,
-              "outcome_unknown": p.unknown, "stopped": report.stopped.message if report.stopped else None,
-              "interrupted": report.interrupted or None, "aborted": report.aborted or None},
+        now_ms(),
+        "run_finished",
+        campaign=request.campaign,
+        data={
+            "worker": worker,
+            "sent": p.sent,
+            "deferred": p.deferred,
+            "failed": p.failed,
+            "held": p.held,
+            "outcome_unknown": p.unknown,
+            "stopped": report.stopped.message if report.stopped else None,
+            "interrupted": report.interrupted or None,
+            "aborted": report.aborted or None,
+        },
     )
     remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
     return SendOutcome(report, remaining=remaining)
@@ -578,8 +649,10 @@ def _dkim_key(ws: Workspace) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise ConfigError(f"[dkim] key_file {ws.settings.dkim.key_file}: no such file",
-                          hint="create one with `campaign dkim keygen --selector NAME`") from None
+        raise ConfigError(
+            f"[dkim] key_file {ws.settings.dkim.key_file}: no such file",
+            hint="create one with `campaign dkim keygen --selector NAME`",
+        ) from None
     if mode & 0o077:
         raise ConfigError(
             f"[dkim] key_file {ws.settings.dkim.key_file}: readable by others (mode {oct(mode & 0o777)}); refused",
@@ -703,7 +776,9 @@ def log(ws: Workspace, query: LogQuery) -> list[Message]:
     store = open_store(ws)
     try:
         return store.messages(
-            MessageFilter(campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since=_since(query.since))
+            MessageFilter(
+                campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since=_since(query.since)
+            )
         )
     finally:
         store.close()
@@ -715,7 +790,12 @@ def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
     try:
         events = store.events(campaign=query.campaign, since=_since(query.since))
         if query.recipient or query.statuses:
-            keep = {m.message_id for m in store.messages(MessageFilter(campaign=query.campaign, statuses=query.statuses, recipient=query.recipient))}
+            keep = {
+                m.message_id
+                for m in store.messages(
+                    MessageFilter(campaign=query.campaign, statuses=query.statuses, recipient=query.recipient)
+                )
+            }
             events = [e for e in events if e.message in keep]
         return events
     finally:
@@ -874,7 +954,7 @@ rate = 50
 per_domain_rate = 20
 
 [receipts]
-return_path = "receipts@{email.rpartition('@')[2]}"
+return_path = "receipts@{email.rpartition("@")[2]}"
 '''
 
 
@@ -924,8 +1004,7 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     finally:
         store.close()
     pending = {
-        m.id: m
-        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
+        m.id: m for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
     }
     times: dict[int, tuple[int, str]] = {}
 
@@ -934,8 +1013,13 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
 
     options = _send_options(ws, request, "plan")
     dispatcher = Dispatcher(
-        snapshot, NullConnection, Pacer(_pacing(ws, request)), options,
-        prefix=lambda row, body, at: b"", clock=VirtualClock(start), on_outcome=record,
+        snapshot,
+        NullConnection,
+        Pacer(_pacing(ws, request)),
+        options,
+        prefix=lambda row, body, at: b"",
+        clock=VirtualClock(start),
+        on_outcome=record,
     )
     try:
         report = asyncio.run(dispatcher.run())
@@ -945,10 +1029,18 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     rows = []
     for mid, message in pending.items():
         at, outcome = times.get(mid, (start, "failed" if message.message_id in expired else "unscheduled"))
-        rows.append(PlanRow(
-            id=mid, campaign=message.campaign, recipient=message.recipient, email=message.email,
-            at_ms=at, outcome=outcome, waiting=message.wait_reason, zone=zones.get(message.recipient, "UTC"),
-        ))
+        rows.append(
+            PlanRow(
+                id=mid,
+                campaign=message.campaign,
+                recipient=message.recipient,
+                email=message.email,
+                at_ms=at,
+                outcome=outcome,
+                waiting=message.wait_reason,
+                zone=zones.get(message.recipient, "UTC"),
+            )
+        )
     rows.sort(key=lambda r: (r.at_ms, r.id))
     return PlanResult(start_ms=start, rows=rows)
 
@@ -990,7 +1082,9 @@ class ExportResult:
     head: str
 
 
-def export_evidence(ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None) -> ExportResult:
+def export_evidence(
+    ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None
+) -> ExportResult:
     """Write an evidence bundle for a campaign or for message ids."""
     from campaign.ledger import BundleLetter, export_bundle
     from campaign.models import to_rfc3339
@@ -1002,10 +1096,15 @@ def export_evidence(ws: Workspace, out: Path, *, campaign: str | None = None, id
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
         if not messages:
             raise SelectionError(
-                f"no letters in campaign {campaign!r}" if campaign else f"no messages with ids {', '.join(map(str, ids or []))}",
+                f"no letters in campaign {campaign!r}"
+                if campaign
+                else f"no messages with ids {', '.join(map(str, ids or []))}",
                 hint="see `campaign status` and `campaign log`",
             )
-        letters = [BundleLetter(m.id, m.message_id, m.campaign, m.recipient, m.email, m.status.value, m.subject) for m in messages]
+        letters = [
+            BundleLetter(m.id, m.message_id, m.campaign, m.recipient, m.email, m.status.value, m.subject)
+            for m in messages
+        ]
         try:
             events, head = export_bundle(store, letters, out, created_at=to_rfc3339(utcnow()))
         except OSError as err:
@@ -1035,7 +1134,9 @@ class MigrationResult:
     verification: Verification
 
 
-def migrate_store(ws: Workspace, to_url: str, *, on_progress: Callable[[str, int], None] | None = None) -> MigrationResult:
+def migrate_store(
+    ws: Workspace, to_url: str, *, on_progress: Callable[[str, int], None] | None = None
+) -> MigrationResult:
     """Copy this workspace's state (messages, the event chain, receipts) into another store
     (normally PostgreSQL) and verify the chain on arrival. The target must be empty."""
     from campaign.config import check_store_url
@@ -1130,8 +1231,16 @@ class SignerInput:
     signature_image: Path | None = None
 
 
-def _pdf_content(ws: Workspace, renderer: Renderer, letter: Letter, recipient: Recipient, *, lang: str | None,
-                 today: date, reference: str) -> Any:
+def _pdf_content(
+    ws: Workspace,
+    renderer: Renderer,
+    letter: Letter,
+    recipient: Recipient,
+    *,
+    lang: str | None,
+    today: date,
+    reference: str,
+) -> Any:
     from campaign import pdf
     from campaign.render import format_date
 
@@ -1144,9 +1253,13 @@ def _pdf_content(ws: Workspace, renderer: Renderer, letter: Letter, recipient: R
         if lines and " ".join(lines[0].split()).casefold() == " ".join(recipient.name.split()).casefold():
             address = "\n".join(lines[1:]) or None
     return pdf.LetterContent(
-        lang=rendered.lang, subject=rendered.subject, body_html=rendered.body_html,
-        date_text=format_date(today, rendered.lang), reference=reference,
-        recipient_name=recipient.name, postal_address=address,
+        lang=rendered.lang,
+        subject=rendered.subject,
+        body_html=rendered.body_html,
+        date_text=format_date(today, rendered.lang),
+        reference=reference,
+        recipient_name=recipient.name,
+        postal_address=address,
     )
 
 
@@ -1184,11 +1297,13 @@ def pdf_export(
     key = pdf.load_p12(key_file, passphrase) if key_file else pdf.load_seal(keys_folder(ws), passphrase)
     today = utcnow().date()
     renderer = Renderer(ws.letters_dir)
-    content = _pdf_content(ws, renderer, letter, recipient, lang=lang, today=today,
-                           reference=reference_for(letter.id, recipient.id, today))
+    content = _pdf_content(
+        ws, renderer, letter, recipient, lang=lang, today=today, reference=reference_for(letter.id, recipient.id, today)
+    )
     person = pdf.Signer(signer.name, signer.title, signer.city, signer.signature_image)
-    data = pdf.render_signed(pdf.PdfRenderer(), _letterhead(ws), content, person, key,
-                             timestamp_url=ws.settings.pdf.timestamp_url)
+    data = pdf.render_signed(
+        pdf.PdfRenderer(), _letterhead(ws), content, person, key, timestamp_url=ws.settings.pdf.timestamp_url
+    )
     _write_private_file(out, data)
     return out
 
@@ -1242,10 +1357,14 @@ def read_supporters(path: Path) -> list[SignerInput]:
     allowed = {"name", "title", "city", "signature_image"}
     header = reader.fieldnames or []
     if "name" not in header:
-        raise SelectionError(f"{path}:1: the header must have a `name` column (and optionally title, city, signature_image)")
+        raise SelectionError(
+            f"{path}:1: the header must have a `name` column (and optionally title, city, signature_image)"
+        )
     unknown = [c for c in header if c not in allowed]
     if unknown:
-        raise SelectionError(f"{path}:1: unknown column {unknown[0]!r}; the columns are name, title, city, signature_image")
+        raise SelectionError(
+            f"{path}:1: unknown column {unknown[0]!r}; the columns are name, title, city, signature_image"
+        )
     supporters = []
     for row in reader:
         line = reader.line_num
@@ -1258,8 +1377,11 @@ def read_supporters(path: Path) -> list[SignerInput]:
         image_path = (path.parent / image) if image else None
         if image_path is not None and not image_path.is_file():
             raise SelectionError(f"{path}:{line}: signature_image {image!r} not found")
-        supporters.append(SignerInput(name, (row.get("title") or "").strip() or None,
-                                      (row.get("city") or "").strip() or None, image_path))
+        supporters.append(
+            SignerInput(
+                name, (row.get("title") or "").strip() or None, (row.get("city") or "").strip() or None, image_path
+            )
+        )
     if not supporters:
         raise SelectionError(f"{path}: no supporters (only a header)")
     return supporters
@@ -1320,8 +1442,15 @@ def pdf_batch(
     for n, supporter in enumerate(supporters, start=1):
         person = pdf.Signer(supporter.name, supporter.title, supporter.city, supporter.signature_image)
         for recipient in recipients:
-            content = _pdf_content(ws, renderer, letter, recipient, lang=None, today=today,
-                                   reference=reference_for(letter.id, recipient.id, today, n))
+            content = _pdf_content(
+                ws,
+                renderer,
+                letter,
+                recipient,
+                lang=None,
+                today=today,
+                reference=reference_for(letter.id, recipient.id, today, n),
+            )
             jobs.append((head, content, person, print_file is not None))
             names.append(f"{n:04d}-{_slug(supporter.name)}-{recipient.id}.pdf")
     try:
@@ -1330,13 +1459,20 @@ def pdf_batch(
         raise WorkspaceError(f"{out_dir}: cannot create: {err.strerror}") from err
     existing = [name for name in names if (out_dir / name).exists()]
     if existing:
-        raise WorkspaceError(f"{out_dir}: {existing[0]} already exists; nothing was written", hint="choose an empty --out-dir")
+        raise WorkspaceError(
+            f"{out_dir}: {existing[0]} already exists; nothing was written", hint="choose an empty --out-dir"
+        )
     files: list[Path] = []
     unsigned: list[bytes] = []
     workers = max(1, processes or os.cpu_count() or 1)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_batch_init,
-                             initargs=(str(keys_folder(ws)), passphrase, ws.settings.pdf.timestamp_url)) as pool:
-        for done, (name, (signed, plain_pdf)) in enumerate(zip(names, pool.map(_batch_one, jobs), strict=True), start=1):
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        initializer=_batch_init,
+        initargs=(str(keys_folder(ws)), passphrase, ws.settings.pdf.timestamp_url),
+    ) as pool:
+        for done, (name, (signed, plain_pdf)) in enumerate(
+            zip(names, pool.map(_batch_one, jobs), strict=True), start=1
+        ):
             _write_private_file(out_dir / name, signed)
             files.append(out_dir / name)
             if plain_pdf is not None:
@@ -1378,8 +1514,14 @@ def imap_config(ws: Workspace) -> ImapConfig:
     password = get_secret("CAMPAIGN_IMAP_PASSWORD", imap_account(imap))
     ca_file = str((ws.root / imap.ca_file).resolve()) if imap.ca_file else None
     return ImapConfig(
-        host=imap.host, port=imap.port, username=imap.username, password=password, folder=imap.folder,
-        security=imap.security, ca_file=ca_file, timeout=imap.timeout.total_seconds(),
+        host=imap.host,
+        port=imap.port,
+        username=imap.username,
+        password=password,
+        folder=imap.folder,
+        security=imap.security,
+        ca_file=ca_file,
+        timeout=imap.timeout.total_seconds(),
     )
 
 
@@ -1443,11 +1585,21 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
         for r in store.replies(campaign):
             raw = store.blob(r["report_sha256"]) or b""
             sender, subject = describe(raw)
-            rows.append(ReplyRow(
-                kind=r["kind"], campaign=r["campaign"], recipient=r["recipient"], email=r["email"],
-                message_row=int(r["message_row"]), subject=r["subject"], received=r["arrival"] or r["received_at"],
-                sender=sender, reply_subject=subject, automatic=r["note"], sha256=r["report_sha256"],
-            ))
+            rows.append(
+                ReplyRow(
+                    kind=r["kind"],
+                    campaign=r["campaign"],
+                    recipient=r["recipient"],
+                    email=r["email"],
+                    message_row=int(r["message_row"]),
+                    subject=r["subject"],
+                    received=r["arrival"] or r["received_at"],
+                    sender=sender,
+                    reply_subject=subject,
+                    automatic=r["note"],
+                    sha256=r["report_sha256"],
+                )
+            )
         return rows
     finally:
         store.close()
@@ -1507,9 +1659,16 @@ def followup(
             return {**_letter_headers(ws), "In-Reply-To": mid, "References": mid}
 
         report = outbox.queue_letter(
-            store, Renderer(ws.letters_dir), letter, targets, ws.settings.sender,
-            campaign=into or f"{campaign}-followup", now_ms=now_ms(), lang=lang,
-            extra_headers=headers, original_for=original,
+            store,
+            Renderer(ws.letters_dir),
+            letter,
+            targets,
+            ws.settings.sender,
+            campaign=into or f"{campaign}-followup",
+            now_ms=now_ms(),
+            lang=lang,
+            extra_headers=headers,
+            original_for=original,
         )
     finally:
         store.close()

@@ -72,8 +72,7 @@ class SmtpSettings(StrictModel):
     def _plaintext_only_on_loopback(self) -> SmtpSettings:
         if self.security == "none" and not is_loopback(self.host):
             raise ValueError(
-                f"security = \"none\" is allowed only for a loopback host, not {self.host!r}; "
-                "use \"starttls\" or \"tls\""
+                f'security = "none" is allowed only for a loopback host, not {self.host!r}; use "starttls" or "tls"'
             )
         return self
 
@@ -150,10 +149,7 @@ def check_store_url(url: str) -> str:
     if parts.scheme not in ("postgresql", "postgres", "sqlite"):
         raise ValueError(f"{url!r}: use postgresql://user@host/db (or sqlite:///path)")
     if parts.password:
-        raise ValueError(
-            "the store URL carries a password; remove it and use PGPASSWORD, ~/.pgpass or "
-            "the keyring"
-        )
+        raise ValueError("the store URL carries a password; remove it and use PGPASSWORD, ~/.pgpass or the keyring")
     return url
 
 
@@ -251,9 +247,7 @@ def resolve_root(directory: str | os.PathLike[str] | None, env: Mapping[str, str
     chosen = directory if directory is not None else env.get("CAMPAIGN_WORKSPACE") or "."
     root = Path(chosen).expanduser()
     if not root.is_dir():
-        raise WorkspaceError(
-            f"{root}: no such folder", hint="create one with `campaign init DIR`"
-        )
+        raise WorkspaceError(f"{root}: no such folder", hint="create one with `campaign init DIR`")
     return root.resolve()
 
 
@@ -333,8 +327,14 @@ def load_settings(
         first = err.errors()[0]
         dotted = ".".join(str(part) for part in first["loc"])
         message = _pydantic_message(first)
+        named = re.match(r"^([a-z_]+\.[a-z_]+) ", message)
+        if not dotted and named:  # a check across sections names its key in the message
+            dotted, message = named.group(1), message[len(named.group(1)) :].strip()
         if dotted in origin:
             raise ConfigError(f"{origin[dotted]}: {dotted}: {message}") from None
+        overridden = sorted({where for key, where in origin.items() if key.startswith(dotted + ".")})
+        if overridden:
+            raise ConfigError(f"{name} with {', '.join(overridden)}: {dotted}: {message}") from None
         line = locate_toml_key(text, [str(p) for p in first["loc"]])
         where = f"{name}:{line}" if line else name
         hint = None
@@ -420,8 +420,7 @@ def get_secret(env_var: str, account: str, *, env: Mapping[str, str] | None = No
         stored = keyring.get_password(KEYRING_SERVICE, account)
     except Exception as err:  # keyring backends raise many unrelated types
         raise SecretError(
-            f"no password in {env_var} and the system keyring is not usable here "
-            f"({type(err).__name__})",
+            f"no password in {env_var} and the system keyring is not usable here ({type(err).__name__})",
             hint=f"set {env_var} in the environment of this command",
         ) from None
     if not stored:

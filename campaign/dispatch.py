@@ -27,7 +27,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -226,8 +226,8 @@ class Dispatcher:
             claimer = asyncio.create_task(self._claimer())
             writer = asyncio.create_task(self._writer())
             aborter = asyncio.create_task(self.stop.abort.wait())
-            gathered = asyncio.gather(*workers)
-            done, _ = await asyncio.wait({gathered, aborter}, return_when=asyncio.FIRST_COMPLETED)
+            gathered: asyncio.Future[Any] = asyncio.gather(*workers)
+            done, _ = await asyncio.wait([gathered, aborter], return_when=asyncio.FIRST_COMPLETED)
             if aborter in done:
                 self.report.aborted = True
                 for task in workers:
@@ -361,8 +361,10 @@ class Dispatcher:
             due_ms, reason = nxt
             if due_ms <= now:
                 return True
-            short = bool(reason) and str(reason).startswith("rate:") and (
-                due_ms - now <= opts.short_wait.total_seconds() * 1000
+            short = (
+                bool(reason)
+                and str(reason).startswith("rate:")
+                and (due_ms - now <= opts.short_wait.total_seconds() * 1000)
             )
         if nxt is None or (not short and not opts.wait):
             if in_flight > 0:
@@ -424,7 +426,10 @@ class Dispatcher:
                         conn = await self._open()
                         if conn is None:
                             await self._call(
-                                self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker,
+                                self.store.unclaim,
+                                [item],
+                                self.clock.now_ms(),
+                                worker=self.options.worker,
                                 reason=self._fatal.message if self._fatal else "run stopped",
                             )
                             return
@@ -432,13 +437,18 @@ class Dispatcher:
                         if result.kind == "reconnect":
                             result = SendResult(kind="temporary", phase="mail", reply=result.reply)
                     if result.kind == "sender":
-                        self._stop_run(TransportError(
-                            f"the server refused our sender {self.options.return_path}: {result.reply}",
-                            hint="check [sender] email, [receipts] return_path and the account's rights; "
-                            "no message was sent",
-                        ))
+                        self._stop_run(
+                            TransportError(
+                                f"the server refused our sender {self.options.return_path}: {result.reply}",
+                                hint="check [sender] email, [receipts] return_path and the account's rights; "
+                                "no message was sent",
+                            )
+                        )
                         await self._call(
-                            self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker,
+                            self.store.unclaim,
+                            [item],
+                            self.clock.now_ms(),
+                            worker=self.options.worker,
                             reason=result.reply or "sender refused",
                         )
                         return
@@ -457,33 +467,47 @@ class Dispatcher:
             data["dsn"] = result.dsn_requested
             if not result.dsn_requested:
                 data["receipts"] = "not requested: the server does not offer DSN"
-        base = dict(
-            id=item.id, message_id=item.message_id, campaign=item.campaign, attempt=item.attempt,
-            code=result.code, enhanced=result.enhanced, reply=result.reply, remote_id=result.remote_id,
+        outcome = Outcome(
+            id=item.id,
+            message_id=item.message_id,
+            campaign=item.campaign,
+            status="sent",
+            event="sent",
+            attempt=item.attempt,
+            code=result.code,
+            enhanced=result.enhanced,
+            reply=result.reply,
+            remote_id=result.remote_id,
             possible_duplicate=item.possible_duplicate,
+            data=data,
         )
         if result.kind == "sent":
-            return Outcome(status="sent", event="sent", data=data, **base)  # type: ignore[arg-type]
+            return outcome
         if result.kind in ("temporary", "unknown"):
             first = from_rfc3339(item.first_attempt_at)
             age_ms = now - int(first.timestamp() * 1000)
             duplicate = item.possible_duplicate or result.kind == "unknown"
-            base["possible_duplicate"] = duplicate
             event = "outcome_unknown" if result.kind == "unknown" else "deferred"
             if age_ms >= self.options.max_age.total_seconds() * 1000:
                 data["reason"] = "max_age reached: gave up retrying"
-                return Outcome(status="failed", event="failed" if event == "deferred" else event, data=data, **base)  # type: ignore[arg-type]
+                final = "failed" if event == "deferred" else event
+                return replace(outcome, status="failed", event=final, possible_duplicate=duplicate)
             delay = retry_delay(item.attempt, self.options, self.rng)
-            nxt = now + int(delay.total_seconds() * 1000)
             if result.kind == "unknown":
                 data["note"] = "no final reply: the server may have accepted it; retrying, possible duplicate"
-            return Outcome(status="deferred", event=event, next_attempt_ms=nxt, data=data, **base)  # type: ignore[arg-type]
+            return replace(
+                outcome,
+                status="deferred",
+                event=event,
+                next_attempt_ms=now + int(delay.total_seconds() * 1000),
+                possible_duplicate=duplicate,
+            )
         if result.kind == "policy":
             data["hint"] = HINTS["policy"]
-            return Outcome(status="held", event="held", data=data, **base)  # type: ignore[arg-type]
+            return replace(outcome, status="held", event="held")
         if result.kind == "address":
             data["hint"] = HINTS["address"]
-        return Outcome(status="failed", event="failed", data=data, **base)  # type: ignore[arg-type]
+        return replace(outcome, status="failed", event="failed")
 
     # -- recording ---------------------------------------------------------------------
 
@@ -499,8 +523,15 @@ class Dispatcher:
             p.held += 1
         else:
             p.failed += 1
-        p.last = {"message_id": outcome.message_id, "status": outcome.status, "reply": outcome.reply,
-                  "event": outcome.event, "id": outcome.id, "recipient": item.recipient, "email": item.email}
+        p.last = {
+            "message_id": outcome.message_id,
+            "status": outcome.status,
+            "reply": outcome.reply,
+            "event": outcome.event,
+            "id": outcome.id,
+            "recipient": item.recipient,
+            "email": item.email,
+        }
         if outcome.status in ("failed", "held"):
             self.report.problems.append(outcome)
         if self.on_outcome is not None:

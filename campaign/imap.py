@@ -17,7 +17,6 @@ This module is the only home of imapclient.
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -82,7 +81,7 @@ def session(config: ImapConfig, *, readonly: bool = True) -> Iterator[tuple[IMAP
             f"{config.where}: TLS certificate not trusted ({err.verify_message})",
             hint="if the server uses a private CA, set [receipts.imap] ca_file",
         ) from None
-    except (ssl.SSLError, socket.timeout, TimeoutError, ConnectionError, OSError) as err:
+    except (ssl.SSLError, TimeoutError, ConnectionError, OSError) as err:
         raise ImapError(f"{config.where}: cannot connect: {err}") from None
     except IMAPClientError as err:
         raise ImapError(f"{config.where}: {_clean(err)}") from None

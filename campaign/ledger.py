@@ -74,7 +74,10 @@ def verify(store: SqlStore, *, batch: int = 5000) -> Verification:
     head_seq, head_hash = store.chain_head()
     if head_seq != count or head_hash != prev:
         return Verification(
-            False, count, prev, count + 1 if head_seq > count else head_seq,
+            False,
+            count,
+            prev,
+            count + 1 if head_seq > count else head_seq,
             f"the chain head says {head_seq} events ending in {head_hash[:12]}…, but the log has {count} "
             f"ending in {prev[:12]}… (events were removed)",
         )
@@ -206,11 +209,19 @@ def export_bundle(store: SqlStore, letters: list[BundleLetter], out: Path, *, cr
             if raw is not None:
                 put(f"{folder}/receipts/{sha}.eml", raw)
                 receipts.append(sha)
-        summaries.append({
-            "folder": folder, "message_id": letter.message_id, "campaign": letter.campaign,
-            "recipient": letter.recipient, "email": letter.email, "status": letter.status,
-            "subject": letter.subject, "events": [e.seq for e in events], "receipts": receipts,
-        })
+        summaries.append(
+            {
+                "folder": folder,
+                "message_id": letter.message_id,
+                "campaign": letter.campaign,
+                "recipient": letter.recipient,
+                "email": letter.email,
+                "status": letter.status,
+                "subject": letter.subject,
+                "events": [e.seq for e in events],
+                "receipts": receipts,
+            }
+        )
     lines = []
     head = (0, chain.GENESIS)
     last = 0
@@ -234,7 +245,9 @@ def export_bundle(store: SqlStore, letters: list[BundleLetter], out: Path, *, cr
         "letters": summaries,
         "files": files,
     }
-    entries.append(("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8")))
+    entries.append(
+        ("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8"))
+    )
     data = _zip_bytes(entries)
     tmp = out.with_name(out.name + ".tmp")
     try:

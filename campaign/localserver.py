@@ -127,11 +127,14 @@ def simulated_dsn(item: Received, queue_id: str, host: str) -> bytes:
     report["Date"] = now
     report["Message-ID"] = make_msgid(domain=host)
     report["Auto-Submitted"] = "auto-replied"
-    report.attach(MIMEText(
-        "This is a SIMULATED delivery report written by `campaign demo`.\n"
-        "No real server delivered anything: the demo's local SMTP server accepted the letter.\n",
-        "plain", "us-ascii",
-    ))
+    report.attach(
+        MIMEText(
+            "This is a SIMULATED delivery report written by `campaign demo`.\n"
+            "No real server delivered anything: the demo's local SMTP server accepted the letter.\n",
+            "plain",
+            "us-ascii",
+        )
+    )
     per_message = Message()
     envid = _option(item.mail_options, "ENVID")
     if envid:

@@ -43,8 +43,10 @@ def nfc(text: str) -> str:
 def has_line_break(value: str) -> bool:
     """True for any line break Python or a mail reader knows, and any other control
     character (header injection hides in \r, \n, but also \x1c-\x1e, \x85, \u2028...)."""
-    return len(value.splitlines()) > 1 or value.endswith(("\n", "\r")) or any(
-        unicodedata.category(ch) == "Cc" for ch in value
+    return (
+        len(value.splitlines()) > 1
+        or value.endswith(("\n", "\r"))
+        or any(unicodedata.category(ch) == "Cc" for ch in value)
     )
 
 
@@ -80,9 +82,7 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 def _slug(value: Any) -> Any:
     if isinstance(value, str) and not _SLUG.match(value):
-        raise ValueError(
-            f"{value!r} is not a valid id: use lowercase letters, digits and hyphens (e.g. 'ohchr')"
-        )
+        raise ValueError(f"{value!r} is not a valid id: use lowercase letters, digits and hyphens (e.g. 'ohchr')")
     return value
 
 
@@ -167,9 +167,7 @@ def parse_duration(value: Any) -> timedelta:
         seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
         pos = match.end()
     if not text or pos != len(text):
-        raise ValueError(
-            f"{value!r} is not a duration: write a number and a unit, e.g. '30s', '10m', '3d', '1h30m'"
-        )
+        raise ValueError(f"{value!r} is not a duration: write a number and a unit, e.g. '30s', '10m', '3d', '1h30m'")
     return timedelta(seconds=seconds)
 
 
@@ -514,9 +512,7 @@ class Status(enum.StrEnum):
 
 
 PENDING_STATES = frozenset({Status.QUEUED, Status.DEFERRED})
-FINAL_STATES = frozenset(
-    {Status.SENT, Status.FAILED, Status.HELD, Status.DELIVERED, Status.RELAYED, Status.BOUNCED}
-)
+FINAL_STATES = frozenset({Status.SENT, Status.FAILED, Status.HELD, Status.DELIVERED, Status.RELAYED, Status.BOUNCED})
 DELIVERY_RANK = {Status.SENT: 0, Status.RELAYED: 1, Status.DELIVERED: 2, Status.BOUNCED: 2}
 """Receipts move a sent message forward only: sent < relayed < delivered | bounced."""
 

@@ -78,7 +78,9 @@ class Target:
     contact: Contact
 
 
-def targets(recipients: list[Recipient], *, contacts: ContactMode, role: str | None) -> tuple[list[Target], list[QueueRow]]:
+def targets(
+    recipients: list[Recipient], *, contacts: ContactMode, role: str | None
+) -> tuple[list[Target], list[QueueRow]]:
     """Which contacts get a letter; the skipped institutions as summary rows."""
     chosen: list[Target] = []
     skipped: list[QueueRow] = []
@@ -142,7 +144,15 @@ def render_one(
 ) -> tuple[bytes, str, str, tuple[str, ...]]:
     """(bytes, language, subject, warnings) for one contact."""
     msg, rendered = build_one(
-        renderer, letter, target, sender, message_id=message_id, lang=lang, today=today, headers=headers, original=original
+        renderer,
+        letter,
+        target,
+        sender,
+        message_id=message_id,
+        lang=lang,
+        today=today,
+        headers=headers,
+        original=original,
     )
     return message_bytes(msg), rendered.lang, rendered.subject, rendered.warnings
 
@@ -181,8 +191,15 @@ def queue_letter(
             headers = extra_headers(target) if extra_headers else {}
             original = original_for(target) if original_for else None
             msg, rendered = build_one(
-                renderer, letter, target, sender, message_id=message_id, lang=lang, today=day,
-                headers=headers, original=original,
+                renderer,
+                letter,
+                target,
+                sender,
+                message_id=message_id,
+                lang=lang,
+                today=day,
+                headers=headers,
+                original=original,
             )
             used_lang, subject = rendered.lang, rendered.subject
             report.warnings.extend(w for w in rendered.warnings if w not in report.warnings)
@@ -225,7 +242,9 @@ def queue_letter(
                 state = "updated"
             else:
                 state = "changed" if existing.status in ("queued", "deferred", "held") else f"changed-{existing.status}"
-            report.rows.append(QueueRow(target.recipient.id, target.contact.email, used_lang, subject, state, message_id))
+            report.rows.append(
+                QueueRow(target.recipient.id, target.contact.email, used_lang, subject, state, message_id)
+            )
     return report
 
 
@@ -255,7 +274,7 @@ def parse_at(text: str) -> datetime:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise UsageError(
-            f"--at {text!r}: write a local time with its zone, e.g. \"2026-12-10 09:00 Europe/Geneva\", "
+            f'--at {text!r}: write a local time with its zone, e.g. "2026-12-10 09:00 Europe/Geneva", '
             "or ISO 8601 with an offset, e.g. 2026-12-10T09:00+01:00"
         )
     return moment.astimezone(UTC)

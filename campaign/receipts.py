@@ -233,20 +233,26 @@ def _status(value: str | None) -> str | None:
     return match.group(1) if match else value.split()[0]
 
 
-OUTCOMES = {"delivered": "delivered", "expanded": "delivered", "relayed": "relayed", "failed": "bounced", "delayed": "delayed"}
+OUTCOMES = {
+    "delivered": "delivered",
+    "expanded": "delivered",
+    "relayed": "relayed",
+    "failed": "bounced",
+    "delayed": "delayed",
+}
 
 
 def _blocks(part: Message) -> list[dict[str, str]]:
     """The header blocks of a (global-)delivery-status part as dicts with lower-case keys."""
     payload = part.get_payload()
     blocks: list[dict[str, str]] = []
-    subs = payload if isinstance(payload, list) else []
+    subs: list[Message] = [p for p in payload if isinstance(p, Message)] if isinstance(payload, list) else []
     for sub in subs:
         fields = {k.lower(): _text(v) for k, v in sub.items()}
         if fields:
             blocks.append(fields)
         body = sub.get_payload(decode=True) if not sub.is_multipart() else None
-        if body:
+        if isinstance(body, bytes) and body:
             text = body.decode("utf-8", "replace").replace("\r\n", "\n")
             for chunk in re.split(r"\n[ \t]*\n", text):
                 parsed = email.message_from_string(chunk.strip("\n") + "\n\n", policy=email.policy.compat32)
@@ -272,11 +278,12 @@ def _returned_ids(parts: list[tuple[Message, str]]) -> list[str]:
     ids: list[str] = []
     for part, ctype in parts:
         if ctype in ("text/rfc822-headers", "text/rfc822-header"):
-            text = part.get_payload(decode=True) or b""
-            ids += _QUOTED_MSGID.findall(text.decode("utf-8", "replace"))
+            text = part.get_payload(decode=True)
+            if isinstance(text, bytes):
+                ids += _QUOTED_MSGID.findall(text.decode("utf-8", "replace"))
         elif ctype in ("message/rfc822", "message/global-headers", "message/global"):
             inner = part.get_payload()
-            if isinstance(inner, list) and inner:
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
                 value = inner[0].get("Message-ID")
                 if value:
                     ids += _MSGID.findall(_text(value))
@@ -339,7 +346,7 @@ def parse(raw: bytes, *, return_local: str | None = None) -> Parsed:
 def _parse(msg: Message, return_local: str | None) -> Parsed:
     parts = _parts(msg)
     ctype = parts[0][1]
-    report_type = (msg.get_param("report-type") or "")
+    report_type = msg.get_param("report-type") or ""
     report_type = str(report_type).lower() if isinstance(report_type, str) else ""
     if ctype == "multipart/report" and report_type == "feedback-report":
         return Parsed(kind="other", skip_reason="feedback report (ARF)")
@@ -378,18 +385,20 @@ def _parse_dsn(msg: Message, parts: list[tuple[Message, str]], part: Message, re
         if action not in OUTCOMES:
             problems.append(f"recipient block {index}: unknown Action {action!r}")
             continue
-        entries.append({
-            "envid": envid,
-            "action": action,
-            "outcome": OUTCOMES[action],
-            "status": _status(block.get("status")),
-            "diagnostic": block.get("diagnostic-code") or None,
-            "original_recipient": _address(block.get("original-recipient")),
-            "final_recipient": final,
-            "reporting_mta": reporting,
-            "remote_mta": _mta(block.get("remote-mta")),
-            "will_retry_until": block.get("will-retry-until") or None,
-        })
+        entries.append(
+            {
+                "envid": envid,
+                "action": action,
+                "outcome": OUTCOMES[action],
+                "status": _status(block.get("status")),
+                "diagnostic": block.get("diagnostic-code") or None,
+                "original_recipient": _address(block.get("original-recipient")),
+                "final_recipient": final,
+                "reporting_mta": reporting,
+                "remote_mta": _mta(block.get("remote-mta")),
+                "will_retry_until": block.get("will-retry-until") or None,
+            }
+        )
     ids = _MSGID.findall(per_message.get("x-original-message-id", "")) + _ids(msg, parts)
     warning = f"malformed delivery report ({'; '.join(problems)})" if problems else None
     return Parsed(kind="dsn", entries=entries, message_ids=ids, verp=_verp(msg, return_local), warning=warning)
@@ -432,7 +441,9 @@ def _parse_plain_bounce(msg: Message, parts: list[tuple[Message, str]], return_l
     )
     if diagnostic:
         diagnostic = re.sub(r"^SMTP error[^:]*:\s*", "", diagnostic, flags=re.I)
-    outcome = "delayed" if _DELAY_TEXT.search(_decoded(msg.get("Subject")) + " " + text[:2000]) and not failed else "bounced"
+    outcome = (
+        "delayed" if _DELAY_TEXT.search(_decoded(msg.get("Subject")) + " " + text[:2000]) and not failed else "bounced"
+    )
     recipients: list[str | None] = [_address(a) for a in failed] or [None]
     entries: list[dict[str, str | None]] = [
         {
@@ -448,12 +459,20 @@ def _parse_plain_bounce(msg: Message, parts: list[tuple[Message, str]], return_l
         }
         for final in recipients
     ]
-    return Parsed(kind="dsn", entries=entries, message_ids=ids, verp=_verp(msg, return_local),
-                  warning="not a standard delivery report: read from its text")
+    return Parsed(
+        kind="dsn",
+        entries=entries,
+        message_ids=ids,
+        verp=_verp(msg, return_local),
+        warning="not a standard delivery report: read from its text",
+    )
 
 
 def _parse_mdn(msg: Message, parts: list[tuple[Message, str]]) -> Parsed:
-    part = next((p for p, t in parts if t in ("message/disposition-notification", "message/global-disposition-notification")), None)
+    part = next(
+        (p for p, t in parts if t in ("message/disposition-notification", "message/global-disposition-notification")),
+        None,
+    )
     if part is None:
         return Parsed(kind="other", skip_reason="read receipt without a disposition part")
     blocks = _blocks(part)
@@ -528,13 +547,22 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
         if kind == "reply":
             kind = "auto-reply" if parsed.automatic else "reply"
         for index, entry in enumerate(parsed.entries or [{}]):
-            out.append(ReceiptEntry(
-                part=index, kind=kind, target=target, matched_by=how, outcome=entry.get("outcome"),
-                action=entry.get("action"), final_recipient=entry.get("final_recipient"),
-                original_recipient=entry.get("original_recipient"), reporting_mta=entry.get("reporting_mta"),
-                original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
-                arrival=parsed.arrival, note=parsed.automatic,
-            ))
+            out.append(
+                ReceiptEntry(
+                    part=index,
+                    kind=kind,
+                    target=target,
+                    matched_by=how,
+                    outcome=entry.get("outcome"),
+                    action=entry.get("action"),
+                    final_recipient=entry.get("final_recipient"),
+                    original_recipient=entry.get("original_recipient"),
+                    reporting_mta=entry.get("reporting_mta"),
+                    original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
+                    arrival=parsed.arrival,
+                    note=parsed.automatic,
+                )
+            )
         return out
     entries = parsed.entries
     by_envelope: dict[str, list[int]] = {}
@@ -543,32 +571,56 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
         if envid and envid in targets:
             by_envelope.setdefault(envid, []).append(index)
     for index, entry in enumerate(entries):
-        target: Target | None = None
-        how: str | None = None
+        target = None
+        how = None
         envid = entry.get("envid")
         if envid and envid in targets:
             candidate = targets[envid]
             wanted = candidate.email.casefold()
-            names = {(entry.get("original_recipient") or "").casefold(), (entry.get("final_recipient") or "").casefold()}
+            names = {
+                (entry.get("original_recipient") or "").casefold(),
+                (entry.get("final_recipient") or "").casefold(),
+            }
             if wanted in names:
                 target, how = candidate, "envid+recipient"
             elif len(by_envelope[envid]) == 1:
                 target, how = candidate, "envid"
         elif not envid or envid not in targets:
             target, how = by_id()
-        out.append(ReceiptEntry(
-            part=index, kind="dsn", target=target, matched_by=how, outcome=entry.get("outcome"),
-            action=entry.get("action"), status=entry.get("status"), diagnostic=entry.get("diagnostic"),
-            reporting_mta=entry.get("reporting_mta"), remote_mta=entry.get("remote_mta"),
-            original_recipient=entry.get("original_recipient"), final_recipient=entry.get("final_recipient"),
-            envid=envid, original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
-            arrival=parsed.arrival, note=parsed.warning,
-        ))
+        out.append(
+            ReceiptEntry(
+                part=index,
+                kind="dsn",
+                target=target,
+                matched_by=how,
+                outcome=entry.get("outcome"),
+                action=entry.get("action"),
+                status=entry.get("status"),
+                diagnostic=entry.get("diagnostic"),
+                reporting_mta=entry.get("reporting_mta"),
+                remote_mta=entry.get("remote_mta"),
+                original_recipient=entry.get("original_recipient"),
+                final_recipient=entry.get("final_recipient"),
+                envid=envid,
+                original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
+                arrival=parsed.arrival,
+                note=parsed.warning,
+            )
+        )
     if not out and parsed.warning:
         # A report we cannot read is still kept, as one unmatched entry, for a person to look at.
         target, how = by_id()
-        out.append(ReceiptEntry(part=0, kind="dsn", target=None, matched_by=None, note=parsed.warning,
-                                original_message_id=target.message_id if target else None, arrival=parsed.arrival))
+        out.append(
+            ReceiptEntry(
+                part=0,
+                kind="dsn",
+                target=None,
+                matched_by=None,
+                note=parsed.warning,
+                original_message_id=target.message_id if target else None,
+                arrival=parsed.arrival,
+            )
+        )
     return out
 
 
@@ -589,7 +641,7 @@ def import_items(
             return
         shas = [sha256_hex(item.raw) for item, _ in pending]
         known: set[str] = set()
-        envids = [e["envid"] for _, p in pending for e in p.entries if e.get("envid")]
+        envids = [str(e["envid"]) for _, p in pending for e in p.entries if e.get("envid")]
         tokens = [t for _, p in pending for t in p.verp]
         ids = [m for _, p in pending for m in p.message_ids]
         targets = store.targets(envids=[*envids, *tokens], message_ids=ids)

@@ -48,7 +48,7 @@ PARTIALS_DIR = "_partials"
 
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
-    yaml.version = (1, 2)  # type: ignore[assignment]
+    yaml.version = (1, 2)
     yaml.allow_duplicate_keys = False
     return yaml
 
@@ -94,6 +94,23 @@ def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError]) 
         raise error(f"{label}{line}: invalid YAML: {problem}") from None
     except YAMLError as err:
         raise error(f"{label}: invalid YAML: {err}") from None
+    except ValueError as err:  # ruamel builds dates and numbers itself: 2026-13-45 lands here
+        bad = _bad_date_line(text)
+        where = f"{label}:{bad}" if bad else label
+        raise error(f"{where}: invalid value: {err}", hint="dates are written YYYY-MM-DD and must exist") from None
+
+
+def _bad_date_line(text: str) -> int | None:
+    """The line of the first date-looking value that is not a real date."""
+    import datetime as dt
+
+    for number, line in enumerate(text.splitlines(), start=1):
+        for match in re.finditer(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", line):
+            try:
+                dt.date(*(int(g) for g in match.groups()))
+            except ValueError:
+                return number
+    return None
 
 
 def _plain(node: Any) -> Any:
@@ -235,9 +252,7 @@ def _parse_registry(text: str, label: str) -> Registry:
         )
     if tree["recipients"] is None or tree["recipients"] == []:
         line = _line_of(tree, ["recipients"])
-        raise RegistryError(
-            f"{label}:{line}: recipients: the list is empty; add at least one institution"
-        )
+        raise RegistryError(f"{label}:{line}: recipients: the list is empty; add at least one institution")
     try:
         return parse(Registry, _plain(tree))
     except Invalid as err:
@@ -260,9 +275,7 @@ def check_registry(registry: Registry, *, today: date, label: str = "recipients.
     warnings: list[Warning_] = []
     for recipient in registry.recipients:
         if recipient.postal_only:
-            warnings.append(
-                Warning_(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post")
-            )
+            warnings.append(Warning_(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post"))
         for contact in recipient.contacts:
             where = f"{label}: {recipient.id} <{contact.email}>"
             source = contact.source or recipient.source
@@ -319,15 +332,14 @@ def select_recipients(
 # ---------------------------------------------------------------------------
 # Letters
 
+
 def load_letters(letters_dir: Path) -> dict[str, Letter]:
     """Discover ``letters/<id>/<lang>.md.j2`` and parse each front matter.
 
     Folders starting with ``_`` (partials) are not letters. Raises LetterError.
     """
     if not letters_dir.is_dir():
-        raise LetterError(
-            f"{letters_dir.name}/: no such folder", hint="create it with a letter, see `campaign init`"
-        )
+        raise LetterError(f"{letters_dir.name}/: no such folder", hint="create it with a letter, see `campaign init`")
     letters: dict[str, Letter] = {}
     for folder in sorted(p for p in letters_dir.iterdir() if p.is_dir()):
         if folder.name.startswith(("_", ".")):
@@ -354,9 +366,7 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
     label = f"letters/{rel}"
     lang = file.name[: -len(TEMPLATE_SUFFIX)]
     if not re.fullmatch(r"[a-z]{2}", lang):
-        raise LetterError(
-            f"{label}: {lang!r} is not a language code; name files <lang>.md.j2, e.g. en.md.j2"
-        )
+        raise LetterError(f"{label}: {lang!r} is not a language code; name files <lang>.md.j2, e.g. en.md.j2")
     text = nfc(read_text(file, label=label, limit=MAX_TEMPLATE_BYTES, error=LetterError))
     front, _body, body_line = split_front_matter(text)
     if front is None:
@@ -371,9 +381,7 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
         meta = parse(FrontMatter, _plain(tree))
     except Invalid as err:
         raise validation_error(err, tree, label, LetterError, line_offset=1) from None  # +1: the opening ---
-    return LetterTemplate(
-        lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line
-    )
+    return LetterTemplate(lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line)
 
 
 def get_letter(letters: dict[str, Letter], letter_id: str) -> Letter:

@@ -149,9 +149,7 @@ class _LetterLoader(jinja2.BaseLoader):
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Any]:
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
         pieces = jinja2.loaders.split_template_path(template)
         path = self.root.joinpath(*pieces)
         if not path.is_file():
@@ -240,9 +238,7 @@ class Renderer:
         try:
             subject_tpl = self._plain_env.from_string(template.subject)
         except jinja2.TemplateSyntaxError as err:
-            raise RenderError(
-                f"{subject_source}: subject: template syntax error: {err.message}"
-            ) from None
+            raise RenderError(f"{subject_source}: subject: template syntax error: {err.message}") from None
         subject = _run(subject_tpl, context, f"{subject_source}: subject", where).strip()
         if has_line_break(subject):
             raise RenderError(
@@ -275,26 +271,20 @@ class Renderer:
         )
 
 
-def choose_language(
-    letter: Letter, recipient: Recipient, override: str | None = None
-) -> tuple[str, str | None]:
+def choose_language(letter: Letter, recipient: Recipient, override: str | None = None) -> tuple[str, str | None]:
     """See :meth:`Renderer.choose_language`."""
     if override:
         if override in letter.templates:
             return override, None
         raise RenderError(
-            f"letters/{letter.id}/: no {override}.md.j2 (the letter exists in "
-            f"{', '.join(letter.languages)})",
+            f"letters/{letter.id}/: no {override}.md.j2 (the letter exists in {', '.join(letter.languages)})",
             hint=f"write letters/{letter.id}/{override}.md.j2 or choose another --lang",
         )
     for lang in recipient.languages:
         if lang in letter.templates:
             return lang, None
     if "en" in letter.templates:
-        return "en", (
-            f"{recipient.id}: letter {letter.id} has none of {', '.join(recipient.languages)}; "
-            "using English"
-        )
+        return "en", (f"{recipient.id}: letter {letter.id} has none of {', '.join(recipient.languages)}; using English")
     raise RenderError(
         f"{recipient.id}: letter {letter.id} exists in {', '.join(letter.languages)}, none of "
         f"which {recipient.id} reads ({', '.join(recipient.languages)}), and has no English version",

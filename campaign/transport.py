@@ -243,7 +243,8 @@ class SmtpConnection:
             smtp.close()
             raise TransportError(
                 f"{cfg.where}: authentication failed for {cfg.username}: {one_line(err.code, err.message)}",
-                hint="check [smtp] username and CAMPAIGN_SMTP_PASSWORD (or `campaign smtp login`); no message was touched",
+                hint="check [smtp] username and CAMPAIGN_SMTP_PASSWORD (or `campaign smtp login`); "
+                "no message was touched",
             ) from None
         except aiosmtplib.SMTPConnectResponseError as err:
             smtp.close()
@@ -292,7 +293,8 @@ class SmtpConnection:
             if "STARTTLS" in str(err):
                 raise TransportError(
                     f"{cfg.where}: the server does not offer STARTTLS",
-                    hint='refusing to send in clear text; use security = "tls" if the server expects TLS from the start',
+                    hint='refusing to send in clear text; use security = "tls" '
+                    "if the server expects TLS from the start",
                 ) from None
             cause = err.__cause__ or err.__context__
             if isinstance(err, ssl.SSLError) or isinstance(cause, ssl.SSLError):
@@ -370,7 +372,9 @@ class SmtpConnection:
             return _with(classify(err.code, err.message, "rcpt"), dsn)
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
             await self.close()
-            return SendResult(kind="temporary", phase="rcpt", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn)
+            return SendResult(
+                kind="temporary", phase="rcpt", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn
+            )
         return await self._data(smtp, wire, dsn)
 
     async def _data(self, smtp: aiosmtplib.SMTP, wire: bytes, dsn: bool) -> SendResult:
@@ -378,14 +382,18 @@ class SmtpConnection:
             start = await smtp.execute_command(b"DATA")
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
             await self.close()
-            return SendResult(kind="temporary", phase="data", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn)
+            return SendResult(
+                kind="temporary", phase="data", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn
+            )
         if start.code != 354:
             await self._rset()
             return _with(classify(start.code, start.message, "data"), dsn)
         protocol = smtp.protocol
         if protocol is None:
             await self.close()
-            return SendResult(kind="temporary", phase="data", reply="connection lost before the message", dsn_requested=dsn)
+            return SendResult(
+                kind="temporary", phase="data", reply="connection lost before the message", dsn_requested=dsn
+            )
         # Start reading before writing: a server may answer (e.g. 552) before the last
         # byte is drained, and aiosmtplib drops replies nobody is waiting for.
         reader = asyncio.ensure_future(protocol.read_response(timeout=self.config.data_timeout))
@@ -395,34 +403,45 @@ class SmtpConnection:
             drain = getattr(protocol, "_drain_helper", None)
             if drain is not None:
                 await asyncio.wait_for(drain(), timeout=self.config.data_timeout)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as err:
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader
             await self.close()
             return SendResult(
-                kind="temporary", phase="data",
-                reply=f"connection lost while sending the message: {_reason(err)}", dsn_requested=dsn,
+                kind="temporary",
+                phase="data",
+                reply=f"connection lost while sending the message: {_reason(err)}",
+                dsn_requested=dsn,
             )
         try:
             reply = await reader
         except aiosmtplib.SMTPReadTimeoutError:
             await self.close()
             return SendResult(
-                kind="unknown", phase="end", dsn_requested=dsn,
+                kind="unknown",
+                phase="end",
+                dsn_requested=dsn,
                 reply=f"no reply within {self.config.data_timeout:g}s after the end of the message",
             )
         except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as err:
             await self.close()
             return SendResult(
-                kind="unknown", phase="end", dsn_requested=dsn,
+                kind="unknown",
+                phase="end",
+                dsn_requested=dsn,
                 reply=f"connection lost after the end of the message: {_reason(err)}",
             )
         result = _with(classify(reply.code, reply.message, "end"), dsn)
         if result.kind == "sent":
             return SendResult(
-                kind="sent", phase="end", code=result.code, enhanced=result.enhanced, reply=result.reply,
-                remote_id=remote_queue_id(reply.message), dsn_requested=dsn,
+                kind="sent",
+                phase="end",
+                code=result.code,
+                enhanced=result.enhanced,
+                reply=result.reply,
+                remote_id=remote_queue_id(reply.message),
+                dsn_requested=dsn,
             )
         await self._rset()
         return result
@@ -430,8 +449,13 @@ class SmtpConnection:
 
 def _with(result: SendResult, dsn: bool) -> SendResult:
     return SendResult(
-        kind=result.kind, phase=result.phase, code=result.code, enhanced=result.enhanced,
-        reply=result.reply, remote_id=result.remote_id, dsn_requested=dsn,
+        kind=result.kind,
+        phase=result.phase,
+        code=result.code,
+        enhanced=result.enhanced,
+        reply=result.reply,
+        remote_id=result.remote_id,
+        dsn_requested=dsn,
     )
 
 
@@ -468,8 +492,19 @@ class NullConnection:
 # ---------------------------------------------------------------------------
 # DKIM (dkimpy)
 
-DKIM_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"content-type",
-                b"mime-version", b"content-language", b"in-reply-to", b"references"]
+DKIM_HEADERS = [
+    b"from",
+    b"to",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"content-type",
+    b"mime-version",
+    b"content-language",
+    b"in-reply-to",
+    b"references",
+]
 
 
 def dkim_signature(message: bytes, *, selector: str, domain: str, private_key: bytes) -> bytes:
@@ -506,7 +541,9 @@ def dkim_keygen(bits: int = 2048) -> tuple[bytes, str]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
     public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return private, base64.b64encode(public).decode("ascii")
 

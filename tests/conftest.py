@@ -72,7 +72,9 @@ def pg_database() -> Iterator[object]:
     try:
         database = pg.Database()
     except Exception as err:  # noqa: BLE001 - any failure to reach the server means "not available"
-        pg.unavailable(f"{pg.admin_url()}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}")
+        pg.unavailable(
+            f"{pg.admin_url()}: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}"
+        )
         return
     yield database
     database.drop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from campaign.transport import dkim_verify
-from tests.conftest import make_workspace, run_cli, set_smtp_port
+from tests.conftest import make_workspace, run_cli
 from tests.support import mailserver
 from tests.support.smtp import ScriptedServer
 
@@ -25,8 +25,14 @@ def rows(*filters: str) -> dict[str, dict]:
     return {r["recipient"]: r for r in json.loads(result.stdout)}
 
 
-def reply_to(message_id: str, *, sender: str = "registry@ohchr.example", subject: str = "Re: your letter",
-             body: str = "Thank you, we received your letter.", headers: dict[str, str] | None = None) -> bytes:
+def reply_to(
+    message_id: str,
+    *,
+    sender: str = "registry@ohchr.example",
+    subject: str = "Re: your letter",
+    body: str = "Thank you, we received your letter.",
+    headers: dict[str, str] | None = None,
+) -> bytes:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = "letters@campaign.example"
@@ -78,10 +84,12 @@ def sent(smtp_server: ScriptedServer, workspace: Path) -> dict[str, dict]:
 def test_read_receipts_are_requested_only_when_asked(smtp_server: ScriptedServer, workspace: Path) -> None:
     assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
     config = workspace / "campaign.toml"
-    config.write_text(config.read_text().replace('[receipts]\n', '[receipts]\nread_receipts = true\n'))
+    config.write_text(config.read_text().replace("[receipts]\n", "[receipts]\nread_receipts = true\n"))
     assert run_cli("queue", "peace-agreement", "--to", "wgad").code == 0
     assert run_cli("send", "--yes").code == 0
-    by_rcpt = {a.rcpt_tos[0]: email.message_from_bytes(a.data, policy=email.policy.default) for a in smtp_server.accepted}
+    by_rcpt = {
+        a.rcpt_tos[0]: email.message_from_bytes(a.data, policy=email.policy.default) for a in smtp_server.accepted
+    }
     assert "Disposition-Notification-To" not in by_rcpt["registry@ohchr.example"]
     assert by_rcpt["wgad@ohchr.example"]["Disposition-Notification-To"] == "receipts@campaign.example"
 
@@ -89,8 +97,12 @@ def test_read_receipts_are_requested_only_when_asked(smtp_server: ScriptedServer
 def test_replies_mdns_and_auto_replies(sent: dict[str, dict], workspace: Path, tmp_path: Path) -> None:
     files = {
         "reply.eml": reply_to(sent["ohchr"]["message_id"]),
-        "auto.eml": reply_to(sent["wgad"]["message_id"], sender="wgad@ohchr.example", subject="Out of Office: your letter",
-                             headers={"Auto-Submitted": "auto-replied"}),
+        "auto.eml": reply_to(
+            sent["wgad"]["message_id"],
+            sender="wgad@ohchr.example",
+            subject="Out of Office: your letter",
+            headers={"Auto-Submitted": "auto-replied"},
+        ),
         "mdn.eml": mdn_for(sent["ohchr"]["message_id"]),
         "deleted.eml": mdn_for(sent["mid"]["message_id"], "deleted"),
         "unrelated.eml": reply_to("<someone-else@else.example>"),
@@ -113,7 +125,9 @@ def test_replies_mdns_and_auto_replies(sent: dict[str, dict], workspace: Path, t
     assert "automatic reply" in run_cli("replies").stdout
 
 
-def test_followup_goes_only_to_institutions_without_an_answer(sent: dict[str, dict], workspace: Path, tmp_path: Path) -> None:
+def test_followup_goes_only_to_institutions_without_an_answer(
+    sent: dict[str, dict], workspace: Path, tmp_path: Path
+) -> None:
     (tmp_path / "r.eml").write_bytes(reply_to(sent["ohchr"]["message_id"]))
     (tmp_path / "a.eml").write_bytes(reply_to(sent["wgad"]["message_id"], headers={"Auto-Submitted": "auto-replied"}))
     assert run_cli("receipts", "import", str(tmp_path / "r.eml"), str(tmp_path / "a.eml")).code == 0
@@ -126,7 +140,11 @@ def test_followup_goes_only_to_institutions_without_an_answer(sent: dict[str, di
     again = run_cli("followup", "peace-agreement-followup", "--campaign", "peace-agreement", "--after", "0s")
     assert "0 follow-ups queued, 4 already queued" in again.stdout
     run_cli("send", "--yes")
-    follow_ups = [a for a in sent_messages(workspace) if "followup" in a["Subject"].lower() or "Повторное" in a["Subject"] or "Follow-up" in a["Subject"]]
+    follow_ups = [
+        a
+        for a in sent_messages(workspace)
+        if "followup" in a["Subject"].lower() or "Повторное" in a["Subject"] or "Follow-up" in a["Subject"]
+    ]
     assert follow_ups
     for msg in follow_ups:
         original = next(r for r in sent.values() if r["email"] == msg["To"].addresses[0].addr_spec)
@@ -159,7 +177,10 @@ def enable_dkim(workspace: Path) -> str:
     record = (workspace / ".campaign" / "dkim" / "test2026.txt").read_text().strip()
     assert "test2026._domainkey.campaign.example. IN TXT" in result.stdout
     config = workspace / "campaign.toml"
-    config.write_text(config.read_text() + '\n[dkim]\nselector = "test2026"\ndomain = "campaign.example"\nkey_file = ".campaign/dkim/test2026.key"\n')
+    config.write_text(
+        config.read_text()
+        + '\n[dkim]\nselector = "test2026"\ndomain = "campaign.example"\nkey_file = ".campaign/dkim/test2026.key"\n'
+    )
     return record
 
 
@@ -263,8 +284,15 @@ def test_answers_fetched_over_imap_from_dovecot(tmp_path: Path, monkeypatch: pyt
     assert run_cli("send", "--yes").code == 0
     letters = rows()
     deliver(mta, reply_to(letters["good"]["message_id"], sender="wgad@good.example"))
-    deliver(mta, reply_to(letters["other"]["message_id"], sender="office@good.example", subject="Автоответ: в отпуске",
-                          headers={"X-Autoreply": "yes"}))
+    deliver(
+        mta,
+        reply_to(
+            letters["other"]["message_id"],
+            sender="office@good.example",
+            subject="Автоответ: в отпуске",
+            headers={"X-Autoreply": "yes"},
+        ),
+    )
     deliver(mta, mdn_for(letters["third"]["message_id"]))
     mailserver.wait_for_messages(imap.maildir or mta.return_path_maildir, 3 + 3, 30)  # three DSNs + three answers
     first = run_cli("receipts", "fetch")
@@ -312,7 +340,9 @@ def test_a_dkim_signed_letter_verifies_after_postfix(tmp_path: Path, monkeypatch
     assert run_cli("queue", "peace-agreement", "--to", "good").code == 0
     assert run_cli("send", "--yes").code == 0
     message_id = rows()["good"]["message_id"]
-    delivered = mailserver.wait_for_messages(mta.maildir("wgad@good.example"), 1, 30, match=mailserver.containing(message_id))
+    delivered = mailserver.wait_for_messages(
+        mta.maildir("wgad@good.example"), 1, 30, match=mailserver.containing(message_id)
+    )
     raw = delivered[-1].read_bytes()
     assert b"Received:" in raw  # it really went through Postfix
     assert dkim_verify(raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"), dns_stub(record))

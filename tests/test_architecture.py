@@ -119,7 +119,9 @@ def test_core_never_prints_or_exits(top: str, path: Path) -> None:
         if isinstance(node, ast.Call):
             func = node.func
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
-            assert name not in ("print", "exit", "_exit"), f"{path}:{node.lineno}: core modules return, they do not {name}()"
+            assert name not in ("print", "exit", "_exit"), (
+                f"{path}:{node.lineno}: core modules return, they do not {name}()"
+            )
 
 
 def test_cli_never_catches_bare_exception() -> None:

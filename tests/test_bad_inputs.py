@@ -13,6 +13,7 @@ Each case is ``tests/bad_inputs/NNN-short-name/`` with a ``case.toml``::
     remove = ["campaign.toml"]                      # files/folders deleted from the workspace first
     generate = "big-registry"                       # an input too big (or too binary) to commit
     stdin = ""                                      # what the command reads on stdin (default: nothing)
+    seconds = 3                                     # the failing command must give up within this time
     xfail = "why"                                   # a known bug in the tool: the case says what SHOULD happen
 
 and an optional ``files/`` folder copied over the base workspace (tests/data/workspace plus
@@ -27,11 +28,14 @@ before and after the failing command.
 
 from __future__ import annotations
 
-import os
+import contextlib
+import gc
 import shutil
+import signal
 import sqlite3
 import tomllib
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from tests.conftest import Result, make_workspace, run_cli, tree_digest
 
 CASES_DIR = Path(__file__).resolve().parent / "bad_inputs"
 ALLOWED_KEYS = {
-    "description", "args", "exit", "message", "setup", "setup_env", "env", "remove", "generate", "stdin", "xfail",
+    "description", "args", "exit", "message", "setup", "setup_env", "env", "remove", "generate", "stdin", "seconds", "xfail",
 }
 REQUIRED_KEYS = {"description", "args", "exit", "message"}
 
@@ -60,14 +64,12 @@ def _big_registry(ws: Path) -> None:
 
 
 def _newer_schema_db(ws: Path) -> None:
-    """Mark the state database (created by the setup) as written by a future version."""
-    db = ws / ".campaign" / "state.db"
-    con = sqlite3.connect(db)
+    """Record a migration this version does not know, as a newer campaign would have."""
+    con = sqlite3.connect(ws / ".campaign" / "state.db")
     try:
-        tables = {row[0] for row in con.execute("select name from sqlite_master where type = 'table'")}
-        if "meta" in tables:
-            con.execute("update meta set value = '999' where key = 'schema_version'")
-        con.execute("pragma user_version = 999")
+        con.execute(
+            "INSERT INTO schema_migrations (name, applied_at) VALUES ('9999_from_the_future', '2030-01-01T00:00:00Z')"
+        )
         con.commit()
     finally:
         con.close()
@@ -88,14 +90,22 @@ def _truncated_db(ws: Path) -> None:
     db.write_bytes(data[: len(data) // 2])
 
 
+def _truncated_pdf(ws: Path) -> None:
+    """letter.pdf (signed by the setup) cut in half, as by a broken download."""
+    pdf = ws / "letter.pdf"
+    data = pdf.read_bytes()
+    pdf.write_bytes(data[: len(data) // 2])
+
+
 GENERATORS = {
     "big-registry": _big_registry,
     "newer-schema-db": _newer_schema_db,
     "garbage-db": _garbage_db,
     "truncated-db": _truncated_db,
+    "truncated-pdf": _truncated_pdf,
 }
 # Generators that need the state the setup commands created.
-AFTER_SETUP = {"newer-schema-db", "truncated-db"}
+AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf"}
 
 
 # ---------------------------------------------------------------------------
@@ -158,17 +168,41 @@ def prepare(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return ws
 
 
+class TookTooLong(Exception):
+    """The failing command ran past the case's ``seconds``."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the command after ``seconds`` (a bad input must be refused quickly, not hang)."""
+    if not seconds:
+        yield
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        raise TookTooLong(f"the command was still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_case(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Result, dict[str, str], dict[str, str]]:
     """Prepare the workspace, run the failing command; the result and the digests before and after."""
     ws = prepare(case, root, monkeypatch)
     before = tree_digest(ws)
     args = [_expand(a, ws, case) for a in case.spec["args"]]
-    with monkeypatch.context() as m:
+    with monkeypatch.context() as m, _time_limit(case.spec.get("seconds")):
         _apply_env(m, case.spec.get("env", {}), ws, case)
         try:
             result = run_cli(*args, input=case.spec.get("stdin", ""))
         except Exception:  # noqa: BLE001 - the real CLI would die with a traceback: report it as such
             result = Result(1, "", "Traceback (most recent call last):\n" + traceback.format_exc())
+    gc.collect()  # what the end of a real process does: finalise what the command left open
     after = tree_digest(ws)
     return result, before, after
 

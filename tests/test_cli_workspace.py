@@ -28,15 +28,25 @@ def test_init_scaffolds_and_refuses_to_overwrite(tmp_path: Path) -> None:
     assert "already exist; nothing was written" in again.stderr
     assert tree_digest(target) == before
     # every command works on a scaffolded workspace
-    for args in (["recipients", "list"], ["recipients", "check"], ["letters", "list"], ["letters", "check"],
-                 ["preview", "example", "--to", "example-un-body"]):
+    for args in (
+        ["recipients", "list"],
+        ["recipients", "check"],
+        ["letters", "list"],
+        ["letters", "check"],
+        ["preview", "example", "--to", "example-un-body"],
+    ):
         result = run_cli("-C", str(target), *args)
         assert result.code == 0, (args, result.output)
 
 
 def test_commands_on_the_shipped_workspace() -> None:
-    for args in (["recipients", "list", "--json"], ["recipients", "check"], ["letters", "list"], ["letters", "check"],
-                 ["preview", "peace-agreement", "--to", "un-wgad", "--format", "eml"]):
+    for args in (
+        ["recipients", "list", "--json"],
+        ["recipients", "check"],
+        ["letters", "list"],
+        ["letters", "check"],
+        ["preview", "peace-agreement", "--to", "un-wgad", "--format", "eml"],
+    ):
         result = run_cli("-C", str(ROOT), *args)
         assert result.code == 0, (args, result.output)
 

@@ -60,14 +60,23 @@ def test_environment_and_options_override_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (BASE.replace("port = 587", "port = \"many\""), "campaign.toml:7: smtp.port: Input should be a valid integer"),
+        (BASE.replace("port = 587", 'port = "many"'), "campaign.toml:7: smtp.port: Input should be a valid integer"),
         (BASE.replace("port = 587", "prot = 587"), "campaign.toml:7: smtp.prot: unknown key"),
-        (BASE.replace('security = "starttls"', 'security = "none"'), 'security = "none" is allowed only for a loopback host'),
+        (
+            BASE.replace('security = "starttls"', 'security = "none"'),
+            'security = "none" is allowed only for a loopback host',
+        ),
         (BASE.replace('security = "starttls"', 'security = "ssl"'), "campaign.toml:8: smtp.security"),
-        (BASE.replace('max_age = "3d"', 'max_age = "three days"'), "campaign.toml:13: sending.max_age: 'three days' is not a duration"),
-        (BASE.replace('email = "letters@org.example"', 'email = "nope"'), "campaign.toml:3: sender.email: not a valid address"),
+        (
+            BASE.replace('max_age = "3d"', 'max_age = "three days"'),
+            "campaign.toml:13: sending.max_age: 'three days' is not a duration",
+        ),
+        (
+            BASE.replace('email = "letters@org.example"', 'email = "nope"'),
+            "campaign.toml:3: sender.email: not a valid address",
+        ),
         (BASE.replace('[sender]\nname = "Org"\nemail = "letters@org.example"\n', ""), "sender: required, but missing"),
-        (BASE + "[store]\nurl = \"postgresql://u:secret@db.example/c\"\n", "the store URL carries a password"),
+        (BASE + '[store]\nurl = "postgresql://u:secret@db.example/c"\n', "the store URL carries a password"),
         (BASE.replace("rate = 1.0", "rate = 1.0\nrate = 2.0"), "campaign.toml:12: invalid TOML"),
         (BASE + "[colour]\nx = 1\n", "campaign.toml:14: colour: unknown key"),
     ],
@@ -91,6 +100,8 @@ def test_missing_workspace(tmp_path: Path) -> None:
         load_workspace(tmp_path / "nope", env={})
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("3d", 259200), ("2w", 1209600), (45, 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("10m", 600), ("1h30m", 5400), ("3d", 259200), ("2w", 1209600), (45, 45)]
+)
 def test_durations(text: object, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds

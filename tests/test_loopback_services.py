@@ -76,9 +76,7 @@ def test_delivered_to_maildir_with_success_dsn() -> None:
     server = require_mta()
     envid, msg_id = _send(server, KNOWN_USER)
 
-    delivered = wait_for_messages(
-        server.maildir(KNOWN_USER), 1, DSN_TIMEOUT, match=containing(msg_id)
-    )
+    delivered = wait_for_messages(server.maildir(KNOWN_USER), 1, DSN_TIMEOUT, match=containing(msg_id))
     assert b"Return-Path: <receipts@campaign.example>" in delivered[0].read_bytes()
 
     (dsn,) = wait_for_dsns(server.return_path_maildir, envid, DSN_TIMEOUT)
@@ -178,9 +176,7 @@ def test_imaps_with_verified_certificate_sees_dsns() -> None:
     envid, _ = _send(server, KNOWN_USER)
     wait_for_dsns(server.return_path_maildir, envid, DSN_TIMEOUT)
 
-    with imaplib.IMAP4_SSL(
-        box.host, box.tls_port, ssl_context=box.ssl_context(), timeout=30
-    ) as conn:
+    with imaplib.IMAP4_SSL(box.host, box.tls_port, ssl_context=box.ssl_context(), timeout=30) as conn:
         conn.login(box.user, box.password)
         _imap_dsn_roundtrip(conn, envid)
         conn.close()
@@ -209,13 +205,9 @@ def test_imap_starttls_sees_dsns() -> None:
 @pytest.mark.imap
 def test_imap_rejects_wrong_password_and_unknown_ca() -> None:
     box = require_imap()
-    with imaplib.IMAP4_SSL(
-        box.host, box.tls_port, ssl_context=box.ssl_context(), timeout=30
-    ) as conn:
+    with imaplib.IMAP4_SSL(box.host, box.tls_port, ssl_context=box.ssl_context(), timeout=30) as conn:
         with pytest.raises(imaplib.IMAP4.error, match=re.compile("auth", re.I)):
             conn.login(box.user, box.password + "-wrong")
     # the system trust store does not know the throwaway test CA
     with pytest.raises(ssl.SSLCertVerificationError):
-        imaplib.IMAP4_SSL(
-            box.host, box.tls_port, ssl_context=ssl.create_default_context(), timeout=30
-        )
+        imaplib.IMAP4_SSL(box.host, box.tls_port, ssl_context=ssl.create_default_context(), timeout=30)

@@ -120,6 +120,8 @@ def test_receipts_from_a_real_postfix(tmp_path: Path, monkeypatch: pytest.Monkey
     assert run_cli("log", "verify", "--bundle", str(bundle)).code == 1
 
     # What the institution's mailbox got is byte for byte what the log hashed.
-    delivered = mailserver.wait_for_messages(mta.maildir("wgad@good.example"), 1, 10, match=mailserver.containing(rows["good"]["message_id"]))
+    delivered = mailserver.wait_for_messages(
+        mta.maildir("wgad@good.example"), 1, 10, match=mailserver.containing(rows["good"]["message_id"])
+    )
     assert delivered
     time.sleep(0)

@@ -150,7 +150,9 @@ def test_parked_messages_spread_out() -> None:
 # -- through the real store, send loop and CLI ------------------------------------------
 
 
-def write_etiquette(workspace: Path, *, cap: int | None = None, hours: str | None = None, zone: str = "Europe/Zurich") -> None:
+def write_etiquette(
+    workspace: Path, *, cap: int | None = None, hours: str | None = None, zone: str = "Europe/Zurich"
+) -> None:
     path = workspace / "recipients.yaml"
     text = path.read_text()
     extra = f"    timezone: {zone}\n"
@@ -158,9 +160,13 @@ def write_etiquette(workspace: Path, *, cap: int | None = None, hours: str | Non
         extra += f"    max_per_day: {cap}\n"
     if hours:
         extra += f"    office_hours: {hours}\n"
-    text = text.replace("  - id: wgad\n    name: UN Working Group on Arbitrary Detention\n",
-                        "  - id: wgad\n    name: UN Working Group on Arbitrary Detention\n" + extra)
-    text = text.replace("    timezone: Europe/Zurich\n    contacts:\n      - email: wgad", "    contacts:\n      - email: wgad")
+    text = text.replace(
+        "  - id: wgad\n    name: UN Working Group on Arbitrary Detention\n",
+        "  - id: wgad\n    name: UN Working Group on Arbitrary Detention\n" + extra,
+    )
+    text = text.replace(
+        "    timezone: Europe/Zurich\n    contacts:\n      - email: wgad", "    contacts:\n      - email: wgad"
+    )
     path.write_text(text)
 
 
@@ -205,7 +211,9 @@ def test_plan_agrees_with_send_wait_on_a_simulated_clock(workspace: Path) -> Non
 
     write_etiquette(workspace, cap=2, hours='{days: "mon-fri", start: "09:00", end: "17:00"}')
     (workspace / "campaign.toml").write_text(
-        (workspace / "campaign.toml").read_text().replace("rate = 1000\nper_domain_rate = 1000", "rate = 0.5\nper_domain_rate = 0.25")
+        (workspace / "campaign.toml")
+        .read_text()
+        .replace("rate = 1000\nper_domain_rate = 1000", "rate = 0.5\nper_domain_rate = 0.25")
     )
     for name in ("a", "b", "c"):
         assert run_cli("queue", "peace-agreement", "--all", "--campaign", name).code == 0
@@ -220,15 +228,23 @@ def test_plan_agrees_with_send_wait_on_a_simulated_clock(workspace: Path) -> Non
         sent_at: dict[int, int] = {}
         store = api.open_store(ws)
         dispatcher = Dispatcher(
-            store, lambda: SmtpConnection(api.smtp_config(ws)), Pacer(api._pacing(ws, request)),
-            api._send_options(ws, request, "test"), prefix=api.wire_prefix_for(ws),
-            clock=VirtualClock(start), on_outcome=lambda o, at: sent_at.__setitem__(o.id, at),
+            store,
+            lambda: SmtpConnection(api.smtp_config(ws)),
+            Pacer(api._pacing(ws, request)),
+            api._send_options(ws, request, "test"),
+            prefix=api.wire_prefix_for(ws),
+            clock=VirtualClock(start),
+            on_outcome=lambda o, at: sent_at.__setitem__(o.id, at),
         )
         asyncio.run(dispatcher.run())
         store.close()
         assert len(server.accepted) == 15
     assert sent_at == planned
-    wgad = sorted(t for mid, t in sent_at.items() if mid in {r["id"] for r in json.loads(run_cli("log", "--json", "--to", "wgad").stdout)})
+    wgad = sorted(
+        t
+        for mid, t in sent_at.items()
+        if mid in {r["id"] for r in json.loads(run_cli("log", "--json", "--to", "wgad").stdout)}
+    )
     # Friday before 17:00 two letters at most, then nothing until Monday 09:00 Zurich
     friday = [t for t in wgad if t < ms("2026-11-27T17:00:00", ZURICH)]
     assert len(friday) <= 2

@@ -129,9 +129,7 @@ def pdf_text(pdf: bytes) -> str:
 def poppler_text(pdf: bytes, page: int | None = None) -> str:
     """Text as poppler sees it, annotation appearances (the stamp) included."""
     pages = ["-f", str(page), "-l", str(page)] if page else []
-    done = subprocess.run(
-        ["pdftotext", *pages, "-", "-"], input=pdf, capture_output=True, check=True
-    )
+    done = subprocess.run(["pdftotext", *pages, "-", "-"], input=pdf, capture_output=True, check=True)
     return unicodedata.normalize("NFC", re.sub(r"[-\u2010\u00ad]\s*\n", "", done.stdout.decode()))
 
 
@@ -196,9 +194,7 @@ def test_bundled_fonts_cover_russian_and_tajik() -> None:
 
 
 @pytest.mark.parametrize(("lang", "probes"), [("tg", PROBES_TG), ("ru", PROBES_RU)])
-def test_probe_words_survive_rendering(
-    renderer: PdfRenderer, seal: SigningKey, lang: str, probes: list[str]
-) -> None:
+def test_probe_words_survive_rendering(renderer: PdfRenderer, seal: SigningKey, lang: str, probes: list[str]) -> None:
     pdf = render_signed(renderer, HEAD, content(lang), SIGNER, seal)
     text = pdf_text(pdf)
     for word in probes:
@@ -208,9 +204,7 @@ def test_probe_words_survive_rendering(
 
 
 @pytest.mark.parametrize("lang", ["ru", "tg"])
-def test_only_the_bundled_fonts_are_embedded(
-    renderer: PdfRenderer, seal: SigningKey, lang: str
-) -> None:
+def test_only_the_bundled_fonts_are_embedded(renderer: PdfRenderer, seal: SigningKey, lang: str) -> None:
     # Russian is hyphenated: the hyphen must not come from a host font either.
     body = ru_body(8) if lang == "ru" else tg_body(8)
     signed = render_signed(renderer, HEAD, content(lang, body), SIGNER, seal)
@@ -339,9 +333,7 @@ def test_hostile_markup_fetches_and_embeds_nothing(renderer: PdfRenderer) -> Non
     assert '<img src="file:///etc/hostname">' in text  # the supporter's text, as text
 
 
-def test_the_fetcher_never_reaches_urllib(
-    renderer: PdfRenderer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_fetcher_never_reaches_urllib(renderer: PdfRenderer, monkeypatch: pytest.MonkeyPatch) -> None:
     import weasyprint.urls
 
     def forbidden(*args: object, **kwargs: object) -> None:
@@ -650,9 +642,7 @@ def _tsa_identity() -> tuple[bytes, DummyTimeStamper]:
     key_der = key.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    stamper = DummyTimeStamper(
-        tsa_cert=asn1_x509.Certificate.load(der), tsa_key=asn1_keys.PrivateKeyInfo.load(key_der)
-    )
+    stamper = DummyTimeStamper(tsa_cert=asn1_x509.Certificate.load(der), tsa_key=asn1_keys.PrivateKeyInfo.load(key_der))
     return der, stamper
 
 

@@ -38,8 +38,23 @@ def test_a_supporter_signs_a_russian_and_a_tajik_letter(keyed: Path, tmp_path: P
     assert issued.code == 0 and oct(p12.stat().st_mode & 0o777) == "0o600"
     for lang, probe in (("ru", "Федерации"), ("tg", "Ҷумҳурии")):
         out = tmp_path / f"letter-{lang}.pdf"
-        result = run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "Мария Иванова",
-                         "--city", "Berlin", "--key", str(p12), "--lang", lang, "-o", str(out))
+        result = run_cli(
+            "pdf",
+            "export",
+            "peace-agreement",
+            "--to",
+            "ohchr",
+            "--signer",
+            "Мария Иванова",
+            "--city",
+            "Berlin",
+            "--key",
+            str(p12),
+            "--lang",
+            lang,
+            "-o",
+            str(out),
+        )
         assert result.code == 0, result.output
         text = text_of(out)
         assert probe in text and "Мария Иванова" in text
@@ -88,7 +103,19 @@ def test_wrong_passphrases_are_one_line(keyed: Path, tmp_path: Path, monkeypatch
     seal = run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "A", "-o", str(tmp_path / "x.pdf"))
     assert seal.code == 1 and "passphrase" in seal.stderr and len(seal.stderr.strip().splitlines()) <= 2
     monkeypatch.setenv("CAMPAIGN_P12_PASSPHRASE", "not-the-passphrase")
-    own = run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "A", "--key", str(p12), "-o", str(tmp_path / "y.pdf"))
+    own = run_cli(
+        "pdf",
+        "export",
+        "peace-agreement",
+        "--to",
+        "ohchr",
+        "--signer",
+        "A",
+        "--key",
+        str(p12),
+        "-o",
+        str(tmp_path / "y.pdf"),
+    )
     assert own.code == 1 and "passphrase" in own.stderr
     assert "Traceback" not in seal.output + own.output
     assert not (tmp_path / "x.pdf").exists() and not (tmp_path / "y.pdf").exists()
@@ -102,8 +129,24 @@ def test_batch_makes_one_file_per_supporter_and_institution(keyed: Path, tmp_pat
     csv.write_text("name,title,city\nМария Иванова,Journalist,Berlin\nJohn Smith,,Warsaw\n", encoding="utf-8")
     out = tmp_path / "signed"
     print_file = tmp_path / "print.pdf"
-    result = run_cli("pdf", "batch", "peace-agreement", "--to", "ohchr", "--to", "mid", "--supporters", str(csv),
-                     "--out-dir", str(out), "--zip", "--print-file", str(print_file), "--processes", "2")
+    result = run_cli(
+        "pdf",
+        "batch",
+        "peace-agreement",
+        "--to",
+        "ohchr",
+        "--to",
+        "mid",
+        "--supporters",
+        str(csv),
+        "--out-dir",
+        str(out),
+        "--zip",
+        "--print-file",
+        str(print_file),
+        "--processes",
+        "2",
+    )
     assert result.code == 0, result.output
     pdfs = sorted(out.glob("*.pdf"))
     assert len(pdfs) == 4
@@ -113,7 +156,11 @@ def test_batch_makes_one_file_per_supporter_and_institution(keyed: Path, tmp_pat
     assert verify.code == 0, verify.output
     pages = subprocess.run(["pdfinfo", str(print_file)], capture_output=True, text=True, check=True).stdout
     assert "Pages:" in pages
-    assert "Signature" not in subprocess.run(["pdfsig", str(print_file)], capture_output=True, text=True).stdout.split("\n", 1)[-1] or True
+    assert (
+        "Signature"
+        not in subprocess.run(["pdfsig", str(print_file)], capture_output=True, text=True).stdout.split("\n", 1)[-1]
+        or True
+    )
 
 
 @pytest.mark.parametrize(
@@ -130,7 +177,9 @@ def test_bad_supporter_rows(keyed: Path, tmp_path: Path, content: str, fragment:
     csv = tmp_path / "supporters.csv"
     csv.write_text(content)
     out = tmp_path / "signed"
-    result = run_cli("pdf", "batch", "peace-agreement", "--to", "ohchr", "--supporters", str(csv), "--out-dir", str(out))
+    result = run_cli(
+        "pdf", "batch", "peace-agreement", "--to", "ohchr", "--supporters", str(csv), "--out-dir", str(out)
+    )
     assert result.code == 1 and fragment in result.stderr
     assert not out.exists() or not any(out.iterdir())
 

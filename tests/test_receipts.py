@@ -35,12 +35,23 @@ def seed_letters(workspace: Path, numbers: list[int] | None = None, status: str 
             if numbers is not None and int(n) not in numbers:
                 continue
             email = letter["to"]
-            session.add(NewMessage(
-                campaign="corpus", letter="peace-agreement", recipient=f"inst-{n}", email=email,
-                email_key=address_key(email), domain=address_domain(email), contact_name=None, lang="en",
-                subject="Tajikistan", message_id=letter["message_id"], envid=letter["envid"],
-                body=b"Subject: x\r\n\r\nbody\r\n", content_sha256="0" * 64,
-            ))
+            session.add(
+                NewMessage(
+                    campaign="corpus",
+                    letter="peace-agreement",
+                    recipient=f"inst-{n}",
+                    email=email,
+                    email_key=address_key(email),
+                    domain=address_domain(email),
+                    contact_name=None,
+                    lang="en",
+                    subject="Tajikistan",
+                    message_id=letter["message_id"],
+                    envid=letter["envid"],
+                    body=b"Subject: x\r\n\r\nbody\r\n",
+                    content_sha256="0" * 64,
+                )
+            )
     with store.transaction() as tx:
         tx.execute("UPDATE messages SET status = ?, sent_at = '2024-11-28T09:00:00.000Z'", (status,))
     store.close()
@@ -86,7 +97,11 @@ def test_each_dsn_is_parsed_as_the_manifest_says(spec: dict[str, Any]) -> None:
             assert want["verp"] in parsed.verp
 
 
-@pytest.mark.parametrize("spec", [f for f in MANIFEST["files"] if f["kind"] in ("dsn", "mdn", "reply", "auto-reply")], ids=lambda f: f["file"])
+@pytest.mark.parametrize(
+    "spec",
+    [f for f in MANIFEST["files"] if f["kind"] in ("dsn", "mdn", "reply", "auto-reply")],
+    ids=lambda f: f["file"],
+)
 def test_each_file_imports_and_matches_its_letter(workspace: Path, spec: dict[str, Any]) -> None:
     seed_letters(workspace)
     result = import_(CORPUS / spec["file"])
@@ -132,9 +147,13 @@ def test_delivery_states_never_move_backwards(workspace: Path) -> None:
     import_(CORPUS / "postfix-success.eml")
     assert letter_row(1)["status"] == "delivered"
     # a relayed report for the same letter, later: it stays delivered
-    relayed = (CORPUS / "postfix-relayed.eml").read_bytes().replace(
-        b"00000000000000000000000000000002", b"00000000000000000000000000000001"
-    ).replace(b"info@odihr.example", b"wgad@ohchr.example").replace(b"<m-2.", b"<m-1.")
+    relayed = (
+        (CORPUS / "postfix-relayed.eml")
+        .read_bytes()
+        .replace(b"00000000000000000000000000000002", b"00000000000000000000000000000001")
+        .replace(b"info@odihr.example", b"wgad@ohchr.example")
+        .replace(b"<m-2.", b"<m-1.")
+    )
     extra = workspace / "relayed-later.eml"
     extra.write_bytes(relayed)
     import_(extra)
@@ -207,8 +226,12 @@ def test_a_report_for_a_letter_awaiting_retry_stops_the_retry(workspace: Path) -
 
 def test_status_counts_receipts(workspace: Path) -> None:
     seed_letters(workspace)
-    import_(CORPUS / "postfix-success.eml", CORPUS / "postfix-failed-ret-hdrs.eml", CORPUS / "postfix-delayed.eml",
-            CORPUS / "postfix-relayed.eml")
+    import_(
+        CORPUS / "postfix-success.eml",
+        CORPUS / "postfix-failed-ret-hdrs.eml",
+        CORPUS / "postfix-delayed.eml",
+        CORPUS / "postfix-relayed.eml",
+    )
     status = json.loads(run_cli("status", "--json").stdout)
     counts = status["campaigns"]["corpus"]
     assert counts["delivered"] == 1 and counts["bounced"] == 1 and counts["relayed"] == 1
@@ -290,7 +313,9 @@ def test_parser_never_raises_on_mutated_reports(name: str, data: st.DataObject) 
         elif op == "dup":
             raw[pos:pos] = raw[pos : pos + data.draw(st.integers(1, 200))]
         else:
-            raw[pos:pos] = data.draw(st.sampled_from([b"\n\n", b"--", b"Action: ", b"\x00", b"\r", b"=?utf-8?b?", "ҷ".encode()]))
+            raw[pos:pos] = data.draw(
+                st.sampled_from([b"\n\n", b"--", b"Action: ", b"\x00", b"\r", b"=?utf-8?b?", "ҷ".encode()])
+            )
     try:
         parse(bytes(raw), return_local="receipts")
     except CampaignError:

@@ -47,9 +47,10 @@ def test_test_registry_loads() -> None:
 
 
 def test_yaml_12_semantics(tmp_path: Path) -> None:
-    text = GOOD.replace("languages: [en, ru]", "languages: [en, ru, 'no']").replace(
-        "name: OHCHR", "name: no"
-    ) + "    office_hours: {days: mon-fri, start: 09:00, end: '17:00'}\n"
+    text = (
+        GOOD.replace("languages: [en, ru]", "languages: [en, ru, 'no']").replace("name: OHCHR", "name: no")
+        + "    office_hours: {days: mon-fri, start: 09:00, end: '17:00'}\n"
+    )
     registry = load_registry(write(tmp_path, text))
     recipient = registry.recipients[0]
     assert recipient.name == "no"  # YAML 1.1 would make this False
@@ -65,22 +66,40 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (GOOD.replace("a@ohchr.example", "not-an-address"), "recipients.yaml:7: recipients[0].contacts[0].email: not a valid address"),
+        (
+            GOOD.replace("a@ohchr.example", "not-an-address"),
+            "recipients.yaml:7: recipients[0].contacts[0].email: not a valid address",
+        ),
         (GOOD + "  - id: ohchr\n    name: Again\n    languages: [en]\n", "id 'ohchr' is used twice"),
-        (GOOD.replace("    tags: [un]\n", "    tags: [un]\n    tags: [eu]\n"), "recipients.yaml:5: invalid YAML: found duplicate key \"tags\""),
+        (
+            GOOD.replace("    tags: [un]\n", "    tags: [un]\n    tags: [eu]\n"),
+            'recipients.yaml:5: invalid YAML: found duplicate key "tags"',
+        ),
         (GOOD.replace("  - id: ohchr", "\t- id: ohchr"), "a tab character"),
         (GOOD.replace("    tags: [un]\n", "    tagz: [un]\n"), "recipients.yaml:4: recipients[0].tagz: unknown key"),
-        (GOOD.replace("languages: [en, ru]", "languages: [english]"), "recipients[0].languages[0]: 'english' is not an ISO 639-1"),
+        (
+            GOOD.replace("languages: [en, ru]", "languages: [english]"),
+            "recipients[0].languages[0]: 'english' is not an ISO 639-1",
+        ),
         (GOOD.replace("id: ohchr", "id: OHCHR!"), "recipients.yaml:2: recipients[0].id: 'OHCHR!' is not a valid id"),
         (GOOD + "    timezone: Mars/Olympus\n", "recipients[0].timezone: 'Mars/Olympus' is not an IANA time zone"),
         (GOOD + "    max_per_day: many\n", "recipients[0].max_per_day"),
         (GOOD + "    office_hours: {days: someday}\n", "days are mon, tue"),
         (GOOD + "      - email: A@ohchr.example\n", "appears twice"),
-        (GOOD.replace("      - email: a@ohchr.example\n", "      - email: a@ohchr.example\n        name: \"Evil\\r\\nBcc: x@y.example\"\n"), "contains a line break"),
+        (
+            GOOD.replace(
+                "      - email: a@ohchr.example\n",
+                '      - email: a@ohchr.example\n        name: "Evil\\r\\nBcc: x@y.example"\n',
+            ),
+            "contains a line break",
+        ),
         ("recipients: []\n", "the list is empty"),
         ("", "the file is empty"),
         ("institutions:\n  - id: x\n", "expected a top-level `recipients:` list"),
-        (GOOD.replace("    languages: [en, ru]\n", ""), "recipients.yaml:2: recipients[0].languages: required, but missing"),
+        (
+            GOOD.replace("    languages: [en, ru]\n", ""),
+            "recipients.yaml:2: recipients[0].languages: required, but missing",
+        ),
     ],
 )
 def test_broken_registries_name_line_and_field(tmp_path: Path, text: str, expected: str) -> None:

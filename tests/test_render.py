@@ -47,8 +47,13 @@ def test_letters_render_per_institution_language(letters: dict, registry, rid: s
     recipient = registry.get(rid)
     target = Target(recipient, recipient.contacts[0])
     raw, used, subject, warnings = render_one(
-        Renderer(ROOT / "letters"), letters["peace-agreement"], target, SENDER,
-        message_id="<abc@campaign.example>", lang=None, today=date(2026, 11, 28),
+        Renderer(ROOT / "letters"),
+        letters["peace-agreement"],
+        target,
+        SENDER,
+        message_id="<abc@campaign.example>",
+        lang=None,
+        today=date(2026, 11, 28),
     )
     assert used == lang and not warnings
     assert max(len(line) for line in raw.split(b"\r\n")) <= 998
@@ -79,7 +84,9 @@ def test_salutation_from_registry_and_default(letters: dict, registry) -> None: 
 
 
 def test_language_fallback_to_english_with_warning(letters: dict) -> None:
-    recipient = Recipient(id="bundestag", name="Bundestag", languages=["de"], contacts=[Contact(email="a@bundestag.example")])
+    recipient = Recipient(
+        id="bundestag", name="Bundestag", languages=["de"], contacts=[Contact(email="a@bundestag.example")]
+    )
     rendered = Renderer(ROOT / "letters").render(letters["peace-agreement"], recipient, recipient.contacts[0], SENDER)
     assert rendered.lang == "en"
     assert "none of de" in rendered.warnings[0]
@@ -88,7 +95,7 @@ def test_language_fallback_to_english_with_warning(letters: dict) -> None:
 def make_letter(tmp_path: Path, body: str, subject: str = "Hello {{ recipient.name }}") -> tuple[Renderer, dict]:
     folder = tmp_path / "letters" / "t"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "en.md.j2").write_text(f"---\nsubject: \"{subject}\"\n---\n{body}")
+    (folder / "en.md.j2").write_text(f'---\nsubject: "{subject}"\n---\n{body}')
     return Renderer(tmp_path / "letters"), load_letters(tmp_path / "letters")
 
 
@@ -156,7 +163,9 @@ def test_escape_roundtrip() -> None:
 
 def test_subject_on_two_lines_is_refused(tmp_path: Path) -> None:
     renderer, letters = make_letter(tmp_path, "body\n", subject="{{ recipient.postal_address }}")
-    recipient = Recipient(id="x", name="X", languages=["en"], postal_address="a\nb", contacts=[Contact(email="a@x.example")])
+    recipient = Recipient(
+        id="x", name="X", languages=["en"], postal_address="a\nb", contacts=[Contact(email="a@x.example")]
+    )
     with pytest.raises(RenderError, match="subject renders to more than one line"):
         renderer.render(letters["t"], recipient, recipient.contacts[0], SENDER)
 
@@ -171,18 +180,28 @@ def test_header_injection_is_refused(tmp_path: Path) -> None:
     renderer, letters = make_letter(tmp_path, "body\n", subject="s")
     rendered = renderer.render(letters["t"], RECIPIENT, RECIPIENT.contacts[0], SENDER)
     with pytest.raises(RenderError, match="contains a line break"):
-        build_message(rendered, sender=SENDER, to_name="A\r\nBcc: victim@x.example", to_address="a@x.example", message_id="<m@x>")
+        build_message(
+            rendered, sender=SENDER, to_name="A\r\nBcc: victim@x.example", to_address="a@x.example", message_id="<m@x>"
+        )
 
 
 def test_idn_and_utf8_addresses(tmp_path: Path) -> None:
     renderer, letters = make_letter(tmp_path, "Ҳурмат ғ ӣ қ ӯ ҳ ҷ\n", subject="Салом ҷаҳон")
     rendered = renderer.render(letters["t"], RECIPIENT, RECIPIENT.contacts[0], SENDER)
-    raw = message_bytes(build_message(rendered, sender=SENDER, to_name="Бюро", to_address="info@bücher.example", message_id="<m@campaign.example>"))
+    raw = message_bytes(
+        build_message(
+            rendered, sender=SENDER, to_name="Бюро", to_address="info@bücher.example", message_id="<m@campaign.example>"
+        )
+    )
     assert b"xn--bcher-kva.example" in raw
     msg = parse(raw)
     assert msg["Subject"] == "Салом ҷаҳон"
     assert body_text(msg).strip() == "Ҳурмат ғ ӣ қ ӯ ҳ ҷ"
-    utf8 = message_bytes(build_message(rendered, sender=SENDER, to_name="Бюро", to_address="почта@мид.example", message_id="<m@campaign.example>"))
+    utf8 = message_bytes(
+        build_message(
+            rendered, sender=SENDER, to_name="Бюро", to_address="почта@мид.example", message_id="<m@campaign.example>"
+        )
+    )
     assert "почта@мид.example".encode() in utf8
 
 

@@ -27,7 +27,9 @@ P12_SECRET = "p12-passphrase-8d20"
 SECRETS = [SMTP_SECRET, IMAP_SECRET, KEY_SECRET, P12_SECRET]
 
 
-def test_no_secret_reaches_the_database_files_or_output(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_secret_reaches_the_database_files_or_output(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CAMPAIGN_SMTP_USERNAME", "letters@campaign.example")
     monkeypatch.setenv("CAMPAIGN_SMTP_PASSWORD", SMTP_SECRET)
     monkeypatch.setenv("CAMPAIGN_IMAP_PASSWORD", IMAP_SECRET)
@@ -49,7 +51,19 @@ def test_no_secret_reaches_the_database_files_or_output(workspace: Path, tmp_pat
             ["send", "--dry-run"],
             ["send", "--yes"],
             ["receipts", "fetch"],  # fails to connect: the error must not carry the password
-            ["pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "S", "--key", str(workspace / "s.p12"), "-o", str(workspace / "l.pdf")],
+            [
+                "pdf",
+                "export",
+                "peace-agreement",
+                "--to",
+                "ohchr",
+                "--signer",
+                "S",
+                "--key",
+                str(workspace / "s.p12"),
+                "-o",
+                str(workspace / "l.pdf"),
+            ],
             ["log", "--events", "--json"],
             ["log", "export", "--campaign", "peace-agreement", "-o", str(workspace / "evidence.zip")],
             ["status"],
@@ -75,7 +89,9 @@ def test_no_secret_reaches_the_database_files_or_output(workspace: Path, tmp_pat
     assert found == [], found
 
 
-def test_state_files_and_folders_are_private(smtp_server: ScriptedServer, workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_state_files_and_folders_are_private(
+    smtp_server: ScriptedServer, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CAMPAIGN_KEY_PASSPHRASE", KEY_SECRET)
     assert run_cli("keys", "init").code == 0
     assert run_cli("queue", "peace-agreement", "--all").code == 0
@@ -126,13 +142,19 @@ def folded_clean(raw: bytes) -> bool:
 def subject_letter(tmp_path_factory: pytest.TempPathFactory) -> tuple[Renderer, dict]:
     folder = tmp_path_factory.mktemp("letters") / "letters" / "t"
     folder.mkdir(parents=True)
-    (folder / "en.md.j2").write_text("---\nsubject: \"{{ contact.name }}: {{ salutation }}\"\n---\n{{ salutation }}\n\n{{ recipient.name }}\n")
+    (folder / "en.md.j2").write_text(
+        '---\nsubject: "{{ contact.name }}: {{ salutation }}"\n---\n{{ salutation }}\n\n{{ recipient.name }}\n'
+    )
     return Renderer(folder.parent), load_letters(folder.parent)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(name=TEXT, salutation=TEXT, institution=TEXT)
-def test_any_unicode_either_round_trips_or_is_refused(subject_letter: tuple[Renderer, dict], name: str, salutation: str, institution: str) -> None:
+def test_any_unicode_either_round_trips_or_is_refused(
+    subject_letter: tuple[Renderer, dict], name: str, salutation: str, institution: str
+) -> None:
     renderer, letters = subject_letter
     try:
         contact = Contact(email="a@inst.example", name=name, salutation=salutation)
@@ -141,8 +163,15 @@ def test_any_unicode_either_round_trips_or_is_refused(subject_letter: tuple[Rend
         assert str(err)
         return
     try:
-        raw, _, subject, _ = render_one(renderer, letters["t"], Target(recipient, contact), SENDER,
-                                        message_id="<p@campaign.example>", lang=None, today=__import__("datetime").date(2026, 11, 28))
+        raw, _, subject, _ = render_one(
+            renderer,
+            letters["t"],
+            Target(recipient, contact),
+            SENDER,
+            message_id="<p@campaign.example>",
+            lang=None,
+            today=__import__("datetime").date(2026, 11, 28),
+        )
     except CampaignError as err:
         assert "\n" not in err.message
         return
@@ -158,8 +187,15 @@ def test_the_shipped_registry_renders_clean_headers() -> None:
     renderer, letters = Renderer(ROOT / "letters"), load_letters(ROOT / "letters")
     for recipient in registry.recipients:
         for contact in recipient.contacts:
-            raw, *_ = render_one(renderer, letters["peace-agreement"], Target(recipient, contact), SENDER,
-                                 message_id="<p@campaign.example>", lang=None, today=__import__("datetime").date(2026, 11, 28))
+            raw, *_ = render_one(
+                renderer,
+                letters["peace-agreement"],
+                Target(recipient, contact),
+                SENDER,
+                message_id="<p@campaign.example>",
+                lang=None,
+                today=__import__("datetime").date(2026, 11, 28),
+            )
             assert folded_clean(raw)
 
 

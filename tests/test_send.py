@@ -49,7 +49,13 @@ def test_happy_path_one_message_per_institution(smtp_server: ScriptedServer, wor
     assert code == 0, output
     assert len(smtp_server.accepted) == 5
     assert sorted(a.rcpt_tos[0] for a in smtp_server.accepted) == sorted(
-        ["registry@ohchr.example", "wgad@ohchr.example", "office@odihr.example", "info@mid.example", "info@tj-embassy.example"]
+        [
+            "registry@ohchr.example",
+            "wgad@ohchr.example",
+            "office@odihr.example",
+            "info@mid.example",
+            "info@tj-embassy.example",
+        ]
     )
     for item in smtp_server.accepted:
         assert len(item.rcpt_tos) == 1  # one message per recipient, never a list
@@ -140,7 +146,9 @@ def test_queue_usage_errors(workspace: Path, args: list[str], fragment: str) -> 
 def test_contacts_all_and_role(smtp_server: ScriptedServer, workspace: Path) -> None:
     queue("--to", "ohchr", "--contacts", "all")
     assert {r["email"] for r in log_rows()} == {"registry@ohchr.example", "urgent-action@ohchr.example"}
-    result = run_cli("queue", "peace-agreement", "--to", "ohchr", "--to", "wgad", "--role", "urgent-appeals", "--campaign", "urgent")
+    result = run_cli(
+        "queue", "peace-agreement", "--to", "ohchr", "--to", "wgad", "--role", "urgent-appeals", "--campaign", "urgent"
+    )
     assert "skipped" in result.stdout
     assert [r["email"] for r in log_rows("--campaign", "urgent")] == ["urgent-action@ohchr.example"]
 
@@ -280,7 +288,9 @@ def test_reset_in_the_middle_of_data_is_a_plain_deferral(workspace: Path) -> Non
     big = workspace / "letters" / "big"
     big.mkdir()
     paragraph = "Lorem ipsum dolor sit amet. " * 40
-    (big / "en.md.j2").write_text(f"---\nsubject: A long letter\n---\n{{% for i in range(6000) %}}{paragraph}\n\n{{% endfor %}}")
+    (big / "en.md.j2").write_text(
+        f"---\nsubject: A long letter\n---\n{{% for i in range(6000) %}}{paragraph}\n\n{{% endfor %}}"
+    )
     with ScriptedServer(Script(reset_mid_data=1)) as server:
         set_smtp_port(workspace, server.port)
         assert run_cli("queue", "big", "--to", "ohchr").code == 0
@@ -341,8 +351,14 @@ def test_crash_between_sending_and_sent_is_resent_and_named(smtp_server: Scripte
     store = api.open_store(ws)
     from campaign.pacing import Pacer, PacingConfig
 
-    claim = store.claim(api.now_ms(), worker="crashed", limit=1, pacer=Pacer(PacingConfig(rate=100, per_domain_rate=100)),
-                        lease_ms=60_000, prefix=api.wire_prefix_for(ws))
+    claim = store.claim(
+        api.now_ms(),
+        worker="crashed",
+        limit=1,
+        pacer=Pacer(PacingConfig(rate=100, per_domain_rate=100)),
+        lease_ms=60_000,
+        prefix=api.wire_prefix_for(ws),
+    )
     store.close()
     assert len(claim.items) == 1
     crashed = claim.items[0].message_id
@@ -449,7 +465,10 @@ def test_edited_event_fails_verify(smtp_server: ScriptedServer, workspace: Path)
     db = sqlite3.connect(workspace / ".campaign" / "state.db")
     with db:
         db.execute("DROP TRIGGER events_no_update")  # someone with the file and sqlite3 at hand
-        db.execute("UPDATE events SET data = replace(data, '250 2.0.0', '550 5.0.0') WHERE kind = 'sent' AND seq = (SELECT MIN(seq) FROM events WHERE kind = 'sent')")
+        db.execute(
+            "UPDATE events SET data = replace(data, '250 2.0.0', '550 5.0.0') WHERE kind = 'sent' AND seq = "
+            "(SELECT MIN(seq) FROM events WHERE kind = 'sent')"
+        )
     db.close()
     broken = run_cli("log", "verify")
     assert broken.code == 1

@@ -22,10 +22,19 @@ FREE = Pacer(PacingConfig(rate=10_000, per_domain_rate=10_000))
 def new(n: int, *, campaign: str = "c", recipient: str | None = None, email: str | None = None) -> NewMessage:
     email = email or f"office{n}@inst{n}.example"
     return NewMessage(
-        campaign=campaign, letter="l", recipient=recipient or f"inst-{n}", email=email, email_key=email.casefold(),
-        domain=email.rpartition("@")[2], contact_name=None, lang="en", subject=f"letter {n}",
-        message_id=f"<{campaign}-{n}@campaign.example>", envid=f"{campaign}{n}".encode().hex().ljust(32, "0")[:32],
-        body=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(), content_sha256=chain.sha256_hex(str(n).encode()),
+        campaign=campaign,
+        letter="l",
+        recipient=recipient or f"inst-{n}",
+        email=email,
+        email_key=email.casefold(),
+        domain=email.rpartition("@")[2],
+        contact_name=None,
+        lang="en",
+        subject=f"letter {n}",
+        message_id=f"<{campaign}-{n}@campaign.example>",
+        envid=f"{campaign}{n}".encode().hex().ljust(32, "0")[:32],
+        body=f"Subject: {n}\r\n\r\nbody {n}\r\n".encode(),
+        content_sha256=chain.sha256_hex(str(n).encode()),
     )
 
 
@@ -39,13 +48,23 @@ def queue(store: SqlStore, count: int, **kw: object) -> None:
             session.add(new(n, **kw))  # type: ignore[arg-type]
 
 
-def claim(store: SqlStore, limit: int = 10, worker: str = "w1", now: int = NOW, pacer: Pacer = FREE, lease: int = 60_000):
+def claim(
+    store: SqlStore, limit: int = 10, worker: str = "w1", now: int = NOW, pacer: Pacer = FREE, lease: int = 60_000
+):
     return store.claim(now, worker=worker, limit=limit, pacer=pacer, lease_ms=lease, prefix=prefix)
 
 
 def sent(item, worker: str = "w1") -> Outcome:  # type: ignore[no-untyped-def]
-    return Outcome(id=item.id, message_id=item.message_id, campaign=item.campaign, status="sent", event="sent",
-                   attempt=item.attempt, code=250, reply="250 ok")
+    return Outcome(
+        id=item.id,
+        message_id=item.message_id,
+        campaign=item.campaign,
+        status="sent",
+        event="sent",
+        attempt=item.attempt,
+        code=250,
+        reply="250 ok",
+    )
 
 
 @pytest.fixture
@@ -99,8 +118,22 @@ def test_claim_then_outcome(store: SqlStore) -> None:
 def test_the_same_bytes_on_every_attempt(store: SqlStore) -> None:
     queue(store, 1)
     first = claim(store).items[0]
-    store.finish([Outcome(id=first.id, message_id=first.message_id, campaign="c", status="deferred", event="deferred",
-                          attempt=1, code=451, next_attempt_ms=NOW)], NOW, worker="w1")
+    store.finish(
+        [
+            Outcome(
+                id=first.id,
+                message_id=first.message_id,
+                campaign="c",
+                status="deferred",
+                event="deferred",
+                attempt=1,
+                code=451,
+                next_attempt_ms=NOW,
+            )
+        ],
+        NOW,
+        worker="w1",
+    )
     second = claim(store, now=NOW + 5000).items[0]
     assert second.wire == first.wire and second.wire_sha256 == first.wire_sha256 and second.attempt == 2
 
@@ -215,8 +248,14 @@ def test_receipts_are_recorded_once(store: SqlStore) -> None:
     item = claim(store).items[0]
     store.finish([sent(item)], NOW, worker="w1")
     target = store.targets(envids=[item.envid])[item.envid]
-    report = Report(raw=b"From: x\r\n\r\nreport", sha256=chain.sha256_hex(b"r"), source="r.eml",
-                    entries=[ReceiptEntry(part=0, kind="dsn", target=target, matched_by="envid", outcome="delivered", status="2.0.0")])
+    report = Report(
+        raw=b"From: x\r\n\r\nreport",
+        sha256=chain.sha256_hex(b"r"),
+        source="r.eml",
+        entries=[
+            ReceiptEntry(part=0, kind="dsn", target=target, matched_by="envid", outcome="delivered", status="2.0.0")
+        ],
+    )
     assert store.record_reports([report], NOW) == 1
     assert store.record_reports([report], NOW) == 0
     assert store.messages()[0].status.value == "delivered"

@@ -23,9 +23,13 @@ def config(port: int, *, extra: str = "") -> str:
     return (DATA / "workspace" / "campaign.toml").read_text().replace("port = 2525", f"port = {port}") + extra
 
 
-def campaign(ws: Path, db: str, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def campaign(
+    ws: Path, db: str, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws), "CAMPAIGN_DB": db, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "campaign", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "campaign", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check:
         assert proc.returncode == 0, proc.stderr + proc.stdout
     return proc
@@ -33,14 +37,18 @@ def campaign(ws: Path, db: str, *args: str, check: bool = True, timeout: float =
 
 def start(ws: Path, db: str, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws), "CAMPAIGN_DB": db, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def recorded(path: Path) -> list[str]:
     return [line.split()[0] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_a_second_organiser_sees_the_same_queue_and_log(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_organiser_sees_the_same_queue_and_log(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     record = tmp_path / "sink.log"
     with Sink(record=record) as sink:
         alice = make_workspace(tmp_path / "alice", config=config(sink.port))
@@ -49,7 +57,9 @@ def test_a_second_organiser_sees_the_same_queue_and_log(pg_url: str, tmp_path: P
         assert run_cli("-C", str(alice), "queue", "peace-agreement", "--all").code == 0
         again = run_cli("-C", str(bob), "queue", "peace-agreement", "--all")
         assert "0 new, 5 already queued" in again.stdout  # the key is shared, not per checkout
-        assert run_cli("-C", str(alice), "status", "--json").stdout == run_cli("-C", str(bob), "status", "--json").stdout
+        assert (
+            run_cli("-C", str(alice), "status", "--json").stdout == run_cli("-C", str(bob), "status", "--json").stdout
+        )
         assert run_cli("-C", str(alice), "log", "--json").stdout == run_cli("-C", str(bob), "log", "--json").stdout
         # both send at once: nothing twice
         procs = [start(ws, pg_url, "send", "--yes", "--concurrency", "2") for ws in (alice, bob)]
@@ -66,7 +76,12 @@ def test_a_second_organiser_sees_the_same_queue_and_log(pg_url: str, tmp_path: P
 def registry(institutions: int, contacts: int, capped: dict[int, int]) -> str:
     lines = ["recipients:"]
     for i in range(institutions):
-        lines += [f"  - id: inst-{i}", f"    name: Institution {i}", "    languages: [en]", "    timezone: Europe/Zurich"]
+        lines += [
+            f"  - id: inst-{i}",
+            f"    name: Institution {i}",
+            "    languages: [en]",
+            "    timezone: Europe/Zurich",
+        ]
         if i in capped:
             lines.append(f"    max_per_day: {capped[i]}")
         lines.append("    contacts:")
@@ -77,18 +92,25 @@ def registry(institutions: int, contacts: int, capped: dict[int, int]) -> str:
 @pytest.mark.slow
 def test_four_workers_send_ten_thousand_letters_exactly_once(pg_url: str, tmp_path: Path) -> None:
     institutions, contacts = 2000, 5
-    capped = {i: 2 for i in range(0, institutions, 100)}  # 20 institutions allow 2 letters a day
+    capped = dict.fromkeys(range(0, institutions, 100), 2)  # 20 institutions allow 2 letters a day
     record = tmp_path / "sink.log"
     with Sink(record=record) as sink:
-        ws = make_workspace(tmp_path / "ws", config=config(sink.port).replace("rate = 1000\nper_domain_rate = 1000", "rate = 10000\nper_domain_rate = 10000"))
+        ws = make_workspace(
+            tmp_path / "ws",
+            config=config(sink.port).replace(
+                "rate = 1000\nper_domain_rate = 1000", "rate = 10000\nper_domain_rate = 10000"
+            ),
+        )
         (ws / "recipients.yaml").write_text(registry(institutions, contacts, capped))
         short = ws / "letters" / "short"
         short.mkdir()
-        (short / "en.md.j2").write_text("---\nsubject: \"To {{ recipient.name }}\"\n---\n{{ salutation }}\n\nA short letter.\n")
+        (short / "en.md.j2").write_text(
+            '---\nsubject: "To {{ recipient.name }}"\n---\n{{ salutation }}\n\nA short letter.\n'
+        )
         campaign(ws, pg_url, "queue", "short", "--all", "--contacts", "all")
         procs = [start(ws, pg_url, "send", "--yes", "--concurrency", "4") for _ in range(4)]
         outputs = [p.communicate(timeout=600) for p in procs]
-        for proc, (out, err) in zip(procs, outputs, strict=True):
+        for proc, (_, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, err[-2000:]
         ids = recorded(record)
     expected = institutions * contacts - sum(contacts - cap for cap in capped.values())
@@ -107,7 +129,7 @@ def test_four_workers_send_ten_thousand_letters_exactly_once(pg_url: str, tmp_pa
 
 def test_a_killed_workers_letters_are_picked_up_after_its_lease(pg_url: str, tmp_path: Path) -> None:
     record = tmp_path / "sink.log"
-    extra = '\n'
+    extra = "\n"
     cfg = config(0).replace('timeout = "5s"\ndata_timeout = "5s"', 'timeout = "1s"\ndata_timeout = "2s"')
     cfg = cfg.replace('retry_min = "1m"', 'retry_min = "1m"\nlease = "4s"') + extra
     with Sink(record=record, delay_ms=400) as sink:
@@ -143,10 +165,18 @@ def test_migrating_a_workspace_into_postgresql(pg_url: str, tmp_path: Path) -> N
     with Sink() as sink:
         ws = make_workspace(tmp_path / "ws", config=config(sink.port))
         env_free = {k: v for k, v in os.environ.items() if k != "CAMPAIGN_DB"}
-        subprocess.run([sys.executable, "-m", "campaign", "-C", str(ws), "queue", "peace-agreement", "--all"],
-                       env={**env_free, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
-        subprocess.run([sys.executable, "-m", "campaign", "-C", str(ws), "send", "--yes", "--limit", "3"],
-                       env={**env_free, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "campaign", "-C", str(ws), "queue", "peace-agreement", "--all"],
+            env={**env_free, "PYTHONPATH": str(ROOT)},
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "campaign", "-C", str(ws), "send", "--yes", "--limit", "3"],
+            env={**env_free, "PYTHONPATH": str(ROOT)},
+            check=True,
+            capture_output=True,
+        )
         local = run_cli("-C", str(ws), "log", "verify").stdout
         result = run_cli("-C", str(ws), "store", "migrate", "--to", pg_url)
         assert result.code == 0, result.output

@@ -84,8 +84,8 @@ from campaign.cli import workspace as _workspace  # noqa: E402
 _workspace.register(app)
 
 from campaign.cli import outbox as _outbox  # noqa: E402
-from campaign.cli import receipts as _receipts  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
+from campaign.cli import receipts as _receipts  # noqa: E402
 from campaign.cli import team as _team  # noqa: E402
 
 _outbox.register(app)

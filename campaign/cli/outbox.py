@@ -45,22 +45,43 @@ class State(enum.StrEnum):
     bounced = "bounced"
 
 
-CampaignOpt = Annotated[str | None, typer.Option("--campaign", help="Campaign name (default: all campaigns).", metavar="NAME")]
+CampaignOpt = Annotated[
+    str | None, typer.Option("--campaign", help="Campaign name (default: all campaigns).", metavar="NAME")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def queue(
     ctx: typer.Context,
     letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
-    to: Annotated[list[str] | None, typer.Option("--to", help="Institution id (repeat for several).", metavar="ID")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="Institution id (repeat for several).", metavar="ID")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")
+    ] = None,
     everyone: Annotated[bool, typer.Option("--all", help="Every institution in recipients.yaml.")] = False,
-    campaign: Annotated[str | None, typer.Option("--campaign", help="Campaign name (default: the letter id).", metavar="NAME")] = None,
-    lang: Annotated[str | None, typer.Option("--lang", help="Language for every letter, instead of each institution's first.")] = None,
-    contacts: Annotated[ContactMode, typer.Option("--contacts", help="first: one letter per institution; all: one per contact.")] = ContactMode.first,
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Campaign name (default: the letter id).", metavar="NAME")
+    ] = None,
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="Language for every letter, instead of each institution's first.")
+    ] = None,
+    contacts: Annotated[
+        ContactMode, typer.Option("--contacts", help="first: one letter per institution; all: one per contact.")
+    ] = ContactMode.first,
     role: Annotated[str | None, typer.Option("--role", help="Only contacts with this role.", metavar="ROLE")] = None,
-    update: Annotated[bool, typer.Option("--update", help="Replace queued letters whose text changed (keeps their Message-ID).")] = False,
-    at: Annotated[str | None, typer.Option("--at", help='Hold until this time: "2026-12-10 09:00 Europe/Geneva" or ISO 8601 with offset.', metavar="TIME")] = None,
+    update: Annotated[
+        bool, typer.Option("--update", help="Replace queued letters whose text changed (keeps their Message-ID).")
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            help='Hold until this time: "2026-12-10 09:00 Europe/Geneva" or ISO 8601 with offset.',
+            metavar="TIME",
+        ),
+    ] = None,
 ) -> None:
     """Render a letter for the chosen institutions and put it in the durable queue.
 
@@ -77,15 +98,25 @@ def queue(
     report = api.queue(
         ws,
         api.QueueRequest(
-            letter=letter, ids=to or [], tags=tag or [], everyone=everyone, campaign=campaign,
-            lang=lang, contacts=contacts.value, role=role, update=update, at=at,
+            letter=letter,
+            ids=to or [],
+            tags=tag or [],
+            everyone=everyone,
+            campaign=campaign,
+            lang=lang,
+            contacts=contacts.value,
+            role=role,
+            update=update,
+            at=at,
         ),
     )
     for w in report.warnings:
         warn(w)
     t = common.table("institution", "contact", "lang", "subject", "queue")
     for row in report.rows:
-        label = {"postal-only": "skipped: postal only", "no-role": f"skipped: no contact with role {role}"}.get(row.state, row.state)
+        label = {"postal-only": "skipped: postal only", "no-role": f"skipped: no contact with role {role}"}.get(
+            row.state, row.state
+        )
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), label)
     out().print(t)
     new, same = report.count("new"), report.count("unchanged")
@@ -108,9 +139,16 @@ def queue(
 def followup(
     ctx: typer.Context,
     letter: Annotated[str, typer.Argument(help="The follow-up letter id (e.g. peace-agreement-followup).")],
-    campaign: Annotated[str, typer.Option("--campaign", help="The campaign whose letters are followed up.", metavar="NAME")],
-    after: Annotated[str, typer.Option("--after", help="Only letters sent at least this long ago, e.g. 14d.", metavar="DURATION")] = "14d",
-    into: Annotated[str | None, typer.Option("--into", help="Campaign name for the follow-ups (default: NAME-followup).", metavar="NAME")] = None,
+    campaign: Annotated[
+        str, typer.Option("--campaign", help="The campaign whose letters are followed up.", metavar="NAME")
+    ],
+    after: Annotated[
+        str, typer.Option("--after", help="Only letters sent at least this long ago, e.g. 14d.", metavar="DURATION")
+    ] = "14d",
+    into: Annotated[
+        str | None,
+        typer.Option("--into", help="Campaign name for the follow-ups (default: NAME-followup).", metavar="NAME"),
+    ] = None,
     lang: Annotated[str | None, typer.Option("--lang", help="Language for every letter.")] = None,
 ) -> None:
     """Queue a follow-up to each institution that got the letter and has not replied.
@@ -153,22 +191,38 @@ def dkim_keygen(
     ws = state(ctx).workspace()
     key = api.dkim_keygen(ws, selector, domain)
     out().print(f"private key: {plain(ws.relative(key.key_file))} (mode 0600, never share it)")
-    out().print(f"publish this DNS TXT record:\n{key.record_name}. IN TXT \"{key.record}\"")
+    out().print(f'publish this DNS TXT record:\n{key.record_name}. IN TXT "{key.record}"')
     out().print(
-        f"then add to campaign.toml:\n[dkim]\nselector = \"{selector}\"\ndomain = \"{key.record_name.split('._domainkey.')[1]}\"\n"
-        f"key_file = \"{ws.relative(key.key_file)}\""
+        f'then add to campaign.toml:\n[dkim]\nselector = "{selector}"\ndomain = '
+        f'"{key.record_name.split("._domainkey.")[1]}"\n'
+        f'key_file = "{ws.relative(key.key_file)}"'
     )
 
 
 def send(
     ctx: typer.Context,
     campaign: CampaignOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the exact bytes to .campaign/outbox/ and change nothing.")] = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N letters in this run.", metavar="N")] = None,
-    concurrency: Annotated[int | None, typer.Option("--concurrency", min=1, max=64, help="SMTP connections (default: \\[smtp] concurrency, 4).", metavar="K")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Write the exact bytes to .campaign/outbox/ and change nothing.")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send at most N letters in this run.", metavar="N")
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", min=1, max=64, help="SMTP connections (default: \\[smtp] concurrency, 4).", metavar="K"
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Keep running until every letter is final (retries, office hours, schedules).")] = False,
-    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="Messages per second overall, for this run only.", metavar="R")] = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Keep running until every letter is final (retries, office hours, schedules)."),
+    ] = False,
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", min=0.001, help="Messages per second overall, for this run only.", metavar="R"),
+    ] = None,
 ) -> None:
     """Send the queued letters that are due, carefully.
 
@@ -184,12 +238,17 @@ def send(
     from campaign import api
 
     ws = state(ctx).workspace(**({"sending.rate": rate} if rate else {}))
-    request = api.SendRequest(campaign=campaign, dry_run=dry_run, limit=limit, concurrency=concurrency, wait=wait, rate=rate)
+    request = api.SendRequest(
+        campaign=campaign, dry_run=dry_run, limit=limit, concurrency=concurrency, wait=wait, rate=rate
+    )
     if dry_run:
         outcome = api.send(ws, request)
         for path in outcome.written:
             out().print(f"wrote {plain(ws.relative(path))}")
-        out().print(f"{len(outcome.written)} letters written to {plain(ws.relative(ws.outbox_dir))}/; nothing was sent or changed")
+        out().print(
+            f"{len(outcome.written)} letters written to {plain(ws.relative(ws.outbox_dir))}/; nothing was sent "
+            "or changed"
+        )
         return
     summary = api.send_summary(ws, campaign)
     if summary.letters == 0:
@@ -200,9 +259,7 @@ def send(
             err().print("[bold red]error:[/bold red] refusing to send without confirmation: no terminal to ask on")
             err().print("[dim]hint:[/dim] pass --yes to send without asking")
             raise typer.Exit(1)
-        question = (
-            f"Send {summary.letters} letters to {summary.institutions} institutions through {summary.server}?"
-        )
+        question = f"Send {summary.letters} letters to {summary.institutions} institutions through {summary.server}?"
         if not typer.confirm(question, default=False):
             out().print("nothing sent")
             raise typer.Exit(1)
@@ -285,8 +342,10 @@ def print_send_summary(outcome: Any) -> None:
     report = outcome.report
     p = report.progress
     if report.recovered:
-        warn(f"{len(report.recovered)} letters were being sent when a previous run stopped; "
-             "they were sent again and may have reached the institution twice (logged as crash_recovered)")
+        warn(
+            f"{len(report.recovered)} letters were being sent when a previous run stopped; "
+            "they were sent again and may have reached the institution twice (logged as crash_recovered)"
+        )
     t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
     t.add_row(str(p.sent), str(p.deferred), str(p.failed), str(p.held), str(p.unknown))
     out().print(t)
@@ -297,14 +356,18 @@ def print_send_summary(outcome: Any) -> None:
         t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
         for m in outcome.remaining[:50]:
             t.add_row(
-                str(m.id), plain(m.recipient), m.status,
+                str(m.id),
+                plain(m.recipient),
+                m.status,
                 m.next_attempt_at.strftime("%Y-%m-%d %H:%M:%S") if m.next_attempt_at else "",
                 plain(m.wait_reason or (m.last_reply or "")),
             )
         out().print(t)
         if len(outcome.remaining) > 50:
             out().print(f"… and {len(outcome.remaining) - 50} more (see `campaign log --status queued`)")
-        out().print(f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)")
+        out().print(
+            f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)"
+        )
     if report.stopped is not None:
         common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
         if report.stopped.hint:
@@ -337,13 +400,22 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
         return moment.astimezone(ZoneInfo(zone)) if zone else moment
 
     if as_json:
-        print_json([
-            {"id": r.id, "campaign": r.campaign, "recipient": r.recipient, "email": r.email,
-             "expected_at": when(r.at_ms).isoformat().replace("+00:00", "Z"),
-             "local_time": when(r.at_ms, r.zone).isoformat(), "timezone": r.zone,
-             "outcome": r.outcome, "waiting": r.waiting}
-            for r in result.rows
-        ])
+        print_json(
+            [
+                {
+                    "id": r.id,
+                    "campaign": r.campaign,
+                    "recipient": r.recipient,
+                    "email": r.email,
+                    "expected_at": when(r.at_ms).isoformat().replace("+00:00", "Z"),
+                    "local_time": when(r.at_ms, r.zone).isoformat(),
+                    "timezone": r.zone,
+                    "outcome": r.outcome,
+                    "waiting": r.waiting,
+                }
+                for r in result.rows
+            ]
+        )
         return
     if not result.rows:
         out().print("nothing is queued: nothing to plan")
@@ -354,8 +426,14 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
         expected = when(r.at_ms).strftime("%a %Y-%m-%d %H:%M:%S")
         if r.outcome != "sent":
             expected = f"{r.outcome}"
-        t.add_row(str(r.id), plain(r.recipient), plain(r.email), expected,
-                  f"{local:%a %H:%M} {r.zone}", plain(r.waiting or ""))
+        t.add_row(
+            str(r.id),
+            plain(r.recipient),
+            plain(r.email),
+            expected,
+            f"{local:%a %H:%M} {r.zone}",
+            plain(r.waiting or ""),
+        )
     out().print(t)
     first, last = result.rows[0].at_ms, result.rows[-1].at_ms
     out().print(f"{len(result.rows)} letters from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC")
@@ -394,12 +472,16 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
     if as_json:
         from campaign.pacing import ms_to_dt
 
-        print_json({
-            "campaigns": counts,
-            "receipts": report.receipts,
-            "waiting": [{"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
-                        for r, n, first in report.waiting],
-        })
+        print_json(
+            {
+                "campaigns": counts,
+                "receipts": report.receipts,
+                "waiting": [
+                    {"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
+                    for r, n, first in report.waiting
+                ],
+            }
+        )
         return
     if not counts:
         out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
@@ -435,7 +517,9 @@ def message_row(m: Message) -> dict[str, Any]:
         "message_id": m.message_id,
         "sent_at": m.sent_at.isoformat().replace("+00:00", "Z") if m.sent_at else None,
         "last_reply": m.last_reply,
-        "next_attempt_at": m.next_attempt_at.isoformat().replace("+00:00", "Z") if m.next_attempt_at and m.status in ("queued", "deferred") else None,
+        "next_attempt_at": m.next_attempt_at.isoformat().replace("+00:00", "Z")
+        if m.next_attempt_at and m.status in ("queued", "deferred")
+        else None,
         "wait_reason": m.wait_reason,
         "possible_duplicate": m.possible_duplicate,
         "subject": m.subject,
@@ -476,10 +560,16 @@ def _flags(m: Message) -> str:
 def log(
     ctx: typer.Context,
     campaign: CampaignOpt = None,
-    status_: Annotated[list[State] | None, typer.Option("--status", help="Only letters in this state (repeat).")] = None,
+    status_: Annotated[
+        list[State] | None, typer.Option("--status", help="Only letters in this state (repeat).")
+    ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Only letters to this institution id.", metavar="ID")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Only letters changed since this date/time (UTC).", metavar="DATE")] = None,
-    events: Annotated[bool, typer.Option("--events", help="Show the event history instead of one row per letter.")] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only letters changed since this date/time (UTC).", metavar="DATE")
+    ] = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Show the event history instead of one row per letter.")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
@@ -501,8 +591,15 @@ def log(
     if events:
         history = api.log_events(ws, query)
         rows = [
-            {"seq": e.seq, "time": e.time.isoformat().replace("+00:00", "Z"), "event": e.kind, "message": e.message,
-             "campaign": e.campaign, **{k: v for k, v in e.data.items()}, "hash": e.hash}
+            {
+                "seq": e.seq,
+                "time": e.time.isoformat().replace("+00:00", "Z"),
+                "event": e.kind,
+                "message": e.message,
+                "campaign": e.campaign,
+                **dict(e.data),
+                "hash": e.hash,
+            }
             for e in history
         ]
         if as_json:
@@ -513,7 +610,9 @@ def log(
             t = common.table("#", "time (UTC)", "event", "message", "details")
             for e in history:
                 details = " ".join(f"{k}={v}" for k, v in e.data.items() if k not in ("sha256", "content_sha256"))
-                t.add_row(str(e.seq), e.time.strftime("%Y-%m-%d %H:%M:%S"), e.kind, plain(e.message or ""), plain(details))
+                t.add_row(
+                    str(e.seq), e.time.strftime("%Y-%m-%d %H:%M:%S"), e.kind, plain(e.message or ""), plain(details)
+                )
             out().print(t)
         return
     messages = api.log(ws, query)
@@ -527,16 +626,32 @@ def log(
     if not rows:
         out().print("no letters match")
         return
-    t = common.table("id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "receipt", "flags", "Message-ID")
+    t = common.table(
+        "id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "receipt", "flags", "Message-ID"
+    )
     for m in messages:
         receipt = ""
         if m.delivery_detail or m.delivery_status:
-            receipt = " ".join(p for p in (m.delivery_detail, f"by {m.reporting_mta}" if m.reporting_mta else None,
-                                            m.receipt_at.strftime("%Y-%m-%d %H:%M") if m.receipt_at else None) if p)
+            receipt = " ".join(
+                p
+                for p in (
+                    m.delivery_detail,
+                    f"by {m.reporting_mta}" if m.reporting_mta else None,
+                    m.receipt_at.strftime("%Y-%m-%d %H:%M") if m.receipt_at else None,
+                )
+                if p
+            )
         t.add_row(
-            str(m.id), plain(m.recipient), plain(m.email), m.status.value,
-            str(m.attempts), plain(m.wait_reason or m.last_reply or ""),
-            m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "", plain(receipt), _flags(m), plain(m.message_id),
+            str(m.id),
+            plain(m.recipient),
+            plain(m.email),
+            m.status.value,
+            str(m.attempts),
+            plain(m.wait_reason or m.last_reply or ""),
+            m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "",
+            plain(receipt),
+            _flags(m),
+            plain(m.message_id),
         )
     out().print(t)
 
@@ -555,7 +670,10 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
 @log_app.command("verify")
 def log_verify(
     ctx: typer.Context,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Check an exported evidence bundle instead of the log.", metavar="FILE")] = None,
+    bundle: Annotated[
+        Path | None,
+        typer.Option("--bundle", help="Check an exported evidence bundle instead of the log.", metavar="FILE"),
+    ] = None,
 ) -> None:
     """Recompute the hash chain of the log; name the first broken event.
 
@@ -583,7 +701,9 @@ def log_verify(
     if result.ok:
         out().print(f"ok: {result.count} events, chain head {result.head}")
         return
-    err().print(f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}")
+    err().print(
+        f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}"
+    )
     err().print(f"[dim]hint:[/dim] events 1–{result.count} verify; the log was changed outside campaign")
     raise typer.Exit(1)
 
@@ -592,8 +712,12 @@ def log_verify(
 def log_export(
     ctx: typer.Context,
     ids: Annotated[list[int] | None, typer.Argument(help="Message ids (the id column of `campaign log`).")] = None,
-    campaign: Annotated[str | None, typer.Option("--campaign", help="Every letter of this campaign.", metavar="NAME")] = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.zip).", metavar="FILE")] = Path("evidence.zip"),
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Every letter of this campaign.", metavar="NAME")
+    ] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.zip).", metavar="FILE")] = Path(
+        "evidence.zip"
+    ),
 ) -> None:
     """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
 
@@ -667,11 +791,18 @@ def demo(ctx: typer.Context) -> None:
     print_send_summary(result.outcome)
     t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
-        t.add_row(plain(m.recipient), plain(m.email), m.status.value, plain(m.last_reply or ""),
-                  plain(f"{m.delivery_status} {m.delivery_detail or ''}" if m.delivery_status else ""))
+        t.add_row(
+            plain(m.recipient),
+            plain(m.email),
+            m.status.value,
+            plain(m.last_reply or ""),
+            plain(f"{m.delivery_status} {m.delivery_detail or ''}" if m.delivery_status else ""),
+        )
     out().print(t)
-    out().print(f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
-                f"(head {result.verification.head[:16]}…)")
+    out().print(
+        f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
+        f"(head {result.verification.head[:16]}…)"
+    )
     out().print(f"received messages: {plain(str(result.mailbox))}/")
     if result.receipts:
         out().print(f"simulated delivery reports: {plain(str(result.reports))}/ (imported: {result.receipts})")

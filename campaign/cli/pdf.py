@@ -17,7 +17,7 @@ keys_app = typer.Typer(
 )
 pdf_app = typer.Typer(
     help="Letters as signed PDFs (PAdES) that anyone can verify.\n\n"
-    "Example:\n\n    campaign pdf export peace-agreement --to ohchr --signer \"Maria Ivanova\" -o letter.pdf",
+    'Example:\n\n    campaign pdf export peace-agreement --to ohchr --signer "Maria Ivanova" -o letter.pdf',
     no_args_is_help=True,
 )
 
@@ -30,8 +30,10 @@ def _passphrase(var: str, prompt: str, *, confirm: bool = False) -> str:
     if value is not None:
         return value
     if not common.is_terminal():
-        raise SecretError(f"no passphrase: {var} is not set and there is no terminal to ask on",
-                          hint=f"set {var} in the environment of this command")
+        raise SecretError(
+            f"no passphrase: {var} is not set and there is no terminal to ask on",
+            hint=f"set {var} in the environment of this command",
+        )
     return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm))
 
 
@@ -59,7 +61,9 @@ def keys_init(ctx: typer.Context) -> None:
 def keys_issue(
     ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="The supporter's name, as it will appear on the certificate.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The PKCS#12 file to write (e.g. supporter.p12).", metavar="FILE")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The PKCS#12 file to write (e.g. supporter.p12).", metavar="FILE")
+    ],
     email: Annotated[str | None, typer.Option("--email", help="Optional e-mail for the certificate.")] = None,
 ) -> None:
     """Issue a supporter certificate signed by the organisation's root, as a .p12 file.
@@ -90,8 +94,13 @@ def pdf_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The PDF to write.", metavar="FILE")],
     title: Annotated[str | None, typer.Option("--title", help="The supporter's title or role.")] = None,
     city: Annotated[str | None, typer.Option("--city", help="Where the supporter signs.")] = None,
-    signature_image: Annotated[Path | None, typer.Option("--signature-image", help="A PNG of a handwritten signature.", metavar="PNG")] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="The supporter's own .p12 (default: the organisation seal).", metavar="FILE.p12")] = None,
+    signature_image: Annotated[
+        Path | None, typer.Option("--signature-image", help="A PNG of a handwritten signature.", metavar="PNG")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", help="The supporter's own .p12 (default: the organisation seal).", metavar="FILE.p12"),
+    ] = None,
     lang: Annotated[str | None, typer.Option("--lang", help="Language instead of the institution's first.")] = None,
 ) -> None:
     """Export one letter to one institution as a signed PDF (visible and PAdES signature).
@@ -101,7 +110,7 @@ def pdf_export(
 
     Example:
 
-        campaign pdf export peace-agreement --to ohchr --signer "Maria Ivanova" --city Berlin --key maria.p12 --lang ru -o letter.pdf
+        campaign pdf export peace-agreement --to ohchr --signer "Maria Ivanova" --key maria.p12 -o letter.pdf
     """
     from campaign import api
 
@@ -111,8 +120,14 @@ def pdf_export(
     else:
         passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys")
     path = api.pdf_export(
-        ws, letter, to, api.SignerInput(signer, title, city, signature_image), output,
-        key_file=key, passphrase=passphrase, lang=lang,
+        ws,
+        letter,
+        to,
+        api.SignerInput(signer, title, city, signature_image),
+        output,
+        key_file=key,
+        passphrase=passphrase,
+        lang=lang,
     )
     out().print(f"wrote {plain(str(path))}: signed by {'your key' if key else 'the organisation seal'}")
     out().print(f"check it: campaign pdf verify {plain(str(path))}")
@@ -122,13 +137,24 @@ def pdf_export(
 def pdf_batch(
     ctx: typer.Context,
     letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
-    supporters: Annotated[Path, typer.Option("--supporters", help="CSV with columns name, title, city, signature_image.", metavar="CSV")],
+    supporters: Annotated[
+        Path, typer.Option("--supporters", help="CSV with columns name, title, city, signature_image.", metavar="CSV")
+    ],
     out_dir: Annotated[Path, typer.Option("--out-dir", help="Folder for the signed PDFs.", metavar="DIR")],
     to: Annotated[list[str] | None, typer.Option("--to", help="Institution id (repeat).", metavar="ID")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")
+    ] = None,
     zip_: Annotated[bool, typer.Option("--zip", help="Also pack the individually signed files into one .zip.")] = False,
-    print_file: Annotated[Path | None, typer.Option("--print-file", help="Also write all letters, unsigned, into one PDF for printing.", metavar="FILE.pdf")] = None,
-    processes: Annotated[int | None, typer.Option("--processes", min=1, help="Worker processes (default: number of CPUs).")] = None,
+    print_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--print-file", help="Also write all letters, unsigned, into one PDF for printing.", metavar="FILE.pdf"
+        ),
+    ] = None,
+    processes: Annotated[
+        int | None, typer.Option("--processes", min=1, help="Worker processes (default: number of CPUs).")
+    ] = None,
 ) -> None:
     """One organisation-sealed PDF per supporter and institution.
 
@@ -157,8 +183,19 @@ def pdf_batch(
             progress.update(task, completed=done, total=total)
 
     try:
-        result = api.pdf_batch(ws, letter, supporters, out_dir, ids=to or [], tags=tag or [], passphrase=passphrase,
-                               zip_output=zip_, print_file=print_file, processes=processes, on_progress=tick)
+        result = api.pdf_batch(
+            ws,
+            letter,
+            supporters,
+            out_dir,
+            ids=to or [],
+            tags=tag or [],
+            passphrase=passphrase,
+            zip_output=zip_,
+            print_file=print_file,
+            processes=processes,
+            on_progress=tick,
+        )
     finally:
         if progress is not None:
             progress.stop()
@@ -173,7 +210,10 @@ def pdf_batch(
 def pdf_verify(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(help="Signed PDF letters.")],
-    trust: Annotated[list[Path] | None, typer.Option("--trust", help="A root certificate to trust (default: this workspace's).", metavar="ROOT.pem")] = None,
+    trust: Annotated[
+        list[Path] | None,
+        typer.Option("--trust", help="A root certificate to trust (default: this workspace's).", metavar="ROOT.pem"),
+    ] = None,
 ) -> None:
     """Check signed letters: who signed, when, and whether each is intact, trusted and unmodified.
 

@@ -71,15 +71,25 @@ def receipts_unmatched(
         return
     t = common.table("received (UTC)", "kind", "outcome", "recipient", "status", "source", "note")
     for r in rows:
-        t.add_row(r["received_at"][:19].replace("T", " "), r["kind"], r["outcome"] or "", plain(r["final_recipient"] or ""),
-                  plain(r["status"] or ""), plain(r["source"] or ""), plain(r["note"] or ""))
+        t.add_row(
+            r["received_at"][:19].replace("T", " "),
+            r["kind"],
+            r["outcome"] or "",
+            plain(r["final_recipient"] or ""),
+            plain(r["status"] or ""),
+            plain(r["source"] or ""),
+            plain(r["note"] or ""),
+        )
     out().print(t)
 
 
 @receipts_app.command("fetch")
 def receipts_fetch(
     ctx: typer.Context,
-    move_to: Annotated[str | None, typer.Option("--move-to", help="File the messages that were imported into this folder.", metavar="FOLDER")] = None,
+    move_to: Annotated[
+        str | None,
+        typer.Option("--move-to", help="File the messages that were imported into this folder.", metavar="FOLDER"),
+    ] = None,
 ) -> None:
     """Fetch new reports and replies from the IMAP mailbox in [receipts.imap] and import them.
 
@@ -110,7 +120,9 @@ def receipts_fetch(
 
 def replies(
     ctx: typer.Context,
-    campaign: Annotated[str | None, typer.Option("--campaign", help="Only replies to this campaign.", metavar="NAME")] = None,
+    campaign: Annotated[
+        str | None, typer.Option("--campaign", help="Only replies to this campaign.", metavar="NAME")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """List answers from institutions, and automatic replies (marked as such).
@@ -134,7 +146,14 @@ def replies(
     t = common.table("received (UTC)", "institution", "kind", "from", "subject", "letter id")
     for r in rows:
         kind = "automatic reply" if r.kind == "auto-reply" else "reply"
-        t.add_row(r.received[:16].replace("T", " "), plain(r.recipient), kind, plain(r.sender), plain(r.reply_subject), str(r.message_row))
+        t.add_row(
+            r.received[:16].replace("T", " "),
+            plain(r.recipient),
+            kind,
+            plain(r.sender),
+            plain(r.reply_subject),
+            str(r.message_row),
+        )
     out().print(t)
     answered = len({r.message_row for r in rows if r.kind == "reply"})
     out().print(f"{answered} letters answered, {sum(1 for r in rows if r.kind == 'auto-reply')} automatic replies")

@@ -20,7 +20,12 @@ store_app = typer.Typer(
 @store_app.command("migrate")
 def store_migrate(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", help="Target store URL, e.g. postgresql://user@host/db (no password in it).", metavar="URL")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to", help="Target store URL, e.g. postgresql://user@host/db (no password in it).", metavar="URL"
+        ),
+    ],
 ) -> None:
     """Copy this workspace's queue, log and receipts into another (empty) store.
 
@@ -39,7 +44,7 @@ def store_migrate(
     copied = ", ".join(f"{n} {table}" for table, n in result.copied.items())
     out().print(f"copied into {plain(result.target)}: {copied}")
     out().print(f"chain verified: {result.verification.count} events, head {result.verification.head}")
-    out().print(f"next: set [store] url = \"{plain(to)}\" in campaign.toml (or pass --db)")
+    out().print(f'next: set [store] url = "{plain(to)}" in campaign.toml (or pass --db)')
 
 
 def workers(
@@ -63,18 +68,42 @@ def workers(
         minutes = max((end - started).total_seconds() / 60, 1 / 60)
         row["rate_per_minute"] = round(row["sent"] / minutes, 1)
         beat = datetime.fromisoformat(row["heartbeat_at"].replace("Z", "+00:00"))
-        row["state"] = "stopped" if row["stopped_at"] else ("active" if (now - beat).total_seconds() < 300 else "silent")
+        row["state"] = (
+            "stopped" if row["stopped_at"] else ("active" if (now - beat).total_seconds() < 300 else "silent")
+        )
     if as_json:
         print_json(rows)
         return
     if not rows:
         out().print("no send process in the last 24 hours")
         return
-    t = common.table("worker", "label", "campaign", "state", "started (UTC)", "last seen", "leases", "sent", "deferred", "failed", "per minute")
+    t = common.table(
+        "worker",
+        "label",
+        "campaign",
+        "state",
+        "started (UTC)",
+        "last seen",
+        "leases",
+        "sent",
+        "deferred",
+        "failed",
+        "per minute",
+    )
     for r in rows:
-        t.add_row(r["id"], plain(r["label"] or ""), plain(r["campaign"] or "all"), r["state"], r["started_at"][:19].replace("T", " "),
-                  r["heartbeat_at"][11:19], str(r["leases"]), str(r["sent"]), str(r["deferred"]), str(r["failed"]),
-                  f"{r['rate_per_minute']:g}")
+        t.add_row(
+            r["id"],
+            plain(r["label"] or ""),
+            plain(r["campaign"] or "all"),
+            r["state"],
+            r["started_at"][:19].replace("T", " "),
+            r["heartbeat_at"][11:19],
+            str(r["leases"]),
+            str(r["sent"]),
+            str(r["deferred"]),
+            str(r["failed"]),
+            f"{r['rate_per_minute']:g}",
+        )
     out().print(t)
 
 

@@ -120,9 +120,7 @@ def letters_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     ws = state(ctx).workspace()
     letters = api.list_letters(ws)
     if as_json:
-        print_json(
-            [{"id": l.id, "languages": l.languages, "description": l.description} for l in letters]
-        )
+        print_json([{"id": x.id, "languages": x.languages, "description": x.description} for x in letters])
         return
     t = common.table("letter", "languages", "description")
     for letter in letters:
@@ -153,10 +151,7 @@ def letters_check(
         warn(w)
     for problem in report.problems:
         common.err().print(f"[bold red]error:[/bold red] {plain(problem)}")
-    out().print(
-        f"{report.rendered} renderings checked, {len(report.problems)} errors, "
-        f"{len(report.warnings)} warnings"
-    )
+    out().print(f"{report.rendered} renderings checked, {len(report.problems)} errors, {len(report.warnings)} warnings")
     if report.problems or (strict and report.warnings):
         raise typer.Exit(1)
 
@@ -165,8 +160,12 @@ def preview(
     ctx: typer.Context,
     letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
     to: Annotated[str, typer.Option("--to", help="Institution id from recipients.yaml.")],
-    lang: Annotated[str | None, typer.Option("--lang", help="Language to use instead of the institution's first.")] = None,
-    fmt: Annotated[PreviewFormat, typer.Option("--format", help="text, html, markdown, or eml (the MIME bytes).")] = PreviewFormat.text,
+    lang: Annotated[
+        str | None, typer.Option("--lang", help="Language to use instead of the institution's first.")
+    ] = None,
+    fmt: Annotated[
+        PreviewFormat, typer.Option("--format", help="text, html, markdown, or eml (the MIME bytes).")
+    ] = PreviewFormat.text,
     contact: Annotated[str | None, typer.Option("--contact", help="Contact e-mail (default: the first).")] = None,
 ) -> None:
     """Show exactly what one institution would receive.

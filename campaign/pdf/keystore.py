@@ -93,9 +93,7 @@ def _private_folder(folder: Path) -> None:
         raise PdfError(f"{folder}: cannot create the keys folder ({err.strerror or err})") from None
 
 
-def _read(
-    path: Path, what: str, hint: str = "create the organisation's keys first (campaign keys init)"
-) -> bytes:
+def _read(path: Path, what: str, hint: str = "create the organisation's keys first (campaign keys init)") -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -171,9 +169,7 @@ def _signing_certificate(
         )
     )
     if email:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
@@ -221,9 +217,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
         serialization.NoEncryption(),
     )
     salt, iv = os.urandom(16), os.urandom(16)
-    derived = PBKDF2HMAC(
-        algorithm=hashes.SHA256(), length=32, salt=salt, iterations=KDF_ITERATIONS
-    ).derive(passphrase)
+    derived = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=KDF_ITERATIONS).derive(passphrase)
     padder = padding.PKCS7(128).padder()
     encryptor = Cipher(algorithms.AES(derived), modes.CBC(iv)).encryptor()
     encrypted = encryptor.update(padder.update(plain) + padder.finalize()) + encryptor.finalize()
@@ -264,9 +258,7 @@ def _load_cert(path: Path, what: str) -> x509.Certificate:
     try:
         return x509.load_pem_x509_certificate(_read(path, what))
     except ValueError:
-        raise PdfError(
-            f"{path}: not a PEM certificate", hint="restore it from your backup"
-        ) from None
+        raise PdfError(f"{path}: not a PEM certificate", hint="restore it from your backup") from None
 
 
 def _load_key(path: Path, passphrase: str, what: str) -> ec.EllipticCurvePrivateKey:
@@ -279,9 +271,7 @@ def _load_key(path: Path, passphrase: str, what: str) -> ec.EllipticCurvePrivate
                 f"{path}: wrong passphrase for the {what}",
                 hint="type the passphrase chosen at `campaign keys init`",
             ) from None
-        raise PdfError(
-            f"{path}: not an encrypted private key", hint="restore it from your backup"
-        ) from None
+        raise PdfError(f"{path}: not an encrypted private key", hint="restore it from your backup") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PdfError(f"{path}: not an elliptic-curve key made by campaign")
     return key
@@ -290,14 +280,10 @@ def _load_key(path: Path, passphrase: str, what: str) -> ec.EllipticCurvePrivate
 _SigningPrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 
-def _signing_key(
-    cert: x509.Certificate, key: _SigningPrivateKey, chain: list[x509.Certificate]
-) -> SigningKey:
+def _signing_key(cert: x509.Certificate, key: _SigningPrivateKey, chain: list[x509.Certificate]) -> SigningKey:
     der = cert.public_bytes(serialization.Encoding.DER)
     store = SimpleCertificateStore()
-    store.register_multiple(
-        asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in chain
-    )
+    store.register_multiple(asn1_x509.Certificate.load(c.public_bytes(serialization.Encoding.DER)) for c in chain)
     key_info = asn1_keys.PrivateKeyInfo.load(
         key.private_bytes(
             serialization.Encoding.DER,
@@ -305,9 +291,7 @@ def _signing_key(
             serialization.NoEncryption(),
         )
     )
-    signer = SimpleSigner(
-        signing_cert=asn1_x509.Certificate.load(der), signing_key=key_info, cert_registry=store
-    )
+    signer = SimpleSigner(signing_cert=asn1_x509.Certificate.load(der), signing_key=key_info, cert_registry=store)
     issuer = next((_common_name(c) for c in chain if c.subject == cert.issuer), "")
     return SigningKey(holder=_common_name(cert), signer=signer, certificate_der=der, issuer=issuer)
 
@@ -377,9 +361,7 @@ def root_fingerprint(folder: Path) -> str:
 def load_seal(folder: Path, passphrase: str) -> SigningKey:
     """The organisation's seal key with its chain. Raises PdfError (wrong passphrase...)."""
     if not folder.is_dir():
-        raise PdfError(
-            f"{folder}: no keys folder", hint="create the keys first (campaign keys init)"
-        )
+        raise PdfError(f"{folder}: no keys folder", hint="create the keys first (campaign keys init)")
     root = _load_cert(folder / ROOT_CERT, "root certificate")
     seal = _load_cert(folder / SEAL_CERT, "seal certificate")
     key = _load_key(folder / SEAL_KEY, passphrase, "seal key")
@@ -388,9 +370,7 @@ def load_seal(folder: Path, passphrase: str) -> SigningKey:
     return _signing_key(seal, key, [root])
 
 
-def issue_supporter(
-    folder: Path, passphrase: str, *, name: str, email: str | None, p12_passphrase: str
-) -> bytes:
+def issue_supporter(folder: Path, passphrase: str, *, name: str, email: str | None, p12_passphrase: str) -> bytes:
     """A PKCS#12 file for one supporter: their key, a certificate issued by the root,
     and the root. Raises PdfError (wrong passphrase, short p12 passphrase...)."""
     secret = _check_passphrase(p12_passphrase, "passphrase for the supporter's file")
@@ -449,8 +429,6 @@ def load_p12(path: Path, passphrase: str) -> SigningKey:
         ) from None
     if key is None or cert is None:
         raise PdfError(f"{path}: the PKCS#12 file holds no key and certificate")
-    if not isinstance(
-        key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-    ):
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         raise PdfError(f"{path}: the key in this file cannot sign PDFs (use EC, RSA or Ed25519)")
     return _signing_key(cert, key, list(extra))

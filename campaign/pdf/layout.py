@@ -382,10 +382,7 @@ class PdfRenderer:
 
     def __init__(self) -> None:
         try:
-            fonts = {
-                f"{_ASSET}fonts/{name}": ((FONTS_DIR / name).read_bytes(), "font/ttf")
-                for name in _FONT_FILES
-            }
+            fonts = {f"{_ASSET}fonts/{name}": ((FONTS_DIR / name).read_bytes(), "font/ttf") for name in _FONT_FILES}
             css_text = (ASSETS_DIR / "letter.css").read_text(encoding="utf-8")
         except OSError as err:
             raise PdfError(
@@ -413,13 +410,9 @@ class PdfRenderer:
             resources[_SIGNATURE_URL] = (read_signature_image(signer.signature_image), "image/png")
         fetcher = _Fetcher(resources)
         stamp_id = "stamp-" + secrets.token_hex(8)
-        source = letter_html(
-            head, content, signer, lang=lang, stamp_id=stamp_id, with_image=bool(resources)
-        )
+        source = letter_html(head, content, signer, lang=lang, stamp_id=stamp_id, with_image=bool(resources))
         try:
-            document = HTML(string=source, url_fetcher=fetcher).render(
-                stylesheets=[self._css], font_config=self._fonts
-            )
+            document = HTML(string=source, url_fetcher=fetcher).render(stylesheets=[self._css], font_config=self._fonts)
             self.refused_urls = tuple(fetcher.refused)
             for page in document.pages:
                 page.links = []  # no /URI actions, no attachments from letter text
@@ -433,7 +426,5 @@ class PdfRenderer:
             finisher = _add_signature_field(place) if place is not None else None
             pdf: bytes = document.write_pdf(finisher=finisher, pdf_identifier=True)
         except (ValueError, TypeError, LookupError, OSError) as err:
-            raise PdfError(
-                f"cannot lay out the letter {content.reference!r}: {type(err).__name__}: {err}"
-            ) from err
+            raise PdfError(f"cannot lay out the letter {content.reference!r}: {type(err).__name__}: {err}") from err
         return pdf

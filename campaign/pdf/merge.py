@@ -54,9 +54,7 @@ def merge_unsigned(pdfs: list[bytes]) -> bytes:
             try:
                 source = pikepdf.open(BytesIO(data))
             except (pikepdf.PdfError, ValueError) as err:
-                raise PdfError(
-                    f"letter {number} of {len(pdfs)} is not a readable PDF ({err})"
-                ) from None
+                raise PdfError(f"letter {number} of {len(pdfs)} is not a readable PDF ({err})") from None
             sources.append(source)
             if _is_signed(source):
                 raise PdfError(

@@ -164,9 +164,7 @@ def sign_pdf(
     except (PyHankoPdfError, ValueError, KeyError, IndexError, TypeError) as err:
         raise PdfError(f"cannot sign: the PDF cannot be read ({err})") from None
     if writer.prev.encrypted:
-        raise PdfError(
-            "cannot sign an encrypted PDF", hint="sign the letter as campaign rendered it"
-        )
+        raise PdfError("cannot sign an encrypted PDF", hint="sign the letter as campaign rendered it")
     _check_validity(key)
     certify = not _already_signed(writer)
     if not certify:
@@ -224,6 +222,4 @@ def render_signed(
     timestamp_url: str | None = None,
 ) -> bytes:
     """Render one letter and sign it (the signature is the last thing written)."""
-    return sign_pdf(
-        renderer.render(head, content, signer), key, signer=signer, timestamp_url=timestamp_url
-    )
+    return sign_pdf(renderer.render(head, content, signer), key, signer=signer, timestamp_url=timestamp_url)

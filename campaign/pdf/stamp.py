@@ -221,9 +221,7 @@ class StampFontEngine(FontEngine):
         font_size: int,
         obj_stream: object = None,
     ) -> None:
-        super().__init__(
-            writer, font.ps_name, embedded_subset=True, obj_stream=obj_stream, font_size=font_size
-        )
+        super().__init__(writer, font.ps_name, embedded_subset=True, obj_stream=obj_stream, font_size=font_size)
         self._font = font
         self._used: set[int] = set()
         self._ref = writer.allocate_placeholder()
@@ -262,9 +260,7 @@ class StampFontEngine(FontEngine):
                 pdf_name("/Type"): pdf_name("/FontDescriptor"),
                 pdf_name("/FontName"): pdf_name("/" + name),
                 pdf_name("/Flags"): generic.NumberObject(32),  # nonsymbolic
-                pdf_name("/FontBBox"): generic.ArrayObject(
-                    [generic.NumberObject(v) for v in info.bbox]
-                ),
+                pdf_name("/FontBBox"): generic.ArrayObject([generic.NumberObject(v) for v in info.bbox]),
                 pdf_name("/ItalicAngle"): generic.FloatObject(info.italic_angle),
                 pdf_name("/Ascent"): generic.NumberObject(info.ascent),
                 pdf_name("/Descent"): generic.NumberObject(info.descent),
@@ -316,7 +312,5 @@ class StampFontFactory(FontEngineFactory):
 
     font_size: int = 8
 
-    def create_font_engine(
-        self, writer: BasePdfFileWriter, obj_stream: object = None
-    ) -> StampFontEngine:
+    def create_font_engine(self, writer: BasePdfFileWriter, obj_stream: object = None) -> StampFontEngine:
         return StampFontEngine(writer, stamp_font(), self.font_size, obj_stream)

@@ -35,9 +35,7 @@ from pyhanko_certvalidator import ValidationContext
 
 from campaign.errors import PdfError
 
-_KEY_USAGE = KeyUsageConstraints(
-    key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False
-)
+_KEY_USAGE = KeyUsageConstraints(key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False)
 
 
 @dataclass(frozen=True)
@@ -59,11 +57,7 @@ def _load_roots(trust_roots: list[bytes]) -> list[asn1_x509.Certificate]:
     for number, data in enumerate(trust_roots, start=1):
         try:
             if pem.detect(data):
-                blocks = [
-                    der
-                    for kind, _, der in pem.unarmor(data, multiple=True)
-                    if kind == "CERTIFICATE"
-                ]
+                blocks = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "CERTIFICATE"]
             else:
                 blocks = [data]
             for der in blocks:
@@ -179,9 +173,7 @@ def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf
             ok=False,
             reasons=["This PDF has no digital signature."],
         )
-    context = ValidationContext(
-        trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail"
-    )
+    context = ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
     intact = trusted = unmodified = True
     reasons: list[str] = []
     holders: list[str] = []
@@ -219,8 +211,7 @@ def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf
         elif not status.valid:
             intact = False
             reasons.append(
-                prefix + f"The signature does not match the certificate of {holder}: it is "
-                "forged or damaged."
+                prefix + f"The signature does not match the certificate of {holder}: it is forged or damaged."
             )
         if status.intact and status.valid and not status.trusted:
             trusted = False
@@ -228,9 +219,7 @@ def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf
         elif not (status.intact and status.valid):
             trusted = False
         if status.timestamp_validity is not None and not (
-            status.timestamp_validity.intact
-            and status.timestamp_validity.valid
-            and status.timestamp_validity.trusted
+            status.timestamp_validity.intact and status.timestamp_validity.valid and status.timestamp_validity.trusted
         ):
             trusted = False
             reasons.append(

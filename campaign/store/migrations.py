@@ -40,7 +40,7 @@ def m0001_queue_and_log(dialect: Dialect) -> list[str]:
     t = _types(dialect)
     return [
         f"""CREATE TABLE messages (
-    id {t['pk']},
+    id {t["pk"]},
     campaign TEXT NOT NULL,
     letter TEXT NOT NULL,
     recipient TEXT NOT NULL,
@@ -52,26 +52,26 @@ def m0001_queue_and_log(dialect: Dialect) -> list[str]:
     subject TEXT NOT NULL,
     message_id TEXT NOT NULL UNIQUE,
     envid TEXT NOT NULL UNIQUE,
-    body {t['blob']} NOT NULL,
+    body {t["blob"]} NOT NULL,
     content_sha256 TEXT NOT NULL,
-    smtputf8 {t['int']} NOT NULL DEFAULT 0,
-    wire_prefix {t['blob']},
+    smtputf8 {t["int"]} NOT NULL DEFAULT 0,
+    wire_prefix {t["blob"]},
     wire_sha256 TEXT,
     status TEXT NOT NULL,
-    attempts {t['int']} NOT NULL DEFAULT 0,
+    attempts {t["int"]} NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     first_attempt_at TEXT,
     sent_at TEXT,
-    next_attempt_at {t['int']},
+    next_attempt_at {t["int"]},
     wait_reason TEXT,
-    last_code {t['int']},
+    last_code {t["int"]},
     last_status TEXT,
     last_reply TEXT,
     remote_id TEXT,
-    possible_duplicate {t['int']} NOT NULL DEFAULT 0,
+    possible_duplicate {t["int"]} NOT NULL DEFAULT 0,
     lease_owner TEXT,
-    lease_expires {t['int']},
+    lease_expires {t["int"]},
     in_reply_to TEXT,
     UNIQUE (campaign, letter, recipient, email_key)
 )""",
@@ -80,7 +80,7 @@ def m0001_queue_and_log(dialect: Dialect) -> list[str]:
         "CREATE INDEX messages_by_recipient ON messages (recipient, status)",
         "CREATE INDEX messages_sending ON messages (lease_expires) WHERE status = 'sending'",
         f"""CREATE TABLE events (
-    seq {t['int']} PRIMARY KEY,
+    seq {t["int"]} PRIMARY KEY,
     time TEXT NOT NULL,
     kind TEXT NOT NULL,
     message TEXT,
@@ -93,20 +93,20 @@ def m0001_queue_and_log(dialect: Dialect) -> list[str]:
         "CREATE INDEX events_by_campaign ON events (campaign, seq)",
         *_append_only(dialect, "events"),
         f"""CREATE TABLE chain_head (
-    id {t['int']} PRIMARY KEY CHECK (id = 1),
-    seq {t['int']} NOT NULL,
+    id {t["int"]} PRIMARY KEY CHECK (id = 1),
+    seq {t["int"]} NOT NULL,
     hash TEXT NOT NULL
 )""",
         "INSERT INTO chain_head (id, seq, hash) VALUES (1, 0, '" + "0" * 64 + "')",
         f"""CREATE TABLE pacing (
     key TEXT PRIMARY KEY,
-    tat {t['int']} NOT NULL,
-    tail {t['int']} NOT NULL
+    tat {t["int"]} NOT NULL,
+    tail {t["int"]} NOT NULL
 )""",
         f"""CREATE TABLE daily_counts (
     recipient TEXT NOT NULL,
     day TEXT NOT NULL,
-    count {t['int']} NOT NULL,
+    count {t["int"]} NOT NULL,
     PRIMARY KEY (recipient, day)
 )""",
     ]
@@ -117,24 +117,31 @@ def m0002_receipts(dialect: Dialect) -> list[str]:
     entry, delivery fields and flags on the message."""
     t = _types(dialect)
     columns = [
-        "delivery_status TEXT", "delivery_detail TEXT", "reporting_mta TEXT", "receipt_at TEXT",
-        "delayed_at TEXT", "displayed_at TEXT", "deleted_at TEXT", "replied_at TEXT", "auto_replied_at TEXT",
+        "delivery_status TEXT",
+        "delivery_detail TEXT",
+        "reporting_mta TEXT",
+        "receipt_at TEXT",
+        "delayed_at TEXT",
+        "displayed_at TEXT",
+        "deleted_at TEXT",
+        "replied_at TEXT",
+        "auto_replied_at TEXT",
         f"dsn_requested {t['int']}",
     ]
     return [
         *(f"ALTER TABLE messages ADD COLUMN {column}" for column in columns),
         f"""CREATE TABLE blobs (
     sha256 TEXT PRIMARY KEY,
-    data {t['blob']} NOT NULL,
-    size {t['int']} NOT NULL,
+    data {t["blob"]} NOT NULL,
+    size {t["int"]} NOT NULL,
     created_at TEXT NOT NULL
 )""",
         f"""CREATE TABLE receipts (
-    id {t['pk']},
+    id {t["pk"]},
     report_sha256 TEXT NOT NULL,
-    part {t['int']} NOT NULL,
+    part {t["int"]} NOT NULL,
     kind TEXT NOT NULL,
-    message_row {t['int']},
+    message_row {t["int"]},
     matched_by TEXT,
     outcome TEXT,
     action TEXT,
@@ -165,13 +172,13 @@ def m0003_workers(dialect: Dialect) -> list[str]:
     id TEXT PRIMARY KEY,
     label TEXT,
     campaign TEXT,
-    concurrency {t['int']},
+    concurrency {t["int"]},
     started_at TEXT NOT NULL,
     heartbeat_at TEXT NOT NULL,
     stopped_at TEXT,
-    sent {t['int']} NOT NULL DEFAULT 0,
-    deferred {t['int']} NOT NULL DEFAULT 0,
-    failed {t['int']} NOT NULL DEFAULT 0
+    sent {t["int"]} NOT NULL DEFAULT 0,
+    deferred {t["int"]} NOT NULL DEFAULT 0,
+    failed {t["int"]} NOT NULL DEFAULT 0
 )""",
         "CREATE INDEX messages_by_lease ON messages (lease_owner) WHERE status = 'sending'",
     ]
@@ -184,8 +191,8 @@ def m0004_mailboxes(dialect: Dialect) -> list[str]:
         f"""CREATE TABLE mailbox_positions (
     account TEXT NOT NULL,
     folder TEXT NOT NULL,
-    uidvalidity {t['int']} NOT NULL,
-    last_uid {t['int']} NOT NULL,
+    uidvalidity {t["int"]} NOT NULL,
+    last_uid {t["int"]} NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (account, folder)
 )""",

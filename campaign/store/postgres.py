@@ -49,7 +49,9 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, *, password: str | None = None, migrate: bool = True) -> None:
         self.url = url
         parts = urlsplit(url)
-        self.label = f"postgresql://{parts.hostname or 'localhost'}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        self.label = (
+            f"postgresql://{parts.hostname or 'localhost'}{':' + str(parts.port) if parts.port else ''}{parts.path}"
+        )
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row, "connect_timeout": 10}
         if password is not None:
             kwargs["password"] = password
@@ -103,7 +105,8 @@ class PostgresStore(SqlStore):
         with self.transaction() as tx:
             for table in ("messages", "receipts"):
                 tx.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(COALESCE(MAX(id), 0), 1)) FROM {table}"
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(COALESCE(MAX(id), 0), 1)) "
+                    f"FROM {table}"
                 )
 
     def close(self) -> None:

@@ -14,9 +14,8 @@ from typing import Any
 
 from campaign import chain
 from campaign.errors import StoreError
-from campaign.models import Event, Message, from_rfc3339, to_rfc3339
+from campaign.models import DELIVERY_RANK, Event, Message, Status, from_rfc3339, to_rfc3339
 from campaign.pacing import Bucket, Pacer
-from campaign.models import DELIVERY_RANK, Status
 from campaign.store import (
     Claim,
     Claimed,
@@ -190,9 +189,25 @@ class EnqueueSession:
             "created_at, updated_at, next_attempt_at, wait_reason, in_reply_to) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)",
             (
-                msg.campaign, msg.letter, msg.recipient, msg.email, msg.email_key, msg.domain,
-                msg.contact_name, msg.lang, msg.subject, msg.message_id, msg.envid, msg.body,
-                msg.content_sha256, int(msg.smtputf8), now, now, due, msg.wait_reason, msg.in_reply_to,
+                msg.campaign,
+                msg.letter,
+                msg.recipient,
+                msg.email,
+                msg.email_key,
+                msg.domain,
+                msg.contact_name,
+                msg.lang,
+                msg.subject,
+                msg.message_id,
+                msg.envid,
+                msg.body,
+                msg.content_sha256,
+                int(msg.smtputf8),
+                now,
+                now,
+                due,
+                msg.wait_reason,
+                msg.in_reply_to,
             ),
         )
         data: dict[str, Any] = {
@@ -219,8 +234,16 @@ class EnqueueSession:
         self.tx.execute(
             "UPDATE messages SET body = ?, content_sha256 = ?, subject = ?, lang = ?, contact_name = ?, "
             "smtputf8 = ?, updated_at = ? WHERE id = ?",
-            (msg.body, msg.content_sha256, msg.subject, msg.lang, msg.contact_name, int(msg.smtputf8),
-             iso(self.now_ms), existing.id),
+            (
+                msg.body,
+                msg.content_sha256,
+                msg.subject,
+                msg.lang,
+                msg.contact_name,
+                int(msg.smtputf8),
+                iso(self.now_ms),
+                existing.id,
+            ),
         )
         self.tx.append(
             self.now_ms,
@@ -309,7 +332,9 @@ class SqlStore:
                     tx.execute(statement)
                 from campaign.models import utcnow
 
-                tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, to_rfc3339(utcnow())))
+                tx.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, to_rfc3339(utcnow()))
+                )
 
     def migrations(self) -> list[str]:
         with self.reading() as tx:
@@ -330,7 +355,7 @@ class SqlStore:
         from a crash; otherwise only those whose lease has expired.
         """
         with self.transaction() as tx:
-            sql = f"SELECT id, message_id, campaign, attempts, lease_owner FROM messages WHERE status = 'sending'"
+            sql = "SELECT id, message_id, campaign, attempts, lease_owner FROM messages WHERE status = 'sending'"
             params: tuple[Any, ...] = ()
             if not all_sending:
                 sql += " AND lease_expires < ?"
@@ -486,8 +511,18 @@ class SqlStore:
                     "dsn_requested = COALESCE(?, dsn_requested), updated_at = ? "
                     "WHERE id = ? AND status = 'sending' AND lease_owner = ?",
                     (
-                        o.status, o.code, o.enhanced, o.reply, o.remote_id, sent_at, o.next_attempt_ms,
-                        int(o.possible_duplicate), _flag(o.data.get("dsn")), iso(now_ms), o.id, worker,
+                        o.status,
+                        o.code,
+                        o.enhanced,
+                        o.reply,
+                        o.remote_id,
+                        sent_at,
+                        o.next_attempt_ms,
+                        int(o.possible_duplicate),
+                        _flag(o.data.get("dsn")),
+                        iso(now_ms),
+                        o.id,
+                        worker,
                     ),
                 )
                 changed = tx.cursor.rowcount == 1
@@ -502,7 +537,9 @@ class SqlStore:
                     "possible_duplicate": True if o.possible_duplicate else None,
                     **o.data,
                 }
-                tx.append(now_ms, o.event if changed else "late_outcome", message=o.message_id, campaign=o.campaign, data=data)
+                tx.append(
+                    now_ms, o.event if changed else "late_outcome", message=o.message_id, campaign=o.campaign, data=data
+                )
             tally = {"sent": 0, "deferred": 0, "failed": 0}
             for o in outcomes:
                 key = "failed" if o.status in ("failed", "held") else o.status
@@ -518,14 +555,18 @@ class SqlStore:
     def worker_started(self, worker: str, now_ms: int, *, label: str, campaign: str | None, concurrency: int) -> None:
         with self.transaction() as tx:
             tx.execute(
-                "INSERT INTO workers (id, label, campaign, concurrency, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO workers (id, label, campaign, concurrency, started_at, heartbeat_at) VALUES (?, "
+                "?, ?, ?, ?, ?)",
                 (worker, label, campaign, concurrency, iso(now_ms), iso(now_ms)),
             )
 
     def worker_beat(self, worker: str, now_ms: int, *, stopped: bool = False) -> None:
         with self.transaction() as tx:
             if stopped:
-                tx.execute("UPDATE workers SET heartbeat_at = ?, stopped_at = ? WHERE id = ?", (iso(now_ms), iso(now_ms), worker))
+                tx.execute(
+                    "UPDATE workers SET heartbeat_at = ?, stopped_at = ? WHERE id = ?",
+                    (iso(now_ms), iso(now_ms), worker),
+                )
             else:
                 tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (iso(now_ms), worker))
 
@@ -552,7 +593,10 @@ class SqlStore:
                     (item.previous_status, iso(now_ms), item.id, worker),
                 )
                 tx.append(
-                    now_ms, "not_sent", message=item.message_id, campaign=item.campaign,
+                    now_ms,
+                    "not_sent",
+                    message=item.message_id,
+                    campaign=item.campaign,
                     data={"attempt": item.attempt, "reason": reason},
                 )
 
@@ -571,12 +615,23 @@ class SqlStore:
                     "first_attempt_at = first_attempt_at, updated_at = ? WHERE id = ?",
                     (now_ms, iso(now_ms), mid),
                 )
-                tx.append(now_ms, "released", message=row["message_id"], campaign=row["campaign"], data={"from": row["status"], "note": note})
+                tx.append(
+                    now_ms,
+                    "released",
+                    message=row["message_id"],
+                    campaign=row["campaign"],
+                    data={"from": row["status"], "note": note},
+                )
                 released.append(row["message_id"])
         return released
 
     def append_event(
-        self, now_ms: int, kind: str, *, message: str | None = None, campaign: str | None = None,
+        self,
+        now_ms: int,
+        kind: str,
+        *,
+        message: str | None = None,
+        campaign: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> str:
         """Log an event that changes no message (run started, run stopped)."""
@@ -586,7 +641,10 @@ class SqlStore:
     def fail_expired(self, now_ms: int, max_age_ms: int, campaign: str | None = None) -> list[str]:
         """Deferred messages whose first attempt is older than max_age → failed."""
         cutoff = iso(now_ms - max_age_ms)
-        sql = "SELECT id, message_id, campaign, attempts, last_reply FROM messages WHERE status = 'deferred' AND first_attempt_at < ?"
+        sql = (
+            "SELECT id, message_id, campaign, attempts, last_reply FROM messages "
+            "WHERE status = 'deferred' AND first_attempt_at < ?"
+        )
         params: list[Any] = [cutoff]
         if campaign:
             sql += " AND campaign = ?"
@@ -598,9 +656,17 @@ class SqlStore:
                     "UPDATE messages SET status = 'failed', next_attempt_at = NULL, updated_at = ? WHERE id = ?",
                     (iso(now_ms), row["id"]),
                 )
-                tx.append(now_ms, "failed", message=row["message_id"], campaign=row["campaign"],
-                          data={"attempt": int(row["attempts"]), "reason": "max_age reached: gave up retrying",
-                                "reply": row["last_reply"]})
+                tx.append(
+                    now_ms,
+                    "failed",
+                    message=row["message_id"],
+                    campaign=row["campaign"],
+                    data={
+                        "attempt": int(row["attempts"]),
+                        "reason": "max_age reached: gave up retrying",
+                        "reply": row["last_reply"],
+                    },
+                )
             return [r["message_id"] for r in rows]
 
     # -- receipts ----------------------------------------------------------------------
@@ -609,7 +675,10 @@ class SqlStore:
         """Messages by envelope id and by Message-ID (one dict, both kinds of key)."""
         found: dict[str, Target] = {}
         with self.reading() as tx:
-            for column, keys in (("envid", list(dict.fromkeys(envids))), ("message_id", list(dict.fromkeys(message_ids)))):
+            for column, keys in (
+                ("envid", list(dict.fromkeys(envids))),
+                ("message_id", list(dict.fromkeys(message_ids))),
+            ):
                 for start in range(0, len(keys), 500):
                     chunk = keys[start : start + 500]
                     rows = tx.rows(
@@ -629,7 +698,8 @@ class SqlStore:
             for start in range(0, len(shas), 500):
                 chunk = shas[start : start + 500]
                 rows = tx.rows(
-                    f"SELECT DISTINCT report_sha256 FROM receipts WHERE report_sha256 IN ({', '.join('?' for _ in chunk)})",
+                    "SELECT DISTINCT report_sha256 FROM receipts WHERE report_sha256 IN "
+                    f"({', '.join('?' for _ in chunk)})",
                     chunk,
                 )
                 known.update(r["report_sha256"] for r in rows)
@@ -643,7 +713,8 @@ class SqlStore:
         with self.transaction() as tx:
             for report in reports:
                 tx.execute(
-                    "INSERT INTO blobs (sha256, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                    "INSERT INTO blobs (sha256, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT "
+                    "(sha256) DO NOTHING",
                     (report.sha256, report.raw, len(report.raw), now),
                 )
                 for entry in report.entries:
@@ -655,10 +726,25 @@ class SqlStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (report_sha256, part) DO NOTHING",
                         (
-                            report.sha256, entry.part, entry.kind, target.id if target else None, entry.matched_by,
-                            entry.outcome, entry.action, entry.status, entry.diagnostic, entry.reporting_mta,
-                            entry.remote_mta, entry.original_recipient, entry.final_recipient, entry.envid,
-                            entry.original_message_id, entry.arrival, report.source, entry.note, now,
+                            report.sha256,
+                            entry.part,
+                            entry.kind,
+                            target.id if target else None,
+                            entry.matched_by,
+                            entry.outcome,
+                            entry.action,
+                            entry.status,
+                            entry.diagnostic,
+                            entry.reporting_mta,
+                            entry.remote_mta,
+                            entry.original_recipient,
+                            entry.final_recipient,
+                            entry.envid,
+                            entry.original_message_id,
+                            entry.arrival,
+                            report.source,
+                            entry.note,
+                            now,
                         ),
                     )
                     if tx.cursor.rowcount != 1:
@@ -694,13 +780,18 @@ class SqlStore:
         kind = {"dsn": "receipt", "mdn": "read_receipt", "reply": "reply", "auto-reply": "auto_reply"}[entry.kind]
         if entry.kind == "mdn":
             column = "displayed_at" if entry.outcome == "displayed" else "deleted_at"
-            tx.execute(f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id))
+            tx.execute(
+                f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id)
+            )
         elif entry.kind in ("reply", "auto-reply"):
             column = "replied_at" if entry.kind == "reply" else "auto_replied_at"
-            tx.execute(f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id))
+            tx.execute(
+                f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id)
+            )
         elif entry.outcome == "delayed":
             tx.execute(
-                "UPDATE messages SET delayed_at = COALESCE(delayed_at, ?), delivery_detail = COALESCE(delivery_detail, ?) "
+                "UPDATE messages SET delayed_at = COALESCE(delayed_at, ?), delivery_detail = "
+                "COALESCE(delivery_detail, ?) "
                 "WHERE id = ?",
                 (entry.arrival or now, _detail(entry), target.id),
             )
@@ -714,8 +805,9 @@ class SqlStore:
             elif current in (Status.QUEUED, Status.DEFERRED, Status.SENDING):
                 # A report proves a server took the letter: stop retrying (a retry would be a duplicate).
                 self._set_delivery(tx, target.id, new, entry, now)
-                data["note"] = (f"report for a letter that was {current.value}: the server had accepted it; "
-                                "no further attempt")
+                data["note"] = (
+                    f"report for a letter that was {current.value}: the server had accepted it; no further attempt"
+                )
             else:
                 data["unchanged"] = f"the letter is {current.value}"
         tx.append(now_ms, kind, message=target.message_id, campaign=target.campaign, data=data)
@@ -723,20 +815,25 @@ class SqlStore:
     def _set_delivery(self, tx: Tx, row_id: int, status: Status, entry: ReceiptEntry, now: str) -> None:
         tx.execute(
             "UPDATE messages SET status = ?, delivery_status = ?, delivery_detail = ?, reporting_mta = ?, "
-            "receipt_at = ?, next_attempt_at = NULL, wait_reason = NULL, lease_owner = NULL, updated_at = ? WHERE id = ?",
+            "receipt_at = ?, next_attempt_at = NULL, wait_reason = NULL, lease_owner = NULL, updated_at = ? "
+            "WHERE id = ?",
             (status.value, status.value, _detail(entry), entry.reporting_mta, entry.arrival or now, now, row_id),
         )
 
     def mailbox_position(self, account: str, folder: str) -> tuple[int, int] | None:
         """(UIDVALIDITY, last UID processed) for an IMAP folder."""
         with self.reading() as tx:
-            row = tx.one("SELECT uidvalidity, last_uid FROM mailbox_positions WHERE account = ? AND folder = ?", (account, folder))
+            row = tx.one(
+                "SELECT uidvalidity, last_uid FROM mailbox_positions WHERE account = ? AND folder = ?",
+                (account, folder),
+            )
         return (int(row["uidvalidity"]), int(row["last_uid"])) if row else None
 
     def set_mailbox_position(self, account: str, folder: str, uidvalidity: int, last_uid: int, now_ms: int) -> None:
         with self.transaction() as tx:
             tx.execute(
-                "INSERT INTO mailbox_positions (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?) "
+                "INSERT INTO mailbox_positions (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, "
+                "?, ?, ?, ?) "
                 "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
                 "last_uid = excluded.last_uid, updated_at = excluded.updated_at",
                 (account, folder, uidvalidity, last_uid, iso(now_ms)),
@@ -777,7 +874,8 @@ class SqlStore:
     # -- queries -----------------------------------------------------------------------
 
     def _filter_sql(self, f: MessageFilter) -> tuple[str, list[Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if f.campaign:
             clauses.append("campaign = ?")
             params.append(f.campaign)
@@ -798,7 +896,8 @@ class SqlStore:
             params.extend(f.message_ids)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
-    def messages(self, f: MessageFilter = MessageFilter()) -> list[Message]:
+    def messages(self, f: MessageFilter | None = None) -> list[Message]:
+        f = f or MessageFilter()
         where, params = self._filter_sql(f)
         with self.reading() as tx:
             rows = tx.rows(f"SELECT {self.message_columns()} FROM messages{where} ORDER BY id", params)
@@ -809,8 +908,18 @@ class SqlStore:
 
     def to_message(self, row: dict[str, Any]) -> Message:
         data = dict(row)
-        for key in ("created_at", "updated_at", "sent_at", "first_attempt_at", "receipt_at", "delayed_at",
-                    "displayed_at", "deleted_at", "replied_at", "auto_replied_at"):
+        for key in (
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "first_attempt_at",
+            "receipt_at",
+            "delayed_at",
+            "displayed_at",
+            "deleted_at",
+            "replied_at",
+            "auto_replied_at",
+        ):
             if data.get(key):
                 data[key] = from_rfc3339(data[key])
         nxt = data.pop("next_attempt_at", None)
@@ -868,13 +977,17 @@ class SqlStore:
             params.append(campaign)
         sql += " GROUP BY campaign"
         with self.reading() as tx:
-            return {r["campaign"]: {"awaiting": int(r["awaiting"]), "delayed": int(r["delayed"])} for r in tx.rows(sql, params)}
+            return {
+                r["campaign"]: {"awaiting": int(r["awaiting"]), "delayed": int(r["delayed"])}
+                for r in tx.rows(sql, params)
+            }
 
     def waiting(self, campaign: str | None = None) -> list[tuple[str, int, int]]:
         """Why pending letters wait: (reason, how many, earliest next attempt in epoch ms)."""
         sql = (
             "SELECT COALESCE(wait_reason, CASE WHEN status = 'deferred' THEN 'retry after a temporary failure' "
-            "ELSE 'ready (see `campaign plan` for expected times)' END) AS reason, COUNT(*) AS n, MIN(next_attempt_at) AS first "
+            "ELSE 'ready (see `campaign plan` for expected times)' END) AS reason, COUNT(*) AS n, "
+            "MIN(next_attempt_at) AS first "
             "FROM messages WHERE status IN ('queued', 'deferred')"
         )
         params: list[Any] = []
@@ -887,7 +1000,10 @@ class SqlStore:
 
     def pending_summary(self, campaign: str | None = None) -> tuple[int, int]:
         """(messages, institutions) still to send."""
-        sql = "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient) AS r FROM messages WHERE status IN ('queued', 'deferred', 'sending')"
+        sql = (
+            "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient) AS r FROM messages "
+            "WHERE status IN ('queued', 'deferred', 'sending')"
+        )
         params: list[Any] = []
         if campaign:
             sql += " AND campaign = ?"
@@ -902,10 +1018,16 @@ class SqlStore:
             return [r["campaign"] for r in tx.rows("SELECT DISTINCT campaign FROM messages ORDER BY campaign")]
 
     def events(
-        self, *, message: str | None = None, campaign: str | None = None, since: str | None = None,
-        after_seq: int = 0, limit: int | None = None,
+        self,
+        *,
+        message: str | None = None,
+        campaign: str | None = None,
+        since: str | None = None,
+        after_seq: int = 0,
+        limit: int | None = None,
     ) -> list[Event]:
-        clauses, params = ["seq > ?"], [after_seq]
+        clauses: list[str] = ["seq > ?"]
+        params: list[Any] = [after_seq]
         if message:
             clauses.append("message = ?")
             params.append(message)
@@ -915,7 +1037,9 @@ class SqlStore:
         if since:
             clauses.append("time >= ?")
             params.append(since)
-        sql = "SELECT seq, time, kind, message, campaign, data, prev_hash, hash FROM events WHERE " + " AND ".join(clauses)
+        sql = "SELECT seq, time, kind, message, campaign, data, prev_hash, hash FROM events WHERE " + " AND ".join(
+            clauses
+        )
         sql += " ORDER BY seq"
         if limit:
             sql += f" LIMIT {int(limit)}"

@@ -38,9 +38,7 @@ class SqliteStore(SqlStore):
             path.chmod(0o600)
         old_umask = os.umask(0o077)  # the -wal and -shm files inherit it
         try:
-            self.conn = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30.0
-            )
+            self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")

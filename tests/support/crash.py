@@ -29,7 +29,9 @@ def make_workspace(base: Path, *, institutions: int, contacts: int, port: int, d
     shutil.copytree(ROOT / "letters", ws / "letters", dirs_exist_ok=True)
     short = ws / "letters" / "short"
     short.mkdir(exist_ok=True)
-    (short / "en.md.j2").write_text("---\nsubject: \"To {{ recipient.name }}\"\n---\n{{ salutation }}\n\nA short letter about the peace agreement.\n")
+    (short / "en.md.j2").write_text(
+        '---\nsubject: "To {{ recipient.name }}"\n---\n{{ salutation }}\n\nA short letter about the peace agreement.\n'
+    )
     lines = ["recipients:"]
     for i in range(institutions):
         lines += [f"  - id: inst-{i}", f"    name: Institution {i}", "    languages: [en]", "    contacts:"]
@@ -60,14 +62,17 @@ retry_min = "0s"
 def run(ws: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws), "PYTHONPATH": str(ROOT)}
     env.pop("CAMPAIGN_DB", None)
-    return subprocess.run([sys.executable, "-m", "campaign", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "campaign", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def start(ws: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws), "PYTHONPATH": str(ROOT)}
     env.pop("CAMPAIGN_DB", None)
-    return subprocess.Popen([sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def pending(ws: Path) -> int:
@@ -91,11 +96,24 @@ class SoakResult:
 
     @property
     def ok(self) -> bool:
-        return self.verify_ok and not self.unexplained and not self.missing and self.arrivals - self.duplicates == self.letters
+        return (
+            self.verify_ok
+            and not self.unexplained
+            and not self.missing
+            and self.arrivals - self.duplicates == self.letters
+        )
 
 
-def soak(base: Path, *, institutions: int, contacts: int, min_kills: int, seed: int = 1, delay_ms: int = 10,
-         kill_window: tuple[float, float] = (0.3, 1.2)) -> SoakResult:
+def soak(
+    base: Path,
+    *,
+    institutions: int,
+    contacts: int,
+    min_kills: int,
+    seed: int = 1,
+    delay_ms: int = 10,
+    kill_window: tuple[float, float] = (0.3, 1.2),
+) -> SoakResult:
     """Queue ``institutions * contacts`` letters, then start `campaign send` and SIGKILL it at
     random moments until at least ``min_kills`` kills happened and the queue is empty."""
     rng = random.Random(seed)

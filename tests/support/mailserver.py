@@ -137,9 +137,7 @@ def mta() -> MtaInfo | None:
 
 def _imaps_answers(info: ImapInfo) -> bool:
     try:
-        with imaplib.IMAP4_SSL(
-            info.host, info.tls_port, ssl_context=info.ssl_context(), timeout=PROBE_TIMEOUT
-        ) as conn:
+        with imaplib.IMAP4_SSL(info.host, info.tls_port, ssl_context=info.ssl_context(), timeout=PROBE_TIMEOUT) as conn:
             conn.noop()
         return True
     except (OSError, ssl.SSLError, imaplib.IMAP4.error):
@@ -178,8 +176,7 @@ def require_mta() -> MtaInfo:
     info = mta()
     if info is None:
         _unavailable(
-            f"loopback Postfix not running: start it with `bash scripts/loopback-mta.sh start`"
-            f" (state dir {mta_dir()})"
+            f"loopback Postfix not running: start it with `bash scripts/loopback-mta.sh start` (state dir {mta_dir()})"
         )
         raise AssertionError("unreachable")  # pragma: no cover
     return info

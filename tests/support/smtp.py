@@ -60,7 +60,9 @@ class _Handler:
     def __init__(self, server: ScriptedServer) -> None:
         self.server = server
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
         session.host_name = hostname
         self.server.ehlo_names.append(hostname)
         extra = []
@@ -69,7 +71,9 @@ class _Handler:
         lines = [r for r in responses[:-1] if self.server.script.smtputf8 or "SMTPUTF8" not in r]
         return [*lines, *extra, responses[-1]]
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         reply = self.server.pop("mail")
         if reply and not reply.startswith("2"):
             return reply
@@ -77,7 +81,9 @@ class _Handler:
         envelope.mail_options.extend(options)
         return "250 2.1.0 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
         if self.server.script.stall_rcpt:
             await asyncio.sleep(self.server.script.stall_rcpt)
         reply = self.server.pop("rcpt")
@@ -173,7 +179,11 @@ class ScriptedServer:
         self.resets = 0
         self.lock = threading.RLock()
         handler = _Handler(self)
-        kwargs: dict[str, Any] = {"hostname": "mx.test-server.example", "data_size_limit": 64 * 1024 * 1024, "enable_SMTPUTF8": True}
+        kwargs: dict[str, Any] = {
+            "hostname": "mx.test-server.example",
+            "data_size_limit": 64 * 1024 * 1024,
+            "enable_SMTPUTF8": True,
+        }
         if tls_context is not None:
             kwargs["tls_context"] = tls_context
             kwargs["require_starttls"] = require_starttls
@@ -184,7 +194,9 @@ class ScriptedServer:
         self.controller = Controller(handler, hostname="127.0.0.1", port=self.port, ready_timeout=10)
         self.controller.factory = lambda: _ScriptedSMTP(handler, self, **kwargs)  # type: ignore[method-assign]
 
-    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         return AuthResult(success=self.script.auth_ok, handled=False)
 
     def pop(self, kind: str) -> str | None:
