@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench bench-quick clean system-deps
+.PHONY: demo test lint format bench soak clean system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "campaign needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -36,8 +36,14 @@ $(VENV)/.bench: $(STAMP)
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/render.py
-	bash benchmarks/startup.sh
+	PYTHON=$(BIN)/python bash benchmarks/startup.sh
 	$(BIN)/python benchmarks/dispatch.py
+	$(BIN)/python benchmarks/receipts.py
+	$(BIN)/python benchmarks/pdf.py
+	$(BIN)/python benchmarks/workers.py
+
+soak: $(STAMP)
+	$(BIN)/python benchmarks/crash_soak.py
 
 system-deps:
 	sudo bash scripts/system-deps.sh

@@ -13,11 +13,13 @@ Each case is ``tests/bad_inputs/NNN-short-name/`` with a ``case.toml``::
     remove = ["campaign.toml"]                      # files/folders deleted from the workspace first
     generate = "big-registry"                       # an input too big (or too binary) to commit
     stdin = ""                                      # what the command reads on stdin (default: nothing)
-    seconds = 3                                     # the failing command must give up within this time
+    seconds = 3                                     # the failing command must give up within this time (default 30)
     xfail = "why"                                   # a known bug in the tool: the case says what SHOULD happen
 
 and an optional ``files/`` folder copied over the base workspace (tests/data/workspace plus
-the shipped letters) before anything runs. In ``args``, ``setup`` and ``env``, ``{ws}`` is
+the shipped letters) before anything runs. Not ``files/.campaign/``: the repository ignores
+every ``.campaign/`` folder, so state (a queue, keys, a damaged database) comes from ``setup``
+and ``generate``. In ``args``, ``setup`` and ``env``, ``{ws}`` is
 the workspace folder and ``{case}`` the case folder.
 
 For every case: the exit code is the expected one, the fragment is in the output, there is
@@ -46,9 +48,21 @@ from tests.conftest import Result, make_workspace, run_cli, tree_digest
 
 CASES_DIR = Path(__file__).resolve().parent / "bad_inputs"
 ALLOWED_KEYS = {
-    "description", "args", "exit", "message", "setup", "setup_env", "env", "remove", "generate", "stdin", "seconds", "xfail",
+    "description",
+    "args",
+    "exit",
+    "message",
+    "setup",
+    "setup_env",
+    "env",
+    "remove",
+    "generate",
+    "stdin",
+    "seconds",
+    "xfail",
 }
 REQUIRED_KEYS = {"description", "args", "exit", "message"}
+DEFAULT_SECONDS = 30  # no bad input may make a command hang
 
 
 # ---------------------------------------------------------------------------
@@ -150,9 +164,6 @@ def prepare(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             shutil.rmtree(target)
         else:
             target.unlink()
-    state = ws / ".campaign"
-    if state.is_dir():
-        state.chmod(0o700)  # git does not keep folder modes: the tool would tighten (change) it
     monkeypatch.setenv("CAMPAIGN_WORKSPACE", str(ws))
     generate = spec.get("generate")
     if generate is not None and generate not in AFTER_SETUP:
@@ -173,11 +184,8 @@ class TookTooLong(Exception):
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
+def _time_limit(seconds: float) -> Iterator[None]:
     """Interrupt the command after ``seconds`` (a bad input must be refused quickly, not hang)."""
-    if not seconds:
-        yield
-        return
 
     def expired(signum: int, frame: object) -> None:
         raise TookTooLong(f"the command was still running after {seconds} s")
@@ -196,7 +204,7 @@ def run_case(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[R
     ws = prepare(case, root, monkeypatch)
     before = tree_digest(ws)
     args = [_expand(a, ws, case) for a in case.spec["args"]]
-    with monkeypatch.context() as m, _time_limit(case.spec.get("seconds")):
+    with monkeypatch.context() as m, _time_limit(case.spec.get("seconds", DEFAULT_SECONDS)):
         _apply_env(m, case.spec.get("env", {}), ws, case)
         try:
             result = run_cli(*args, input=case.spec.get("stdin", ""))
@@ -249,7 +257,13 @@ def test_cases_are_well_formed() -> None:
         assert case.spec["exit"] in (1, 2), f"{case.name}: exit must be 1 or 2"
         assert isinstance(case.spec["args"], list) and all(isinstance(a, str) for a in case.spec["args"])
         assert case.spec["message"].strip(), f"{case.name}: empty message"
+        assert case.spec["description"].strip(), f"{case.name}: say what the user did wrong"
+        assert str(case.spec.get("xfail", "why")).strip(), f"{case.name}: say why it fails"
+        assert all(isinstance(c, list) for c in case.spec.get("setup", [])), f"{case.name}: setup is a list of commands"
         assert case.spec.get("generate") in (None, *GENERATORS), f"{case.name}: unknown generate"
+        # The repository's .gitignore drops every .campaign/ folder: such a case would pass here
+        # and lose its input on a fresh clone. State comes from `setup` and `generate` instead.
+        assert not (case.folder / "files" / ".campaign").exists(), f"{case.name}: files/.campaign/ is git-ignored"
         assert case.name[:4].rstrip("-").isdigit(), f"{case.name}: name it NNN-short-name"
 
 
