@@ -109,7 +109,7 @@ def list_recipients(ws: Workspace, tags: Iterable[str] = ()) -> list[Recipient]:
     return registry_mod.select_recipients(reg, tags=tags)
 
 
-def check_recipients(ws: Workspace, today: date | None = None) -> list[registry_mod.Warning_]:
+def check_recipients(ws: Workspace, today: date | None = None) -> list[registry_mod.Finding]:
     """Validate recipients.yaml (raises on errors) and return warnings."""
     reg = load_registry(ws)
     return registry_mod.check_registry(reg, today=today or utcnow().date())
@@ -142,9 +142,6 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
     for letter in chosen:
-        for lang in letter.languages:
-            if lang != "en" and "en" not in letter.templates:
-                pass
         langs_needed: set[str] = set()
         for recipient in reg.recipients:
             try:
@@ -247,10 +244,6 @@ def pick_contact(recipient: Recipient, email: str | None) -> Contact | None:
             return contact
     raise SelectionError(f"{recipient.id} has no contact {email}")
 
-
-def now() -> datetime:
-    """The current UTC time (one place to read the clock)."""
-    return utcnow()
 
 
 # ---------------------------------------------------------------------------

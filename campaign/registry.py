@@ -260,7 +260,7 @@ def _parse_registry(text: str, label: str) -> Registry:
 
 
 @dataclass(frozen=True)
-class Warning_:
+class Finding:
     """Something worth a look that does not stop anything."""
 
     where: str
@@ -270,25 +270,25 @@ class Warning_:
         return f"{self.where}: {self.message}"
 
 
-def check_registry(registry: Registry, *, today: date, label: str = "recipients.yaml") -> list[Warning_]:
+def check_registry(registry: Registry, *, today: date, label: str = "recipients.yaml") -> list[Finding]:
     """Warn about contacts nobody sourced or confirmed recently, and postal-only institutions."""
-    warnings: list[Warning_] = []
+    warnings: list[Finding] = []
     for recipient in registry.recipients:
         if recipient.postal_only:
-            warnings.append(Warning_(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post"))
+            warnings.append(Finding(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post"))
         for contact in recipient.contacts:
             where = f"{label}: {recipient.id} <{contact.email}>"
             source = contact.source or recipient.source
             checked = contact.checked or recipient.checked
             if not source:
-                warnings.append(Warning_(where, "no source: record where this address was published"))
+                warnings.append(Finding(where, "no source: record where this address was published"))
             if checked is None:
                 warnings.append(
-                    Warning_(where, "never confirmed: confirm the address and set `checked:` before a real send")
+                    Finding(where, "never confirmed: confirm the address and set `checked:` before a real send")
                 )
             elif today - checked > STALE_AFTER:
                 warnings.append(
-                    Warning_(where, f"last confirmed {checked.isoformat()}, over a year ago: confirm it again")
+                    Finding(where, f"last confirmed {checked.isoformat()}, over a year ago: confirm it again")
                 )
     return warnings
 
