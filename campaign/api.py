@@ -21,6 +21,7 @@ from campaign import registry as registry_mod
 from campaign.config import Workspace, load_workspace
 from campaign.errors import (
     CampaignError,
+    ConfigError,
     LedgerError,
     RenderError,
     SelectionError,
@@ -51,9 +52,10 @@ def open_workspace(
     directory: str | os.PathLike[str] | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Workspace:
     """Find the workspace (-C, CAMPAIGN_WORKSPACE, or the current folder) and its settings."""
-    return load_workspace(directory, overrides=overrides)
+    return load_workspace(directory, overrides=overrides, labels=labels)
 
 
 SCAFFOLD_FILES = (
@@ -245,19 +247,32 @@ def pick_contact(recipient: Recipient, email: str | None) -> Contact | None:
     raise SelectionError(f"{recipient.id} has no contact {email}")
 
 
-
 # ---------------------------------------------------------------------------
 # Store, queue and send
 
 
-def open_store(ws: Workspace) -> SqlStore:
-    """The workspace's store (SQLite in .campaign/ unless [store] url / --db says otherwise)."""
+def open_store(ws: Workspace, *, create: bool = True) -> SqlStore:
+    """The workspace's store (SQLite in .campaign/ unless [store] url / --db says otherwise).
+
+    With ``create=False`` (commands that only read), a workspace without state gets an
+    empty in-memory store: reading never creates .campaign/.
+    """
     from campaign.store import open_store as _open
 
     if ws.settings.store.url is None:
+        if not create and not (ws.state_dir / "state.db").exists():
+            from campaign.store.sqlite import SqliteStore
+
+            return SqliteStore(None)
         ws.ensure_state_dir()
     store: SqlStore = _open(ws.store_url)
     return store
+
+
+def _require_campaign(store: SqlStore, campaign: str | None) -> None:
+    """A campaign named on the command line must exist (a typo must not look like "done")."""
+    if campaign and not store.counts(campaign):
+        raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
 
 
 @dataclass
@@ -409,8 +424,9 @@ class SendSummary:
 
 
 def send_summary(ws: Workspace, campaign: str | None = None) -> SendSummary:
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
+        _require_campaign(store, campaign)
         letters, institutions = store.pending_summary(campaign)
     finally:
         store.close()
@@ -513,6 +529,7 @@ def _run_send(
     worker = secrets.token_hex(4)
     options = _send_options(ws, request, worker)
     pacing = _pacing(ws, request)
+    prefix = wire_prefix_for(ws)  # reads the DKIM key now: a problem stops us before anything is logged
 
     def factory() -> Connection:
         assert config is not None
@@ -542,7 +559,7 @@ def _run_send(
                 connect or factory,
                 Pacer(pacing),
                 options,
-                prefix=wire_prefix_for(ws),
+                prefix=prefix,
                 on_progress=on_progress,
                 stop=stop,
             )
@@ -644,7 +661,7 @@ def _dkim_key(ws: Workspace) -> bytes:
     except FileNotFoundError:
         raise ConfigError(
             f"[dkim] key_file {ws.settings.dkim.key_file}: no such file",
-            hint="create one with `campaign dkim keygen --selector NAME`",
+            hint="create one with `campaign smtp dkim-keygen --selector NAME`",
         ) from None
     if mode & 0o077:
         raise ConfigError(
@@ -744,7 +761,7 @@ class StatusReport:
 
 def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
     """Counts per state per campaign, and why pending letters wait."""
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         counts = store.counts(campaign)
         waiting = store.waiting(campaign)
@@ -766,7 +783,7 @@ class LogQuery:
 
 def log(ws: Workspace, query: LogQuery) -> list[Message]:
     """One row per message."""
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         return store.messages(
             MessageFilter(
@@ -779,7 +796,7 @@ def log(ws: Workspace, query: LogQuery) -> list[Message]:
 
 def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
     """The event history (optionally for one campaign / institution / time)."""
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         events = store.events(campaign=query.campaign, since=_since(query.since))
         if query.recipient or query.statuses:
@@ -813,7 +830,7 @@ def verify_log(ws: Workspace) -> Verification:
     """Recompute the hash chain."""
     from campaign.ledger import verify
 
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         return verify(store)
     finally:
@@ -822,19 +839,28 @@ def verify_log(ws: Workspace) -> Verification:
 
 def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]:
     """Held (or failed) messages → queued again."""
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         return store.release(ids, now_ms(), note=note)
     finally:
         store.close()
 
 
+def smtp_login_account(ws: Workspace) -> str:
+    """The account `smtp login` stores a password for. Raises UsageError without a username."""
+    if not ws.settings.smtp.username:
+        raise UsageError(
+            "[smtp] username is not set in campaign.toml: no password is needed",
+            hint="add username under [smtp] if your server asks for a login",
+        )
+    return f"{ws.settings.smtp.username} at {ws.settings.smtp.host}:{ws.settings.smtp.port}"
+
+
 def smtp_login(ws: Workspace, password: str) -> str:
     """Store the SMTP password in the system keyring; returns the backend name."""
     from campaign.config import smtp_account, store_secret
 
-    if not ws.settings.smtp.username:
-        raise UsageError("[smtp] username is not set in campaign.toml: no password is needed")
+    smtp_login_account(ws)
     return store_secret(smtp_account(ws.settings), password)
 
 
@@ -990,9 +1016,10 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     request = SendRequest(campaign=campaign, wait=True)
     reg = load_registry(ws)
     zones = {r.id: (r.timezone or "UTC") for r in reg.recipients}
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     snapshot = SqliteStore(None)
     try:
+        _require_campaign(store, campaign)
         copy_state(store, snapshot, bodies=False, events=False)
     finally:
         store.close()
@@ -1060,7 +1087,7 @@ def _return_local(ws: Workspace) -> str:
 
 def unmatched_receipts(ws: Workspace) -> list[dict[str, Any]]:
     """Report entries that matched no letter (kept, never dropped)."""
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         return store.unmatched()
     finally:
@@ -1084,7 +1111,7 @@ def export_evidence(
 
     if bool(campaign) == bool(ids):
         raise UsageError("give either --campaign NAME or message ids (see `campaign log`)")
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
         if not messages:
@@ -1141,7 +1168,7 @@ def migrate_store(
         check_store_url(to_url)
     except ValueError as err:
         raise UsageError(f"--to: {err}") from None
-    source = open_store(ws)
+    source = open_store(ws, create=False)
     try:
         target = _open(to_url)
         try:
@@ -1166,7 +1193,7 @@ def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[d
     """Send processes seen recently, their leases and what they sent."""
     from campaign.models import to_rfc3339
 
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         return store.workers(to_rfc3339(utcnow() - within))
     finally:
@@ -1190,8 +1217,9 @@ def keys_init(ws: Workspace, passphrase: str) -> str:
     """Create the organisation's root certificate and seal key; return the root fingerprint."""
     from campaign import pdf
 
-    ws.ensure_state_dir()
-    return pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+    with _new_state_undone_on_error(ws):
+        ws.ensure_state_dir()
+        return pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
 
 
 def keys_issue(ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path) -> Path:
@@ -1324,7 +1352,8 @@ def pdf_verify(ws: Workspace | None, paths: list[Path], trust: list[Path]) -> li
             data = path.read_bytes()
         except OSError as err:
             raise SelectionError(f"{path}: cannot read: {err.strerror}") from None
-        results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path)))
+        names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
+        results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path), trust_names=names))
     return results
 
 
@@ -1500,7 +1529,7 @@ def imap_config(ws: Workspace) -> ImapConfig:
 
     imap = ws.settings.receipts.imap
     if imap is None:
-        raise UsageError(
+        raise ConfigError(
             "campaign.toml has no [receipts.imap] section",
             hint="add host, port, username and folder under [receipts.imap]; see `campaign init`",
         )
@@ -1527,11 +1556,17 @@ class FetchResult:
 
 def fetch_receipts(ws: Workspace, *, move_to: str | None = None) -> FetchResult:
     """Fetch new messages from the IMAP folder and import them like `receipts import`."""
-    from campaign import imap
-    from campaign.receipts import Item, import_items
 
     config = imap_config(ws)
     account = f"{config.username}@{config.host}:{config.port}"
+    with _new_state_undone_on_error(ws):
+        return _fetch_into(ws, config, account, move_to)
+
+
+def _fetch_into(ws: Workspace, config: ImapConfig, account: str, move_to: str | None) -> FetchResult:
+    from campaign import imap
+    from campaign.receipts import Item, import_items
+
     store = open_store(ws)
     try:
         with imap.session(config, readonly=move_to is None) as (client, uidvalidity):
@@ -1572,7 +1607,7 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
     """Replies (and automatic replies) to our letters, with who answered and when."""
     from campaign.receipts import describe
 
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         rows = []
         for r in store.replies(campaign):
@@ -1625,7 +1660,7 @@ def followup(
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
-    store = open_store(ws)
+    store = open_store(ws, create=False)
     try:
         originals = store.messages(MessageFilter(campaign=campaign, statuses=("sent", "relayed", "delivered")))
         if not store.counts(campaign):

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from campaign.errors import ConfigError, SecretError, WorkspaceError
+from campaign.errors import ConfigError, SecretError, UsageError, WorkspaceError
 from campaign.models import Duration, Email, OneLine, Sender, StrictModel
 
 CONFIG_FILE = "campaign.toml"
@@ -255,6 +255,7 @@ def load_workspace(
     directory: str | os.PathLike[str] | None = None,
     *,
     overrides: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Workspace:
     """Find the workspace and resolve its settings.
@@ -269,8 +270,11 @@ def load_workspace(
             f"{path}: not a campaign workspace (no {CONFIG_FILE})",
             hint="run `campaign init DIR` to create one, or pass -C DIR",
         )
-    settings = load_settings(path, env=env, overrides=overrides)
+    settings = load_settings(path, env=env, overrides=overrides, labels=labels)
     return Workspace(root=root, settings=settings)
+
+
+ENV_ALIASES = {"CAMPAIGN_DB": "store.url"}
 
 
 def load_settings(
@@ -278,10 +282,13 @@ def load_settings(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read campaign.toml, apply CAMPAIGN_* variables, then ``overrides`` (dotted keys).
+    """Read campaign.toml, apply CAMPAIGN_* variables, then ``overrides`` (dotted keys;
+    ``labels`` names the option each came from, e.g. ``{"store.url": "--db"}``).
 
-    Raises ConfigError naming the file, line and dotted key.
+    Raises ConfigError naming the file, line and dotted key (UsageError when the bad value
+    came from a command-line option).
     """
     env = os.environ if env is None else env
     name = path.name
@@ -313,6 +320,13 @@ def load_settings(
                 if isinstance(data[section], dict):
                     data[section][field] = env[var]
                     origin[f"{section}.{field}"] = f"environment {var}"
+    for var, dotted in ENV_ALIASES.items():
+        if env.get(var):
+            section, _, field = dotted.partition(".")
+            data.setdefault(section, {})
+            if isinstance(data[section], dict):
+                data[section][field] = env[var]
+                origin[dotted] = f"environment {var}"
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -320,7 +334,7 @@ def load_settings(
         data.setdefault(section, {})
         if isinstance(data[section], dict):
             data[section][field] = value
-            origin[dotted] = f"option --{field.replace('_', '-')}"
+            origin[dotted] = f"option {(labels or {}).get(dotted, '--' + field.replace('_', '-'))}"
     try:
         return Settings.model_validate(data)
     except ValidationError as err:
@@ -331,6 +345,8 @@ def load_settings(
         if not dotted and named:  # a check across sections names its key in the message
             dotted, message = named.group(1), message[len(named.group(1)) :].strip()
         if dotted in origin:
+            if origin[dotted].startswith("option "):
+                raise UsageError(f"{origin[dotted][len('option ') :]}: {message}") from None
             raise ConfigError(f"{origin[dotted]}: {dotted}: {message}") from None
         overridden = sorted({where for key, where in origin.items() if key.startswith(dotted + ".")})
         if overridden:

@@ -273,7 +273,7 @@ def verify_bundle(path: Path) -> BundleCheck:
         if _zip_bytes(ordered) != path.read_bytes():
             check.problems.append("the zip file itself was changed after export (its bytes differ from a clean export)")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError, zlib.error) as err:
-        check.problems.append(f"the file cannot be read as a bundle ({err}): it was damaged or changed")
+        check.problems.append(f"{path.name}: cannot be read as an evidence bundle ({err}): it was damaged or changed")
         return check
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         check.problems.append("manifest.json is not a campaign evidence manifest")

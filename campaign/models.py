@@ -299,7 +299,9 @@ def parse(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
+        errors = err.errors()
+        # A misspelt key shows up twice: as unknown, and as the missing real one. Say the first.
+        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
         message = str(first["msg"])
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]

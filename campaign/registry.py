@@ -63,7 +63,7 @@ def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError |
         raise error(f"{label}: cannot read: {err.strerror}") from err
     if size > limit:
         raise error(
-            f"{label}: {size / 1048576:.1f} MB is over the {limit // 1048576} MB limit; "
+            f"{label}: {size:,} bytes is over the {limit // 1048576} MB limit ({limit:,} bytes); "
             "split it or remove what is not needed"
         )
     raw = path.read_bytes()
@@ -78,13 +78,17 @@ def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError |
     return text.replace("\r\n", "\n")
 
 
-def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError]) -> Any:
-    """Parse YAML 1.2 text; raise ``error`` with ``label:line`` on any syntax problem."""
+def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError], *, line_offset: int = 0) -> Any:
+    """Parse YAML 1.2 text; raise ``error`` with ``label:line`` on any syntax problem.
+
+    ``line_offset``: lines of the file before ``text`` (a letter's opening ``---``)."""
     try:
         return _yaml().load(text)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
+        if err.context_mark is not None and "end of stream" in (err.problem or ""):
+            mark = err.context_mark  # an unclosed quote: point at where it opened, not at the end
+        line = f":{mark.line + 1 + line_offset}" if mark is not None else ""
         problem = err.problem or err.context or "invalid YAML"
         if "duplicate key" in problem:
             problem = problem.split(" with value")[0]
@@ -96,7 +100,7 @@ def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError]) 
         raise error(f"{label}: invalid YAML: {err}") from None
     except ValueError as err:  # ruamel builds dates and numbers itself: 2026-13-45 lands here
         bad = _bad_date_line(text)
-        where = f"{label}:{bad}" if bad else label
+        where = f"{label}:{bad + line_offset}" if bad else label
         raise error(f"{where}: invalid value: {err}", hint="dates are written YYYY-MM-DD and must exist") from None
 
 
@@ -113,12 +117,27 @@ def _bad_date_line(text: str) -> int | None:
     return None
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's commented containers and scalar subclasses → plain Python values."""
+MAX_VALUES = 500_000
+"""More values than this after expanding YAML aliases is an alias bomb, not a registry."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_VALUES
+
+
+def _plain(node: Any, budget: _Budget | None = None) -> Any:
+    """ruamel's commented containers and scalar subclasses → plain Python values.
+
+    Raises OverflowError when aliases expand to more than MAX_VALUES values."""
+    budget = budget or _Budget()
+    budget.left -= 1
+    if budget.left < 0:
+        raise OverflowError
     if isinstance(node, dict):
-        return {str(k) if not isinstance(k, int | bool) else k: _plain(v) for k, v in node.items()}
+        return {str(k) if not isinstance(k, int | bool) else k: _plain(v, budget) for k, v in node.items()}
     if isinstance(node, list):
-        return [_plain(v) for v in node]
+        return [_plain(v, budget) for v in node]
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
@@ -253,10 +272,55 @@ def _parse_registry(text: str, label: str) -> Registry:
     if tree["recipients"] is None or tree["recipients"] == []:
         line = _line_of(tree, ["recipients"])
         raise RegistryError(f"{label}:{line}: recipients: the list is empty; add at least one institution")
+    _check_duplicates(tree, label)
     try:
-        return parse(Registry, _plain(tree))
+        plain = _plain(tree)
+    except OverflowError:
+        anchor = next(
+            (n for n, line in enumerate(text.splitlines(), 1) if re.search(r"(^|\s)[&*][A-Za-z0-9_-]+", line)), 1
+        )
+        raise RegistryError(
+            f"{label}:{anchor}: YAML aliases expand to more than {MAX_VALUES:,} values",
+            hint="write the entries out instead of nesting anchors and aliases",
+        ) from None
+    try:
+        return parse(Registry, plain)
     except Invalid as err:
         raise validation_error(err, tree, label, RegistryError) from None
+
+
+def _check_duplicates(tree: Any, label: str) -> None:
+    """Duplicate ids and addresses, named at the line of the second occurrence."""
+    items = tree.get("recipients") if isinstance(tree, dict) else None
+    if not isinstance(items, list):
+        return
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        rid = item.get("id")
+        if isinstance(rid, str):
+            if rid in seen:
+                line = _line_of(tree, ["recipients", index, "id"])
+                raise RegistryError(
+                    f"{label}:{line}: recipients[{index}].id: id {rid!r} is used twice "
+                    f"(first at recipients[{seen[rid]}]); ids must be unique"
+                )
+            seen[rid] = index
+        contacts = item.get("contacts")
+        if isinstance(contacts, list):
+            emails: set[str] = set()
+            for c_index, contact in enumerate(contacts):
+                email = contact.get("email") if isinstance(contact, dict) else None
+                if isinstance(email, str):
+                    key = email.strip().casefold()
+                    if key in emails:
+                        line = _line_of(tree, ["recipients", index, "contacts", c_index, "email"])
+                        raise RegistryError(
+                            f"{label}:{line}: recipients[{index}].contacts[{c_index}].email: {email} appears twice; "
+                            "list each address once"
+                        )
+                    emails.add(key)
 
 
 @dataclass(frozen=True)
@@ -374,7 +438,7 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
             f"{label}:1: missing front matter",
             hint="start the file with ---, a line `subject: ...`, and ---",
         )
-    tree = parse_yaml(front, label, LetterError)
+    tree = parse_yaml(front, label, LetterError, line_offset=1)
     if not isinstance(tree, dict):
         raise LetterError(f"{label}:2: front matter: expected `subject: ...`")
     try:

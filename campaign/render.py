@@ -274,6 +274,11 @@ class Renderer:
 def choose_language(letter: Letter, recipient: Recipient, override: str | None = None) -> tuple[str, str | None]:
     """See :meth:`Renderer.choose_language`."""
     if override:
+        if not re.fullmatch(r"[a-z]{2}", override):
+            raise RenderError(
+                f"--lang {override!r} is not a language code",
+                hint=f"use a two-letter ISO 639-1 code; letters/{letter.id}/ has {', '.join(letter.languages)}",
+            )
         if override in letter.templates:
             return override, None
         raise RenderError(

@@ -66,7 +66,6 @@ def root(
             "--db",
             help="Store URL, e.g. postgresql://user@host/db (default: $CAMPAIGN_DB, \\[store] url, "
             "else .campaign/state.db).",
-            envvar="CAMPAIGN_DB",
             metavar="URL",
         ),
     ] = None,

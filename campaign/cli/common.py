@@ -35,11 +35,13 @@ class State:
         from campaign import api
 
         merged = dict(self.overrides)
+        labels = {}
         if self.db:
             merged["store.url"] = self.db
+            labels["store.url"] = "--db"
         merged.update({k: v for k, v in overrides.items() if v is not None})
         if self._workspace is None or overrides:
-            self._workspace = api.open_workspace(self.directory, overrides=merged)
+            self._workspace = api.open_workspace(self.directory, overrides=merged, labels=labels)
         return self._workspace
 
 

@@ -191,11 +191,13 @@ def dkim_keygen(
     ws = state(ctx).workspace()
     key = api.dkim_keygen(ws, selector, domain)
     out().print(f"private key: {plain(ws.relative(key.key_file))} (mode 0600, never share it)")
-    out().print(f'publish this DNS TXT record:\n{key.record_name}. IN TXT "{key.record}"')
+    out().print(plain(f'publish this DNS TXT record:\n{key.record_name}. IN TXT "{key.record}"'))
     out().print(
-        f'then add to campaign.toml:\n[dkim]\nselector = "{selector}"\ndomain = '
-        f'"{key.record_name.split("._domainkey.")[1]}"\n'
-        f'key_file = "{ws.relative(key.key_file)}"'
+        plain(
+            f'then add to campaign.toml:\n[dkim]\nselector = "{selector}"\ndomain = '
+            f'"{key.record_name.split("._domainkey.")[1]}"\n'
+            f'key_file = "{ws.relative(key.key_file)}"'
+        )
     )
 
 
@@ -747,9 +749,16 @@ def smtp_login(ctx: typer.Context) -> None:
         campaign smtp login
     """
     from campaign import api
+    from campaign.errors import SecretError
 
     ws = state(ctx).workspace()
-    password = typer.prompt("SMTP password", hide_input=True)
+    account = api.smtp_login_account(ws)  # fails before asking when there is no username
+    if not common.is_terminal():
+        raise SecretError(
+            "no terminal to ask for the SMTP password on",
+            hint="set CAMPAIGN_SMTP_PASSWORD in the environment of `campaign send` instead",
+        )
+    password = typer.prompt(f"SMTP password for {account}", hide_input=True)
     backend = api.smtp_login(ws, password)
     out().print(f"stored in the system keyring ({backend})")
 

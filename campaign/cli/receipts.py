@@ -91,7 +91,7 @@ def receipts_fetch(
         typer.Option("--move-to", help="File the messages that were imported into this folder.", metavar="FOLDER"),
     ] = None,
 ) -> None:
-    """Fetch new reports and replies from the IMAP mailbox in [receipts.imap] and import them.
+    """Fetch new reports and replies from the IMAP mailbox in \\[receipts.imap] and import them.
 
     TLS with certificate verification; the password comes from CAMPAIGN_IMAP_PASSWORD or
     the system keyring. It remembers what it processed (UIDVALIDITY and UID), so running

@@ -30,7 +30,7 @@ def store_migrate(
     """Copy this workspace's queue, log and receipts into another (empty) store.
 
     The hash chain travels unchanged and is verified on arrival. Afterwards point every
-    copy of the workspace at it with `[store] url` in campaign.toml, `--db` or CAMPAIGN_DB.
+    copy of the workspace at it with `\\[store] url` in campaign.toml, `--db` or CAMPAIGN_DB.
     The password comes from PGPASSWORD or ~/.pgpass, never from the URL.
 
     Example:
@@ -44,7 +44,7 @@ def store_migrate(
     copied = ", ".join(f"{n} {table}" for table, n in result.copied.items())
     out().print(f"copied into {plain(result.target)}: {copied}")
     out().print(f"chain verified: {result.verification.count} events, head {result.verification.head}")
-    out().print(f'next: set [store] url = "{plain(to)}" in campaign.toml (or pass --db)')
+    out().print(plain(f'next: set [store] url = "{to}" in campaign.toml (or pass --db)'))
 
 
 def workers(

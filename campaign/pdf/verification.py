@@ -52,9 +52,10 @@ class Verification:
     reasons: list[str] = field(default_factory=list)  # plain-language, one per failure
 
 
-def _load_roots(trust_roots: list[bytes]) -> list[asn1_x509.Certificate]:
+def _load_roots(trust_roots: list[bytes], names: list[str] | None = None) -> list[asn1_x509.Certificate]:
     roots = []
     for number, data in enumerate(trust_roots, start=1):
+        label = names[number - 1] if names and len(names) >= number else f"trusted certificate #{number}"
         try:
             if pem.detect(data):
                 blocks = [der for kind, _, der in pem.unarmor(data, multiple=True) if kind == "CERTIFICATE"]
@@ -66,11 +67,11 @@ def _load_roots(trust_roots: list[bytes]) -> list[asn1_x509.Certificate]:
                 roots.append(cert)
         except (ValueError, TypeError, EOFError):
             raise PdfError(
-                f"trusted certificate #{number} is not a certificate (PEM or DER)",
-                hint="give the organisation's root certificate (campaign keys export)",
+                f"{label}: not a certificate (PEM or DER)",
+                hint="give the organisation's published root certificate (root.cert.pem in its .campaign/keys/)",
             ) from None
         if not blocks:
-            raise PdfError(f"trusted certificate #{number} holds no certificate")
+            raise PdfError(f"{label}: holds no certificate")
     return roots
 
 
@@ -153,10 +154,12 @@ def _modification_reasons(status: PdfSignatureStatus, *, last: bool) -> list[str
     return reasons
 
 
-def verify_pdf(data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf") -> Verification:
+def verify_pdf(
+    data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf", trust_names: list[str] | None = None
+) -> Verification:
     """Check every signature in ``data``. Raises PdfError only for a file that is not a
-    readable PDF or a trust root that is not a certificate."""
-    roots = _load_roots(trust_roots)
+    readable PDF or a trust root that is not a certificate (named by ``trust_names``)."""
+    roots = _load_roots(trust_roots, trust_names)
     reader = _read(data, name)
     try:
         signatures = list(reader.embedded_regular_signatures)
