@@ -72,8 +72,12 @@ def main() -> None:
         for n in (1, 2, 4):
             rate, got, dup = measure(base, args.letters, n, database.schema())
             rates[n] = rate
-            print(f"  PostgreSQL, {n} worker{'s' if n > 1 else ' '}: {rate:7.1f} letters/s  ({got} received, {dup} duplicates)")
-        print(f"  scaling: 2 workers {rates[2] / rates[1]:.2f}x, 4 workers {rates[4] / rates[1]:.2f}x one worker (aim >= 3x)")
+            plural = "s" if n > 1 else " "
+            print(f"  PostgreSQL, {n} worker{plural}: {rate:7.1f} letters/s  ({got} received, {dup} duplicates)")
+        print(
+            f"  scaling: 2 workers {rates[2] / rates[1]:.2f}x, 4 workers {rates[4] / rates[1]:.2f}x one worker"
+            " (aim >= 3x)"
+        )
     finally:
         database.drop()
         shutil.rmtree(base, ignore_errors=True)
