@@ -265,8 +265,18 @@ def open_store(ws: Workspace, *, create: bool = True) -> SqlStore:
 
             return SqliteStore(None)
         ws.ensure_state_dir()
-    store: SqlStore = _open(ws.store_url)
-    return store
+        store: SqlStore = _open(ws.store_url)
+        return store
+    return _open(ws.store_url, password=_store_password(ws.store_url))
+
+
+def _store_password(url: str) -> str | None:
+    """PostgreSQL: PGPASSWORD and ~/.pgpass are read by the driver; else the keyring."""
+    from campaign.config import keyring_secret, store_account
+
+    if os.environ.get("PGPASSWORD") or (Path.home() / ".pgpass").exists():
+        return None
+    return keyring_secret(store_account(url))
 
 
 def _require_campaign(store: SqlStore, campaign: str | None) -> None:
@@ -1170,7 +1180,7 @@ def migrate_store(
         raise UsageError(f"--to: {err}") from None
     source = open_store(ws, create=False)
     try:
-        target = _open(to_url)
+        target = _open(to_url, password=_store_password(to_url))
         try:
             if target.messages() or target.chain_head()[0]:
                 raise StoreError(

@@ -447,6 +447,23 @@ def get_secret(env_var: str, account: str, *, env: Mapping[str, str] | None = No
     return str(stored)
 
 
+def keyring_secret(account: str) -> str | None:
+    """A password from the system keyring, or None when there is none (or no keyring)."""
+    try:
+        import keyring
+
+        stored = keyring.get_password(KEYRING_SERVICE, account)
+    except Exception:  # keyring backends raise many unrelated types; no keyring means no secret
+        return None
+    return str(stored) if stored else None
+
+
+def store_account(url: str) -> str:
+    """The keyring account for a PostgreSQL store: ``postgres:user@host:port/db``."""
+    parts = urlsplit(url)
+    return f"postgres:{parts.username or ''}@{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
 def store_secret(account: str, secret: str) -> str:
     """Save a password in the system keyring; return the backend's name.
 

@@ -174,8 +174,9 @@ class MessageFilter:
     message_ids: tuple[str, ...] = ()
 
 
-def open_store(url: str) -> Any:
-    """Open (and migrate) the store at ``url``: ``sqlite:///path`` or ``postgresql://...``.
+def open_store(url: str, *, password: str | None = None) -> Any:
+    """Open (and migrate) the store at ``url``: ``sqlite:///path`` or ``postgresql://...``
+    (``password`` only when neither PGPASSWORD nor ~/.pgpass provides one).
 
     Raises StoreError.
     """
@@ -186,7 +187,7 @@ def open_store(url: str) -> Any:
     if url.startswith(("postgresql://", "postgres://")):
         from campaign.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, password=password)
     raise StoreError(f"{url}: unknown store; use sqlite:///path or postgresql://user@host/db")
 
 
