@@ -457,8 +457,11 @@ class Dispatcher:
                     self.progress.in_flight -= 1
         finally:
             if conn is not None:
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                if self.stop.abort.is_set():
+                    conn.abort()  # no QUIT: a reply still on its way would be read as QUIT's
+                else:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
 
     def _outcome(self, item: Claimed, result: SendResult) -> Outcome:
         now = self.clock.now_ms()

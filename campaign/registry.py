@@ -86,7 +86,9 @@ def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError], 
         return _yaml().load(text)
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
-        if err.context_mark is not None and "end of stream" in (err.problem or ""):
+        if err.context_mark is not None and (
+            "end of stream" in (err.problem or "") or "stream end" in (err.problem or "")
+        ):
             mark = err.context_mark  # an unclosed quote: point at where it opened, not at the end
         line = f":{mark.line + 1 + line_offset}" if mark is not None else ""
         problem = err.problem or err.context or "invalid YAML"

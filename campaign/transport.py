@@ -109,6 +109,8 @@ class Connection(Protocol):
 
     async def close(self) -> None: ...
 
+    def abort(self) -> None: ...
+
 
 # ---------------------------------------------------------------------------
 # Pure helpers
@@ -309,6 +311,12 @@ class SmtpConnection:
             # that is how a failure in the middle of DATA is told from one after the dot.
             transport.set_write_buffer_limits(high=0)
 
+    def abort(self) -> None:
+        """Drop the connection at once, without QUIT (a second Ctrl-C)."""
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
     async def close(self) -> None:
         smtp, self._smtp = self._smtp, None
         if smtp is None:
@@ -486,6 +494,9 @@ class NullConnection:
         return SendResult(kind="sent", phase="end", code=250, reply="250 simulated")
 
     async def close(self) -> None:
+        self._open = False
+
+    def abort(self) -> None:
         self._open = False
 
 

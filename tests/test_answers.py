@@ -350,7 +350,7 @@ def test_a_dkim_signed_letter_verifies_after_postfix(tmp_path: Path, monkeypatch
 
 def test_fetch_without_imap_settings_is_one_line(workspace: Path) -> None:
     result = run_cli("receipts", "fetch")
-    assert result.code == 2 and "[receipts.imap]" in result.stderr
+    assert result.code == 1 and "[receipts.imap]" in result.stderr
 
 
 def test_time_helpers_are_utc() -> None:

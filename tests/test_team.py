@@ -194,4 +194,5 @@ def test_migrating_a_workspace_into_postgresql(pg_url: str, tmp_path: Path) -> N
 def test_a_password_in_the_store_url_is_refused(tmp_path: Path) -> None:
     ws = make_workspace(tmp_path / "ws")
     result = run_cli("-C", str(ws), "--db", "postgresql://u:hunter2@127.0.0.1/x", "status")
-    assert result.code == 1 and "carries a password" in result.stderr and "hunter2" not in result.output
+    assert result.code == 2 and "--db: the store URL carries a password" in result.stderr
+    assert "hunter2" not in result.output
