@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -29,7 +30,12 @@ def keyed(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def text_of(pdf: Path) -> str:
-    return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() or "" for page in PdfReader(str(pdf)).pages)
+
+
+POPPLER = shutil.which("pdfinfo") is not None
 
 
 def test_a_supporter_signs_a_russian_and_a_tajik_letter(keyed: Path, tmp_path: Path) -> None:
