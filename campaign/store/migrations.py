@@ -199,9 +199,24 @@ def m0004_mailboxes(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0005_bodies_apart(dialect: Dialect) -> list[str]:
+    """Message bytes in their own table: every state change rewrites the messages row, and
+    with the bytes inside it that meant rewriting (and fsyncing) kilobytes per change."""
+    t = _types(dialect)
+    return [
+        f"""CREATE TABLE message_bodies (
+    id {t["int"]} PRIMARY KEY REFERENCES messages (id),
+    body {t["blob"]} NOT NULL
+)""",
+        "INSERT INTO message_bodies (id, body) SELECT id, body FROM messages",
+        "ALTER TABLE messages DROP COLUMN body",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
     ("0003_workers", m0003_workers),
     ("0004_mailboxes", m0004_mailboxes),
+    ("0005_bodies_apart", m0005_bodies_apart),
 ]

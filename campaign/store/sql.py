@@ -71,6 +71,10 @@ class Tx:
         self.execute(sql, params)
         return [self.store.row_dict(self.cursor, r) for r in self.cursor.fetchall()]
 
+    def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows as plain dicts (for callers outside the store, who may change them)."""
+        return [dict(row) for row in self.rows(sql, params)]
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         found = self.rows(sql, params)
         return found[0] if found else None
@@ -185,9 +189,9 @@ class EnqueueSession:
         due = msg.not_before_ms if msg.not_before_ms is not None else self.now_ms
         self.tx.execute(
             "INSERT INTO messages (campaign, letter, recipient, email, email_key, domain, contact_name, "
-            "lang, subject, message_id, envid, body, content_sha256, smtputf8, status, attempts, "
+            "lang, subject, message_id, envid, content_sha256, smtputf8, status, attempts, "
             "created_at, updated_at, next_attempt_at, wait_reason, in_reply_to) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
             (
                 msg.campaign,
                 msg.letter,
@@ -200,7 +204,6 @@ class EnqueueSession:
                 msg.subject,
                 msg.message_id,
                 msg.envid,
-                msg.body,
                 msg.content_sha256,
                 int(msg.smtputf8),
                 now,
@@ -210,6 +213,9 @@ class EnqueueSession:
                 msg.in_reply_to,
             ),
         )
+        row = self.tx.cursor.fetchone()
+        row_id = int(row[0] if not isinstance(row, dict) else row["id"])
+        self.tx.execute("INSERT INTO message_bodies (id, body) VALUES (?, ?)", (row_id, msg.body))
         data: dict[str, Any] = {
             "letter": msg.letter,
             "recipient": msg.recipient,
@@ -232,10 +238,9 @@ class EnqueueSession:
         if existing.status not in ("queued", "deferred", "held"):
             raise StoreError(f"message {existing.id} is {existing.status}; only unsent messages can be updated")
         self.tx.execute(
-            "UPDATE messages SET body = ?, content_sha256 = ?, subject = ?, lang = ?, contact_name = ?, "
+            "UPDATE messages SET content_sha256 = ?, subject = ?, lang = ?, contact_name = ?, "
             "smtputf8 = ?, updated_at = ? WHERE id = ?",
             (
-                msg.body,
                 msg.content_sha256,
                 msg.subject,
                 msg.lang,
@@ -245,6 +250,7 @@ class EnqueueSession:
                 existing.id,
             ),
         )
+        self.tx.execute("UPDATE message_bodies SET body = ? WHERE id = ?", (msg.body, existing.id))
         self.tx.append(
             self.now_ms,
             "updated",
@@ -395,7 +401,9 @@ class SqlStore:
         ids: Sequence[int] = (),
     ) -> Claim:
         """Mark up to ``limit`` due messages ``sending`` (committed before sending)."""
-        scan = limit * 4 + 16
+        # A few spare rows in case some are parked by a limit; parked rows leave the due
+        # window, so the next claim sees fresh ones.
+        scan = limit * 2 + 2
         where = "status IN ('queued', 'deferred') AND next_attempt_at <= ?"
         params: list[Any] = [now_ms]
         if campaign:
@@ -440,27 +448,21 @@ class SqlStore:
     def _mark_sending(
         self, tx: Tx, row: dict[str, Any], now_ms: int, worker: str, lease_ms: int, prefix: PrefixFn
     ) -> Claimed:
-        body_row = tx.one("SELECT body FROM messages WHERE id = ?", (row["id"],))
-        assert body_row is not None
-        body = bytes(body_row["body"])
+        body_row = tx.one("SELECT body FROM message_bodies WHERE id = ?", (row["id"],))
+        body = bytes(body_row["body"]) if body_row is not None else b""  # a plan's copy has no bodies
         first_attempt_at = row["first_attempt_at"]
         if row["wire_prefix"] is None:
-            wire_prefix = prefix(row, body, now_ms)
-            wire = wire_prefix + body
-            wire_sha = chain.sha256_hex(wire)
+            wire_prefix = prefix(dict(row), body, now_ms)
             first_attempt_at = iso(now_ms)
-            tx.execute(
-                "UPDATE messages SET wire_prefix = ?, wire_sha256 = ?, first_attempt_at = ? WHERE id = ?",
-                (wire_prefix, wire_sha, first_attempt_at, row["id"]),
-            )
         else:
-            wire = bytes(row["wire_prefix"]) + body
-            wire_sha = str(row["wire_sha256"])
+            wire_prefix = bytes(row["wire_prefix"])
+        wire = wire_prefix + body
+        wire_sha = str(row["wire_sha256"]) if row["wire_prefix"] is not None else chain.sha256_hex(wire)
         attempt = int(row["attempts"]) + 1
         tx.execute(
             "UPDATE messages SET status = 'sending', attempts = ?, lease_owner = ?, lease_expires = ?, "
-            "wait_reason = NULL, updated_at = ? WHERE id = ?",
-            (attempt, worker, now_ms + lease_ms, iso(now_ms), row["id"]),
+            "wait_reason = NULL, updated_at = ?, wire_prefix = ?, wire_sha256 = ?, first_attempt_at = ? WHERE id = ?",
+            (attempt, worker, now_ms + lease_ms, iso(now_ms), wire_prefix, wire_sha, first_attempt_at, row["id"]),
         )
         duplicate = bool(row["possible_duplicate"])
         tx.append(
@@ -573,7 +575,7 @@ class SqlStore:
     def workers(self, since: str) -> list[dict[str, Any]]:
         """Workers seen since ``since`` (RFC 3339), with their live leases."""
         with self.reading() as tx:
-            rows = tx.rows(
+            rows = tx.dicts(
                 "SELECT w.id, w.label, w.campaign, w.concurrency, w.started_at, w.heartbeat_at, w.stopped_at, w.sent, "
                 "w.deferred, w.failed, COUNT(m.id) AS leases, MIN(m.lease_expires) AS lease_expires "
                 "FROM workers w LEFT JOIN messages m ON m.lease_owner = w.id AND m.status = 'sending' "
@@ -851,12 +853,12 @@ class SqlStore:
             sql += " AND m.campaign = ?"
             params.append(campaign)
         with self.reading() as tx:
-            return tx.rows(sql + " ORDER BY COALESCE(r.arrival, r.received_at), r.id", params)
+            return tx.dicts(sql + " ORDER BY COALESCE(r.arrival, r.received_at), r.id", params)
 
     def unmatched(self) -> list[dict[str, Any]]:
         """Report entries that matched no letter, oldest first."""
         with self.reading() as tx:
-            return tx.rows(
+            return tx.dicts(
                 "SELECT id, report_sha256, part, kind, outcome, status, diagnostic, reporting_mta, final_recipient, "
                 "original_recipient, envid, original_message_id, source, note, received_at FROM receipts "
                 "WHERE message_row IS NULL ORDER BY received_at, id"
@@ -864,7 +866,7 @@ class SqlStore:
 
     def receipts_for(self, row_id: int) -> list[dict[str, Any]]:
         with self.reading() as tx:
-            return tx.rows("SELECT * FROM receipts WHERE message_row = ? ORDER BY id", (row_id,))
+            return tx.dicts("SELECT * FROM receipts WHERE message_row = ? ORDER BY id", (row_id,))
 
     def blob(self, sha: str) -> bytes | None:
         with self.reading() as tx:
@@ -933,7 +935,10 @@ class SqlStore:
     def wire_bytes(self, message_row_id: int) -> tuple[bytes | None, bytes]:
         """(prefix added at the first attempt or None, stored body)."""
         with self.reading() as tx:
-            row = tx.one("SELECT wire_prefix, body FROM messages WHERE id = ?", (message_row_id,))
+            row = tx.one(
+                "SELECT m.wire_prefix, b.body FROM messages m JOIN message_bodies b ON b.id = m.id WHERE m.id = ?",
+                (message_row_id,),
+            )
         if row is None:
             raise StoreError(f"no message with id {message_row_id}")
         prefix = bytes(row["wire_prefix"]) if row["wire_prefix"] is not None else None
@@ -1073,7 +1078,7 @@ class SqlStore:
     def raw_events(self, after_seq: int = 0, limit: int = 5000) -> list[dict[str, Any]]:
         """Events exactly as stored (text columns), for verification."""
         with self.reading() as tx:
-            return tx.rows(
+            return tx.dicts(
                 "SELECT seq, time, kind, message, campaign, data, prev_hash, hash FROM events "
                 f"WHERE seq > ? ORDER BY seq LIMIT {int(limit)}",
                 (after_seq,),
@@ -1089,6 +1094,7 @@ class SqlStore:
 # Tables a copy carries, in dependency order, with the column that orders them.
 COPY_TABLES: list[tuple[str, str]] = [
     ("messages", "id"),
+    ("message_bodies", "id"),
     ("events", "seq"),
     ("pacing", "key"),
     ("daily_counts", "recipient, day"),
@@ -1115,19 +1121,22 @@ def copy_state(
     """
     copied: dict[str, int] = {}
     for table, order in COPY_TABLES:
-        if table == "events" and not events:
+        if (table == "events" and not events) or (table == "message_bodies" and not bodies):
             continue
         count = 0
         offset = 0
         while True:
             with source.reading() as tx:
-                rows = tx.rows(f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}")
+                rows = [
+                    dict(row)
+                    for row in tx.rows(
+                        f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}"
+                    )
+                ]
             if not rows:
                 break
             with target.transaction() as tx:
                 for row in rows:
-                    if table == "messages" and not bodies:
-                        row["body"] = b""
                     columns = ", ".join(row)
                     marks = ", ".join("?" for _ in row)
                     values = [bytes(v) if isinstance(v, memoryview) else v for v in row.values()]

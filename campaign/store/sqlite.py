@@ -26,6 +26,7 @@ class SqliteStore(SqlStore):
         if path is None:
             self.label = "in-memory store"
             self.conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            self.conn.row_factory = sqlite3.Row
             self._migrate()
             return
         self.label = path.name if path.parent.name != ".campaign" else f".campaign/{path.name}"
@@ -39,6 +40,7 @@ class SqliteStore(SqlStore):
         old_umask = os.umask(0o077)  # the -wal and -shm files inherit it
         try:
             self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+            self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -53,7 +55,9 @@ class SqliteStore(SqlStore):
             os.umask(old_umask)
 
     def row_dict(self, cursor: Any, row: Any) -> dict[str, Any]:
-        return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+        # sqlite3.Row reads by name like a dict, without building one per row.
+        result: dict[str, Any] = row
+        return result
 
     @contextlib.contextmanager
     def _transaction(self, write: bool = True) -> Iterator[Any]:
