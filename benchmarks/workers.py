@@ -32,8 +32,9 @@ def campaign(ws: Path, db: str | None, *args: str) -> subprocess.Popen[str]:
     env.pop("CAMPAIGN_DB", None)
     if db:
         env["CAMPAIGN_DB"] = db
-    return subprocess.Popen([sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "campaign", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def measure(base: Path, letters: int, workers: int, db: str | None) -> tuple[float, int, int]:
@@ -59,7 +60,9 @@ def measure(base: Path, letters: int, workers: int, db: str | None) -> tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--letters", type=int, default=2000)
-    parser.add_argument("--pg", default=os.environ.get("CAMPAIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--pg", default=os.environ.get("CAMPAIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     args = parser.parse_args()
     os.environ["CAMPAIGN_TEST_PG"] = args.pg
     base = Path(tempfile.mkdtemp(prefix="campaign-bench-workers-"))
