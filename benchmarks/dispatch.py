@@ -249,12 +249,12 @@ def p3(base: Path, letters: int) -> None:
 
 def _peak_rss_mb(args: list[str], env: dict[str, str]) -> float:
     """Run a command; return the peak RSS of that process alone (os.wait4), in MB."""
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    if proc.stderr:
-        proc.stderr.close()
+    with tempfile.TemporaryFile() as log:  # a pipe would fill up with one line per letter
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        err = log.read().decode("utf-8", "replace")
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[-4:])} failed: {err[-2000:]}")
     return usage.ru_maxrss / 1024

@@ -9,6 +9,7 @@ callbacks and problems are raised as :class:`~campaign.errors.CampaignError`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -609,7 +610,7 @@ def _run_send(
     return SendOutcome(report, remaining=remaining)
 
 
-def _pacing(ws: Workspace, request: SendRequest) -> PacingConfig:
+def _pacing(ws: Workspace, request: SendRequest, registry: Registry | None = None) -> PacingConfig:
     """The limits of one run: [sending] rates (or --rate) and the registry's etiquette."""
     from campaign.pacing import PacingConfig
 
@@ -617,7 +618,8 @@ def _pacing(ws: Workspace, request: SendRequest) -> PacingConfig:
     rate = request.rate or sending.rate
     if not request.etiquette:
         return PacingConfig(rate=rate, per_domain_rate=sending.per_domain_rate)
-    return PacingConfig.from_registry(load_registry(ws), rate=rate, per_domain_rate=sending.per_domain_rate)
+    registry = registry or load_registry(ws)
+    return PacingConfig.from_registry(registry, rate=rate, per_domain_rate=sending.per_domain_rate)
 
 
 def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptions:
@@ -1026,6 +1028,7 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     request = SendRequest(campaign=campaign, wait=True)
     reg = load_registry(ws)
     zones = {r.id: (r.timezone or "UTC") for r in reg.recipients}
+    pacing = _pacing(ws, request, reg)
     store = open_store(ws, create=False)
     snapshot = SqliteStore(None)
     try:
@@ -1034,7 +1037,8 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     finally:
         store.close()
     pending = {
-        m.id: m for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
+        m.id: (m.campaign, m.recipient, m.email, m.message_id, m.wait_reason)
+        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
     }
     times: dict[int, tuple[int, str]] = {}
 
@@ -1045,30 +1049,32 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     dispatcher = Dispatcher(
         snapshot,
         NullConnection,
-        Pacer(_pacing(ws, request)),
+        Pacer(pacing),
         options,
         prefix=lambda row, body, at: b"",
         clock=VirtualClock(start),
         on_outcome=record,
     )
+    gc.freeze()  # the plan's many long-lived objects need no cycle collection (it grew quadratic)
     try:
         report = asyncio.run(dispatcher.run())
     finally:
+        gc.unfreeze()
         snapshot.close()
     expired = set(report.expired)
     rows = []
-    for mid, message in pending.items():
-        at, outcome = times.get(mid, (start, "failed" if message.message_id in expired else "unscheduled"))
+    for mid, (camp, recipient, email, message_id, waiting) in pending.items():
+        at, outcome = times.get(mid, (start, "failed" if message_id in expired else "unscheduled"))
         rows.append(
             PlanRow(
                 id=mid,
-                campaign=message.campaign,
-                recipient=message.recipient,
-                email=message.email,
+                campaign=camp,
+                recipient=recipient,
+                email=email,
                 at_ms=at,
                 outcome=outcome,
-                waiting=message.wait_reason,
-                zone=zones.get(message.recipient, "UTC"),
+                waiting=waiting,
+                zone=zones.get(recipient, "UTC"),
             )
         )
     rows.sort(key=lambda r: (r.at_ms, r.id))

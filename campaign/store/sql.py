@@ -1125,14 +1125,17 @@ def copy_state(
             continue
         count = 0
         offset = 0
+        last: Any = None
+        keyset = "," not in order  # single-column keys page by value: OFFSET would rescan
         while True:
             with source.reading() as tx:
-                rows = [
-                    dict(row)
-                    for row in tx.rows(
-                        f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}"
-                    )
-                ]
+                if keyset:
+                    where = f" WHERE {order} > ?" if last is not None else ""
+                    sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT {int(batch)}"
+                    rows = [dict(row) for row in tx.rows(sql, (last,) if last is not None else ())]
+                else:
+                    sql = f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}"
+                    rows = [dict(row) for row in tx.rows(sql)]
             if not rows:
                 break
             with target.transaction() as tx:
@@ -1143,6 +1146,7 @@ def copy_state(
                     tx.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
             count += len(rows)
             offset += len(rows)
+            last = rows[-1][order] if keyset else None
             if on_progress:
                 on_progress(table, count)
         copied[table] = count
