@@ -2,8 +2,10 @@
 
 Contract:
 - Rates are token buckets in GCRA form: a key (``global``, ``domain:un.org``) holds
-  a theoretical arrival time ``tat`` in epoch milliseconds. A message may go when
-  ``now >= tat - tolerance``; going moves ``tat`` to ``max(tat, now) + 1000/rate``.
+  a theoretical arrival time ``tat`` in epoch *microseconds* (so rates above 1,000/s
+  keep their meaning). A message may go when ``now >= tat - tolerance``; going moves
+  ``tat`` to ``max(tat, now) + 1/rate``. Verdicts and parking slots are epoch
+  milliseconds, rounded up, like every other time in the store.
   The bucket holds one second of rate, at least one message: with ``rate = 0.2`` no
   two letters to a domain are closer than five seconds.
 - A daily cap counts every letter the workspace hands to the server for an
@@ -71,8 +73,8 @@ class PacingConfig:
 
 @dataclass
 class Bucket:
-    """A rate key's state: ``tat`` (when the next message is due) and ``tail``
-    (where the next blocked message is parked, so blocked messages spread out)."""
+    """A rate key's state, in epoch microseconds: ``tat`` (when the next message is due)
+    and ``tail`` (where the next blocked message is parked, so blocked messages spread out)."""
 
     tat: int = 0
     tail: int = 0
@@ -126,7 +128,15 @@ GO = Verdict(ok=True)
 
 
 def _interval(rate: float) -> int:
-    return max(1, round(1000 / rate))
+    """Microseconds between two messages at ``rate`` per second."""
+    return max(1, round(1_000_000 / rate))
+
+
+_US = 1000  # microseconds per millisecond
+
+
+def _ceil_ms(us: int) -> int:
+    return -(-us // _US)
 
 
 def _tolerance(rate: float) -> int:
@@ -184,9 +194,9 @@ class Pacer:
         """May any message go now, as far as the overall rate is concerned?"""
         bucket = state.bucket(GLOBAL_KEY)
         earliest = bucket.tat - self._global_tolerance
-        if now_ms >= earliest:
+        if now_ms * _US >= earliest:
             return GO
-        return Verdict(False, earliest, f"rate: {self.config.rate:g}/s overall", True, GLOBAL_KEY)
+        return Verdict(False, _ceil_ms(earliest), f"rate: {self.config.rate:g}/s overall", True, GLOBAL_KEY)
 
     def check(self, now_ms: int, recipient: str, domain: str, state: PacingState) -> Verdict:
         """Every limit but the global rate, for one message (consumes nothing)."""
@@ -217,15 +227,15 @@ class Pacer:
         key = domain_key(domain)
         bucket = state.bucket(key)
         earliest = bucket.tat - self._domain_tolerance
-        if now_ms < earliest:
-            return Verdict(False, earliest, f"rate: {self.config.per_domain_rate:g}/s to {domain}", True, key)
+        if now_ms * _US < earliest:
+            return Verdict(False, _ceil_ms(earliest), f"rate: {self.config.per_domain_rate:g}/s to {domain}", True, key)
         return GO
 
     def consume(self, now_ms: int, recipient: str, domain: str, state: PacingState) -> None:
         """Account for one message handed to the server at ``now``."""
         for key, interval in ((GLOBAL_KEY, self._global_interval), (domain_key(domain), self._domain_interval)):
             bucket = state.bucket(key)
-            bucket.tat = max(bucket.tat, now_ms) + interval
+            bucket.tat = max(bucket.tat, now_ms * _US) + interval
             state.set_bucket(key, bucket)
         policy = self.config.policy(recipient)
         if policy.max_per_day is not None:
@@ -242,7 +252,7 @@ class Pacer:
         if not verdict.short or verdict.key is None or verdict.key == GLOBAL_KEY:
             return verdict.until
         bucket = state.bucket(verdict.key)
-        slot = max(verdict.until, bucket.tail, now_ms)
+        slot = max(verdict.until * _US, bucket.tail, now_ms * _US)
         bucket.tail = slot + self._domain_interval
         state.set_bucket(verdict.key, bucket)
-        return slot
+        return _ceil_ms(slot)

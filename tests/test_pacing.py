@@ -92,6 +92,18 @@ def test_global_rate_over_simulated_windows() -> None:
         assert max_in_window(times, window) <= 2 * window // 1000 + 2
 
 
+def test_rates_above_a_thousand_per_second_keep_their_meaning() -> None:
+    # buckets count microseconds: 5,000/s must not be rounded down to one per millisecond
+    pacer = Pacer(PacingConfig(rate=5000, per_domain_rate=1_000_000))
+    start = ms("2026-11-30T10:00:00")
+    messages = [(f"r{i}", f"d{i}.example") for i in range(20_000)]
+    times = [t for t, _, _ in simulate(pacer, messages, start, 60_000)]
+    assert len(times) == 20_000
+    assert 5000 < max_in_window(times, 1000) <= 2 * 5000 + 1  # the first second holds the burst too
+    steady = [t for t in times if t >= times[0] + 2000]
+    assert max_in_window(steady, 1000) == pytest.approx(5000, abs=5)
+
+
 def test_daily_cap_across_midnight_in_the_institution_time_zone() -> None:
     policy = InstitutionPolicy(zone=ZoneInfo("Asia/Dushanbe"), max_per_day=3)
     pacer = Pacer(PacingConfig(rate=100, per_domain_rate=100, institutions={"mfa": policy}))

@@ -279,3 +279,23 @@ def test_copy_between_stores_keeps_the_chain(store_url: str, tmp_path: Path) -> 
     assert max(m.id for m in target.messages()) == 6
     source.close()
     target.close()
+
+
+def test_pacing_buckets_move_to_microseconds_on_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import campaign.store.sql as sql
+    from campaign.store.sqlite import SqliteStore
+
+    path = tmp_path / "state.db"
+    with monkeypatch.context() as patch:  # a store as the release before 0006 left it
+        patch.setattr(sql, "MIGRATIONS", [m for m in sql.MIGRATIONS if m[0] < "0006"])
+        old = SqliteStore(path)
+        with old.transaction() as tx:
+            tx.execute("INSERT INTO pacing (key, tat, tail) VALUES ('global', 1764500000123, 1764500000456)")
+        old.close()
+    store = SqliteStore(path)
+    try:
+        with store.reading() as tx:
+            row = tx.one("SELECT tat, tail FROM pacing WHERE key = 'global'")
+        assert row is not None and (row["tat"], row["tail"]) == (1764500000123000, 1764500000456000)
+    finally:
+        store.close()

@@ -17,7 +17,8 @@ schema, same behaviour):
   the file is created with mode 0600. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``.
 
 Times: event and row times are UTC RFC 3339 text; scheduling times
-(``next_attempt_at``, leases, pacing) are integer epoch milliseconds.
+(``next_attempt_at``, leases) are integer epoch milliseconds;
+rate buckets (the ``pacing`` table) are integer epoch microseconds.
 """
 
 from __future__ import annotations

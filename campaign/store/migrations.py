@@ -213,10 +213,16 @@ def m0005_bodies_apart(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0006_pacing_microseconds(dialect: Dialect) -> list[str]:
+    """Rate buckets count microseconds, so a rate above 1,000/s is not rounded down to it."""
+    return ["UPDATE pacing SET tat = tat * 1000, tail = tail * 1000"]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
     ("0003_workers", m0003_workers),
     ("0004_mailboxes", m0004_mailboxes),
     ("0005_bodies_apart", m0005_bodies_apart),
+    ("0006_pacing_microseconds", m0006_pacing_microseconds),
 ]
