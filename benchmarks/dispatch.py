@@ -35,12 +35,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.sink import Sink  # noqa: E402
 
-CAMPAIGN = (
-    [str(ROOT / ".venv" / "bin" / "campaign")]
-    if (ROOT / ".venv" / "bin" / "campaign").exists()
-    else [sys.executable, "-m", "campaign"]
-)
-
 
 def make_workspace(
     base: Path, *, institutions: int, contacts: int, port: int, short_letter: bool = False, etiquette: bool = True

@@ -127,12 +127,12 @@ class Verdict:
 GO = Verdict(ok=True)
 
 
+_US = 1000  # microseconds per millisecond
+
+
 def _interval(rate: float) -> int:
     """Microseconds between two messages at ``rate`` per second."""
-    return max(1, round(1_000_000 / rate))
-
-
-_US = 1000  # microseconds per millisecond
+    return max(1, round(1000 * _US / rate))
 
 
 def _ceil_ms(us: int) -> int:

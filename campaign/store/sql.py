@@ -1124,7 +1124,6 @@ def copy_state(
         if (table == "events" and not events) or (table == "message_bodies" and not bodies):
             continue
         count = 0
-        offset = 0
         last: Any = None
         keyset = "," not in order  # single-column keys page by value: OFFSET would rescan
         while True:
@@ -1134,7 +1133,7 @@ def copy_state(
                     sql = f"SELECT * FROM {table}{where} ORDER BY {order} LIMIT {int(batch)}"
                     rows = [dict(row) for row in tx.rows(sql, (last,) if last is not None else ())]
                 else:
-                    sql = f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(offset)}"
+                    sql = f"SELECT * FROM {table} ORDER BY {order} LIMIT {int(batch)} OFFSET {int(count)}"
                     rows = [dict(row) for row in tx.rows(sql)]
             if not rows:
                 break
@@ -1145,7 +1144,6 @@ def copy_state(
                     values = [bytes(v) if isinstance(v, memoryview) else v for v in row.values()]
                     tx.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", values)
             count += len(rows)
-            offset += len(rows)
             last = rows[-1][order] if keyset else None
             if on_progress:
                 on_progress(table, count)
