@@ -469,6 +469,26 @@ class Dispatcher:
                             reason=result.reply or "sender refused",
                         )
                         return
+                    if result.kind == "protocol":
+                        # A broken or hostile server: stop, rather than spend an attempt per letter.
+                        self._stop_run(
+                            TransportError(
+                                result.reply or "the server broke the SMTP protocol",
+                                hint="check [smtp] host and port, or ask the server's operator; "
+                                "the letter was kept for the next run",
+                            )
+                        )
+                        if result.phase != "end":  # nothing of the message was sent: put it back
+                            await self._call(
+                                self.store.unclaim,
+                                [item],
+                                self.clock.now_ms(),
+                                worker=self.options.worker,
+                                reason=result.reply or "protocol violation",
+                            )
+                            return
+                        self._record(self._outcome(item, result), item)
+                        return
                     self._record(self._outcome(item, result), item)
                 finally:
                     self.progress.in_flight -= 1
@@ -503,17 +523,19 @@ class Dispatcher:
         )
         if result.kind == "sent":
             return outcome
-        if result.kind in ("temporary", "unknown"):
+        if result.kind in ("temporary", "unknown", "protocol"):
+            # A protocol violation after the final dot may have left is as unknown as silence.
+            unknown = result.kind == "unknown" or (result.kind == "protocol" and result.phase == "end")
             first = from_rfc3339(item.first_attempt_at)
             age_ms = now - int(first.timestamp() * 1000)
-            duplicate = item.possible_duplicate or result.kind == "unknown"
-            event = "outcome_unknown" if result.kind == "unknown" else "deferred"
+            duplicate = item.possible_duplicate or unknown
+            event = "outcome_unknown" if unknown else "deferred"
             if age_ms >= self.options.max_age.total_seconds() * 1000:
                 data["reason"] = "max_age reached: gave up retrying"
                 final = "failed" if event == "deferred" else event
                 return replace(outcome, status="failed", event=final, possible_duplicate=duplicate)
             delay = retry_delay(item.attempt, self.options, self.rng)
-            if result.kind == "unknown":
+            if unknown:
                 data["note"] = "no final reply: the server may have accepted it; retrying, possible duplicate"
             return replace(
                 outcome,

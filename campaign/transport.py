@@ -1,42 +1,54 @@
-"""SMTP with aiosmtplib: one connection, one message per transaction, replies classified.
+"""SMTP: one connection, one message per transaction, a strict client, replies classified.
 
 Contract:
 - A connection is opened (greeting, EHLO with the configured name, never this
   machine's, STARTTLS or implicit TLS with certificate verification, AUTH) *before*
   any message is claimed. Problems there raise ``ServerUnavailableError`` (refused,
-  4xx greeting: try later) or ``TransportError`` (TLS, authentication, 5xx greeting:
-  the run stops and no message changes).
+  4xx greeting: try later) or ``TransportError`` (TLS, authentication, 5xx greeting,
+  a broken protocol: the run stops and no message changes).
+- The client is strict (see :class:`SmtpConnection`): one reply per command, of the
+  class the command expects (``DATA`` → 354 only). An extra, malformed or unsolicited
+  reply line ends the connection at once with ``transport.abort()`` (never QUIT or a
+  graceful close, which would flush buffered bytes), and the result is ``protocol``.
 - :meth:`SmtpConnection.send` never raises for a message-level problem: it returns a
-  :class:`SendResult` that says what happened and in which phase. A failure before the
-  whole message is handed to the kernel is ``temporary`` (nothing was delivered); a
-  missing reply after the final dot is ``unknown`` (RFC 5321 4.5.3.2.6: the server
-  may have accepted it), which the dispatcher turns into a retry marked as a possible
+  :class:`SendResult` that says what happened and in which phase. While any byte of
+  the message is still in asyncio's buffer (a zero high-water mark makes that exact),
+  the final dot has not left: a failure then is ``temporary`` (nothing was delivered)
+  and the connection is dropped so the rest is discarded. Once everything was handed
+  to the kernel, a missing reply is ``unknown`` (RFC 5321 4.5.3.2.6: the server may
+  have accepted it), which the dispatcher turns into a retry marked as a possible
   duplicate.
 - DSNs (RFC 3461) are requested when the server offers ``DSN``: ``RET=HDRS``,
   ``ENVID`` on MAIL FROM, ``NOTIFY=SUCCESS,FAILURE,DELAY`` and an xtext-encoded
   ``ORCPT`` on RCPT TO.
-- Exception texts never contain the password: aiosmtplib's do not, and ours are built
-  from host, port and the server's reply only.
+- Exception texts never contain the password: they are built from host, port and
+  the server's reply only.
 
-This module is the only home of aiosmtplib (and of dkimpy: see :func:`dkim_sign`).
+The client is written here over asyncio's public Protocol and Transport API, not on
+aiosmtplib: an SMTP library hides exactly what this module must see (unsolicited reply
+lines, whether the final dot left the process), and the part we need is small (see
+docs/ARCHITECTURE.md, "The SMTP client"). This module is also the only home of dkimpy
+(see :func:`dkim_signature`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import re
+import socket
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-import aiosmtplib
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-
 from campaign.errors import TransportError
 
-ResultKind = Literal["sent", "temporary", "address", "policy", "permanent", "unknown", "sender", "reconnect"]
+ResultKind = Literal[
+    "sent", "temporary", "address", "policy", "permanent", "unknown", "sender", "reconnect", "protocol"
+]
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _QUEUE_ID = [
@@ -187,9 +199,188 @@ def classify(code: int, message: str, phase: str) -> SendResult:
     return SendResult(kind=kind, phase=phase, code=code, enhanced=enhanced, reply=reply)
 
 
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
 def prepare_data(wire: bytes) -> bytes:
-    """Message bytes as transmitted after DATA: CRLF, dot-stuffed, final dot."""
-    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(wire)) + b".\r\n"
+    """Message bytes as transmitted after DATA (RFC 5321 4.5.2): CRLF line endings,
+    dot-stuffed, a final CRLF and the terminating dot."""
+    data = _LINE_ENDINGS.sub(b"\r\n", wire)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+
+
+# ---------------------------------------------------------------------------
+# Reply framing: one reply per command, anything else is a protocol violation
+
+MAX_REPLY_LINE = 4096  # RFC 5321 4.5.3.1.5 says 512; real servers send a little more
+MAX_REPLY_LINES = 100
+_REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -])(.*)$", re.S)
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ProtocolViolation(Exception):
+    """The server broke SMTP's framing (an unexpected, extra or malformed reply)."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return "\n".join(self.lines)
+
+    @property
+    def text(self) -> str:
+        return one_line(self.code, self.message)
+
+
+class _SmtpProtocol(asyncio.Protocol):
+    """Bytes in, whole replies out, with strict framing.
+
+    A reply is accepted only while a command waits for one. Data that arrives when
+    nothing waits (a reply to nothing, or a second reply to one command) and lines that
+    are not SMTP replies are violations: the waiting command, or the next one, fails with
+    :class:`ProtocolViolation`. Writing uses the transport with a zero high-water mark,
+    so :meth:`drain` returns only once every byte has left asyncio for the kernel.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._lines: list[str] = []
+        self._code: int | None = None
+        self._waiter: asyncio.Future[Reply] | None = None
+        self._replies: list[Reply] = []
+        self.violation: str | None = None
+        self.lost: BaseException | None = None
+        self.closed = False
+        self.paused = False  # asyncio holds written bytes the kernel has not taken yet
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    # -- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # ``paused`` keeps its value: True means bytes were still waiting in asyncio's
+        # buffer when the connection died, and were discarded (never reached the kernel).
+        self.closed = True
+        self.lost = exc or ConnectionResetError("the server closed the connection")
+        self._writable.set()
+        self._fail(self.lost)
+
+    def eof_received(self) -> bool | None:
+        self.lost = ConnectionResetError("the server closed the connection")
+        self._fail(self.lost)
+        return None  # close the transport
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.extend(data)
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) > MAX_REPLY_LINE:
+                    self._violate("a reply line longer than 4096 bytes")
+                return
+            raw = bytes(self._buffer[: end + 1])
+            del self._buffer[: end + 1]
+            self._line(raw.rstrip(b"\r\n"))
+
+    # -- parsing
+
+    def _line(self, raw: bytes) -> None:
+        match = _REPLY_LINE.match(raw) if len(raw) <= MAX_REPLY_LINE else None
+        if match is None and re.fullmatch(rb"[2-5][0-9][0-9]", raw):
+            match = _REPLY_LINE.match(raw + b" ")
+        if match is None:
+            self._violate(f"not an SMTP reply line: {_shown(raw)}")
+            return
+        code = int(match.group(1))
+        if self._code is not None and code != self._code:
+            self._violate(f"a multi-line reply changed its code from {self._code} to {code}")
+            return
+        self._code = code
+        self._lines.append(match.group(3).decode("utf-8", "replace").strip())
+        if len(self._lines) > MAX_REPLY_LINES:
+            self._violate(f"a reply of more than {MAX_REPLY_LINES} lines")
+            return
+        if match.group(2) == b"-":
+            return
+        reply = Reply(code, tuple(self._lines))
+        self._code, self._lines = None, []
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._violate(f"a reply nobody asked for: {reply.text}")
+            return
+        waiter.set_result(reply)
+
+    def _violate(self, what: str) -> None:
+        if self.violation is None:
+            self.violation = what
+        self._writable.set()
+        self._fail(ProtocolViolation(self.violation))
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+            waiter.exception()  # retrieved: a dropped connection must not log "never retrieved"
+
+    # -- what the session uses
+
+    def expect_reply(self) -> asyncio.Future[Reply]:
+        """Arm for the reply to the command about to be written."""
+        if self.violation is not None:
+            raise ProtocolViolation(self.violation)
+        if self.lost is not None:
+            raise self.lost
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        return self._waiter
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until every written byte left asyncio's buffer for the kernel. Raises the
+        connection's error, or ProtocolViolation, if that happens first."""
+        while self.paused:
+            if self.violation is not None:
+                raise ProtocolViolation(self.violation)
+            if self.lost is not None:
+                raise self.lost
+            await self._writable.wait()
+        if self.violation is not None:
+            raise ProtocolViolation(self.violation)
+
+    def unsent(self) -> bool:
+        """True while written bytes wait in asyncio's buffer: they have not reached the
+        kernel, and dropping the connection discards them."""
+        return self.paused
+
+
+def _shown(raw: bytes) -> str:
+    text = raw[:80].decode("utf-8", "replace")
+    return repr(_UNSAFE.sub("?", text))
 
 
 # ---------------------------------------------------------------------------
@@ -197,17 +388,30 @@ def prepare_data(wire: bytes) -> bytes:
 
 
 class SmtpConnection:
-    """One SMTP session, reused for many messages (one at a time)."""
+    """One SMTP session, reused for many messages (one at a time), with a strict client.
+
+    Every command expects one reply of one class (MAIL and RCPT 2xx, DATA 354 only, the
+    end of the message 2xx/4xx/5xx). A violation of the protocol (an extra line, a
+    malformed line, a reply to nothing, a 2xx to DATA) ends the connection at once with
+    ``transport.abort()``, never QUIT or a graceful close (either would flush buffered
+    bytes, possibly the rest of a message and its final dot), and the outcome follows the
+    phase: before any body byte was written, nothing was sent; once the final dot may have
+    reached the kernel, the outcome is unknown (a possible duplicate). Such a result has
+    ``kind="protocol"``: the dispatcher stops the run instead of burning an attempt per
+    letter on a broken or hostile server.
+    """
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._proto: _SmtpProtocol | None = None
+        self.extensions: dict[str, str] = {}
         self.dsn = False
         self.smtputf8 = False
 
     @property
     def connected(self) -> bool:
-        return self._smtp is not None and self._smtp.is_connected
+        proto = self._proto
+        return proto is not None and not proto.closed and proto.violation is None
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
@@ -218,127 +422,195 @@ class SmtpConnection:
                 hint="point ca_file at the PEM certificate of your server's CA",
             ) from None
 
+    # -- low level
+
+    async def _command(self, line: str | None, *, timeout: float, encoding: str = "ascii") -> Reply:
+        """Write one command (or nothing, for the greeting) and read its one reply."""
+        proto = self._proto
+        if proto is None:
+            raise ConnectionResetError("not connected")
+        waiter = proto.expect_reply()
+        if line is not None:
+            if _UNSAFE.search(line):
+                raise ValueError(f"refusing to send a command with a control character: {line[:40]!r}")
+            proto.write(line.encode(encoding) + b"\r\n")
+        async with asyncio.timeout(timeout):
+            return await waiter
+
+    def _drop(self) -> None:
+        """End the connection at once: nothing buffered is sent (RST, no QUIT, no flush)."""
+        proto, self._proto = self._proto, None
+        if proto is None or proto.transport is None:
+            return
+        sock = proto.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        proto.transport.abort()
+
+    async def _ehlo(self) -> None:
+        cfg = self.config
+        reply = await self._command(f"EHLO {cfg.helo_name}", timeout=cfg.timeout)
+        if reply.code == 250:
+            self.extensions = {}
+            for line in reply.lines[1:]:
+                name, _, params = line.partition(" ")
+                if "=" in name and name.upper().startswith("AUTH="):  # old servers: AUTH=LOGIN
+                    name, params = "AUTH", name[5:] + " " + params
+                self.extensions[name.upper()] = params.strip()
+            return
+        if reply.code >= 500:
+            reply = await self._command(f"HELO {cfg.helo_name}", timeout=cfg.timeout)
+            if reply.code == 250:
+                self.extensions = {}
+                return
+        raise _ReplyError(reply)
+
+    async def _starttls(self) -> None:
+        cfg = self.config
+        if "STARTTLS" not in self.extensions:
+            raise TransportError(
+                f"{cfg.where}: the server does not offer STARTTLS",
+                hint='refusing to send in clear text; use security = "tls" if the server expects TLS from the start',
+            )
+        reply = await self._command("STARTTLS", timeout=cfg.timeout)
+        if reply.code != 220:
+            raise _ReplyError(reply)
+        proto = self._proto
+        assert proto is not None and proto.transport is not None
+        loop = asyncio.get_running_loop()
+        transport = await asyncio.wait_for(
+            loop.start_tls(proto.transport, proto, self._tls_context(), server_hostname=cfg.host),
+            timeout=cfg.timeout,
+        )
+        if transport is None:
+            raise ConnectionResetError("the connection closed during the TLS handshake")
+        proto.transport = transport
+        transport.set_write_buffer_limits(high=0)
+        await self._ehlo()
+
+    async def _login(self) -> None:
+        cfg = self.config
+        assert cfg.username is not None
+        if cfg.password is None:
+            raise TransportError(f"{cfg.where}: a password is needed for {cfg.username}")
+        mechanisms = self.extensions.get("AUTH", "").upper().split()
+        if "PLAIN" in mechanisms or not mechanisms:
+            token = base64.b64encode(f"\0{cfg.username}\0{cfg.password}".encode()).decode("ascii")
+            reply = await self._command(f"AUTH PLAIN {token}", timeout=cfg.timeout)
+        elif "LOGIN" in mechanisms:
+            reply = await self._command("AUTH LOGIN", timeout=cfg.timeout)
+            for value in (cfg.username, cfg.password):
+                if reply.code != 334:
+                    break
+                reply = await self._command(base64.b64encode(value.encode()).decode("ascii"), timeout=cfg.timeout)
+        else:
+            raise TransportError(
+                f"{cfg.where}: the server offers no login method we use (AUTH {' '.join(mechanisms)})",
+                hint="campaign logs in with AUTH PLAIN or LOGIN, over TLS",
+            )
+        if reply.code != 235:
+            raise TransportError(
+                f"{cfg.where}: authentication failed for {cfg.username}: {reply.text}",
+                hint="check [smtp] username and CAMPAIGN_SMTP_PASSWORD (or `campaign smtp login`); "
+                "no message was touched",
+            )
+
+    # -- the session
+
     async def open(self) -> None:
         """Connect, secure, greet and log in. Raises TransportError or ServerUnavailableError."""
         cfg = self.config
-        if self._smtp is not None:
+        if self._proto is not None:
             await self.close()
-        smtp = aiosmtplib.SMTP(
-            hostname=cfg.host,
-            port=cfg.port,
-            local_hostname=cfg.helo_name,
-            timeout=cfg.timeout,
-            use_tls=cfg.security == "tls",
-            start_tls=cfg.security == "starttls",
-            validate_certs=True,
-            tls_context=self._tls_context() if cfg.security != "none" else None,
-        )
+        loop = asyncio.get_running_loop()
+        tls = self._tls_context() if cfg.security == "tls" else None
         try:
-            await smtp.connect()
-            if not smtp.esmtp_extensions:
-                await smtp.ehlo()  # aiosmtplib defers EHLO on plain connections; we need the extensions now
-            if cfg.username:
-                if cfg.password is None:
-                    raise TransportError(f"{cfg.where}: a password is needed for {cfg.username}")
-                await smtp.login(cfg.username, cfg.password)
-        except aiosmtplib.SMTPAuthenticationError as err:
-            smtp.close()
-            raise TransportError(
-                f"{cfg.where}: authentication failed for {cfg.username}: {one_line(err.code, err.message)}",
-                hint="check [smtp] username and CAMPAIGN_SMTP_PASSWORD (or `campaign smtp login`); "
-                "no message was touched",
-            ) from None
-        except aiosmtplib.SMTPConnectResponseError as err:
-            smtp.close()
-            reply = one_line(err.code, err.message)
-            if 400 <= err.code < 500:
+            try:
+                async with asyncio.timeout(cfg.timeout):
+                    _, proto = await loop.create_connection(
+                        _SmtpProtocol, cfg.host, cfg.port, ssl=tls, server_hostname=cfg.host if tls else None
+                    )
+            except TimeoutError:
+                raise ServerUnavailableError(f"{cfg.where}: timed out while connecting") from None
+            except ssl.SSLError as err:
+                raise _tls_failed(cfg, err) from None
+            except OSError as err:
                 raise ServerUnavailableError(
-                    f"{cfg.where} is not accepting mail now: {reply}",
-                    hint="nothing was sent; run `campaign send` again later, or use --wait",
+                    f"{cfg.where}: cannot connect: {err.strerror or err}",
+                    hint="check [smtp] host and port, and the network; nothing was sent",
                 ) from None
-            raise TransportError(f"{cfg.where} refused the connection: {reply}") from None
-        except aiosmtplib.SMTPNotSupported as err:
-            smtp.close()
+            self._proto = proto
+            greeting = await self._command(None, timeout=cfg.timeout)
+            if greeting.code != 220:
+                if 400 <= greeting.code < 500:
+                    raise ServerUnavailableError(
+                        f"{cfg.where} is not accepting mail now: {greeting.text}",
+                        hint="nothing was sent; run `campaign send` again later, or use --wait",
+                    )
+                raise TransportError(f"{cfg.where} refused the connection: {greeting.text}")
+            await self._ehlo()
+            if cfg.security == "starttls":
+                await self._starttls()
+            if cfg.username:
+                await self._login()
+        except _ReplyError as err:
+            self._drop()
+            reply = err.reply
+            if 400 <= reply.code < 500:
+                raise ServerUnavailableError(f"{cfg.where}: {reply.text}", hint="try again later") from None
+            raise TransportError(f"{cfg.where}: {reply.text}") from None
+        except ProtocolViolation as err:
+            self._drop()
             raise TransportError(
-                f"{cfg.where}: {err} (the server does not offer STARTTLS)",
-                hint='refusing to send in clear text; use security = "tls" if the server expects TLS from the start',
+                f"{cfg.where}: the server broke the SMTP protocol while connecting ({err})",
+                hint="check [smtp] host and port: is this an SMTP server? nothing was sent",
             ) from None
         except (ssl.SSLError, ssl.CertificateError) as err:
-            smtp.close()
-            raise TransportError(
-                f"{cfg.where}: TLS failed: {getattr(err, 'verify_message', None) or err}",
-                hint="if the server uses a private CA, set [smtp] ca_file to its certificate",
-            ) from None
-        except aiosmtplib.SMTPConnectError as err:
-            smtp.close()
-            cause = err.__cause__ or err.__context__
-            if isinstance(cause, ssl.SSLError):
-                raise TransportError(
-                    f"{cfg.where}: TLS failed: {getattr(cause, 'verify_message', None) or cause}",
-                    hint="if the server uses a private CA, set [smtp] ca_file to its certificate",
-                ) from None
-            raise ServerUnavailableError(
-                f"{cfg.where}: cannot connect: {_reason(err)}",
-                hint="check [smtp] host and port, and the network; nothing was sent",
-            ) from None
-        except aiosmtplib.SMTPResponseException as err:
-            smtp.close()
-            reply = one_line(err.code, err.message)
-            if 400 <= err.code < 500:
-                raise ServerUnavailableError(f"{cfg.where}: {reply}", hint="try again later") from None
-            raise TransportError(f"{cfg.where}: {reply}") from None
-        except (aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
-            smtp.close()
-            raise ServerUnavailableError(f"{cfg.where}: timed out while connecting ({_reason(err)})") from None
-        except (aiosmtplib.SMTPException, OSError) as err:
-            smtp.close()
-            if "STARTTLS" in str(err):
-                raise TransportError(
-                    f"{cfg.where}: the server does not offer STARTTLS",
-                    hint='refusing to send in clear text; use security = "tls" '
-                    "if the server expects TLS from the start",
-                ) from None
-            cause = err.__cause__ or err.__context__
-            if isinstance(err, ssl.SSLError) or isinstance(cause, ssl.SSLError):
-                raise TransportError(f"{cfg.where}: TLS failed: {cause or err}") from None
+            self._drop()
+            raise _tls_failed(cfg, err) from None
+        except TimeoutError:
+            self._drop()
+            raise ServerUnavailableError(f"{cfg.where}: timed out while connecting (no reply)") from None
+        except OSError as err:
+            self._drop()
+            if isinstance(err.__cause__, ssl.SSLError):
+                raise _tls_failed(cfg, err.__cause__) from None
             raise ServerUnavailableError(f"{cfg.where}: cannot connect: {_reason(err)}") from None
-        self._smtp = smtp
-        self.dsn = smtp.supports_extension("dsn")
-        self.smtputf8 = smtp.supports_extension("smtputf8")
-        transport = smtp.transport
-        if transport is not None and hasattr(transport, "set_write_buffer_limits"):
-            # With a zero high-water mark, draining means every byte reached the kernel:
-            # that is how a failure in the middle of DATA is told from one after the dot.
-            transport.set_write_buffer_limits(high=0)
+        except BaseException:
+            self._drop()
+            raise
+        self.dsn = "DSN" in self.extensions
+        self.smtputf8 = "SMTPUTF8" in self.extensions
 
     def abort(self) -> None:
         """Drop the connection at once, without QUIT (a second Ctrl-C)."""
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            smtp.close()
+        self._drop()
 
     async def close(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is None:
+        """QUIT and close, between messages only (never with a message half written)."""
+        proto = self._proto
+        if proto is None:
             return
-        if smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(smtp.quit(), timeout=5)
-        smtp.close()
+        if not proto.closed and proto.violation is None and not proto.unsent():
+            with contextlib.suppress(Exception):
+                await self._command("QUIT", timeout=5)
+        self._drop()
 
     async def _rset(self) -> None:
-        smtp = self._smtp
-        if smtp is None:
-            return
         try:
-            await smtp.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            await self.close()
+            reply = await self._command("RSET", timeout=self.config.timeout)
+            if reply.code != 250:
+                self._drop()
+        except (ProtocolViolation, OSError, TimeoutError):
+            self._drop()
 
     async def send(self, envelope: Envelope, wire: bytes) -> SendResult:
         """One mail transaction. Never raises for message-level problems."""
-        smtp = self._smtp
-        if smtp is None or not smtp.is_connected:
+        cfg = self.config
+        dsn = self.dsn
+        if not self.connected:
+            self._drop()
             return SendResult(kind="reconnect", phase="mail", reply="not connected")
         if envelope.smtputf8 and not self.smtputf8:
             return SendResult(
@@ -346,94 +618,120 @@ class SmtpConnection:
                 phase="mail",
                 reply=f"the server does not offer SMTPUTF8, which the address {envelope.rcpt} needs",
             )
-        mail_options: list[str] = []
-        rcpt_options: list[str] = []
-        if smtp.supports_extension("size"):
-            mail_options.append(f"SIZE={len(normalize_message_line_endings(wire))}")
-        if self.dsn:
-            mail_options += ["RET=HDRS", f"ENVID={envelope.envid}"]
-            rcpt_options += ["NOTIFY=SUCCESS,FAILURE,DELAY", f"ORCPT={orcpt(envelope.rcpt)}"]
-        encoding = "ascii"
+        data = prepare_data(wire)
+        mail = f"MAIL FROM:<{envelope.mail_from}>"
+        rcpt = f"RCPT TO:<{envelope.rcpt}>"
+        if "SIZE" in self.extensions:
+            mail += f" SIZE={len(data) - 3}"
         if envelope.smtputf8:
-            mail_options.append("SMTPUTF8")
-            encoding = "utf-8"
-        dsn = self.dsn
-        # MAIL FROM: a disconnect here means an idle connection was dropped; reconnect.
+            mail += " SMTPUTF8"
+        if dsn:
+            mail += f" RET=HDRS ENVID={xtext(envelope.envid)}"
+            rcpt += f" NOTIFY=SUCCESS,FAILURE,DELAY ORCPT={orcpt(envelope.rcpt)}"
+        encoding = "utf-8" if envelope.smtputf8 else "ascii"
+        phase = "mail"
         try:
-            await smtp.mail(envelope.mail_from, options=mail_options, encoding=encoding)
-        except aiosmtplib.SMTPSenderRefused as err:
-            await self._rset()
-            return _with(classify(err.code, err.message, "mail"), dsn)
-        except aiosmtplib.SMTPResponseException as err:
-            await self._rset()
-            return _with(classify(err.code, err.message, "mail"), dsn)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as err:
-            await self.close()
-            return SendResult(kind="reconnect", phase="mail", reply=f"connection lost: {_reason(err)}")
-        except (aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
-            await self.close()
-            return SendResult(kind="temporary", phase="mail", reply=f"timed out: {_reason(err)}", dsn_requested=dsn)
-        try:
-            await smtp.rcpt(envelope.rcpt, options=rcpt_options, encoding=encoding)
-        except aiosmtplib.SMTPResponseException as err:
-            await self._rset()
-            return _with(classify(err.code, err.message, "rcpt"), dsn)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
-            await self.close()
+            # MAIL FROM: a connection that died while idle means a reconnect, nothing sent.
+            try:
+                reply = await self._command(mail, timeout=cfg.timeout, encoding=encoding)
+            except (OSError, ConnectionError) as err:
+                self._drop()
+                return SendResult(kind="reconnect", phase="mail", reply=f"connection lost: {_reason(err)}")
+            if not 200 <= reply.code < 300:
+                return await self._refused(reply, "mail", dsn)
+            phase = "rcpt"
+            reply = await self._command(rcpt, timeout=cfg.timeout, encoding=encoding)
+            if not 200 <= reply.code < 300:
+                return await self._refused(reply, "rcpt", dsn)
+            phase = "data"
+            reply = await self._command("DATA", timeout=cfg.timeout)
+            if reply.code != 354:
+                if 200 <= reply.code < 300:
+                    self._drop()
+                    return SendResult(
+                        kind="protocol",
+                        phase="data",
+                        code=reply.code,
+                        reply=f"the server answered DATA with {reply.text} instead of 354; nothing was sent",
+                        dsn_requested=dsn,
+                    )
+                return await self._refused(reply, "data", dsn)
+        except ProtocolViolation as err:
+            self._drop()
             return SendResult(
-                kind="temporary", phase="rcpt", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn
+                kind="protocol",
+                phase=phase,
+                reply=f"the server broke the SMTP protocol ({err}); nothing was sent",
+                dsn_requested=dsn,
             )
-        return await self._data(smtp, wire, dsn)
+        except (OSError, TimeoutError, ValueError) as err:
+            self._drop()
+            return SendResult(
+                kind="temporary", phase=phase, reply=f"connection lost: {_reason(err)}", dsn_requested=dsn
+            )
+        return await self._body(data, dsn)
 
-    async def _data(self, smtp: aiosmtplib.SMTP, wire: bytes, dsn: bool) -> SendResult:
+    async def _body(self, data: bytes, dsn: bool) -> SendResult:
+        """Write the message and its final dot, then read the one reply."""
+        cfg = self.config
+        proto = self._proto
+        assert proto is not None
         try:
-            start = await smtp.execute_command(b"DATA")
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError, aiosmtplib.SMTPTimeoutError, TimeoutError) as err:
-            await self.close()
+            # Armed before writing: a server may answer (e.g. 552) before the last byte is drained.
+            waiter = proto.expect_reply()
+            proto.write(data)
+        except (ProtocolViolation, OSError) as err:
+            self._drop()
             return SendResult(
-                kind="temporary", phase="data", reply=f"connection lost: {_reason(err)}", dsn_requested=dsn
-            )
-        if start.code != 354:
-            await self._rset()
-            return _with(classify(start.code, start.message, "data"), dsn)
-        protocol = smtp.protocol
-        if protocol is None:
-            await self.close()
-            return SendResult(
-                kind="temporary", phase="data", reply="connection lost before the message", dsn_requested=dsn
-            )
-        # Start reading before writing: a server may answer (e.g. 552) before the last
-        # byte is drained, and aiosmtplib drops replies nobody is waiting for.
-        reader = asyncio.ensure_future(protocol.read_response(timeout=self.config.data_timeout))
-        await asyncio.sleep(0)
-        try:
-            protocol.write(prepare_data(wire))
-            drain = getattr(protocol, "_drain_helper", None)
-            if drain is not None:
-                await asyncio.wait_for(drain(), timeout=self.config.data_timeout)
-        except (TimeoutError, aiosmtplib.SMTPServerDisconnected, ConnectionError, OSError) as err:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-            await self.close()
-            return SendResult(
-                kind="temporary",
+                kind="protocol" if isinstance(err, ProtocolViolation) else "temporary",
                 phase="data",
-                reply=f"connection lost while sending the message: {_reason(err)}",
+                reply=f"connection lost before the message: {_reason(err)}",
                 dsn_requested=dsn,
             )
         try:
-            reply = await reader
-        except aiosmtplib.SMTPReadTimeoutError:
-            await self.close()
+            async with asyncio.timeout(cfg.data_timeout):
+                await proto.drain()
+        except (ProtocolViolation, OSError, TimeoutError) as err:
+            # The final dot is the last byte written: while anything is still in asyncio's
+            # buffer, the dot never left, and dropping the connection discards it.
+            unsent = proto.unsent()
+            self._drop()
+            what = f"timed out after {cfg.data_timeout:g}s" if isinstance(err, TimeoutError) else _reason(err)
+            if unsent:
+                kind: ResultKind = "protocol" if isinstance(err, ProtocolViolation) else "temporary"
+                return SendResult(
+                    kind=kind,
+                    phase="data",
+                    reply=f"connection lost while sending the message ({what}); its end was never sent",
+                    dsn_requested=dsn,
+                )
+            return SendResult(
+                kind="protocol" if isinstance(err, ProtocolViolation) else "unknown",
+                phase="end",
+                reply=f"connection lost after the end of the message: {what}",
+                dsn_requested=dsn,
+            )
+        try:
+            async with asyncio.timeout(cfg.data_timeout):
+                reply = await waiter
+        except TimeoutError:
+            self._drop()
             return SendResult(
                 kind="unknown",
                 phase="end",
                 dsn_requested=dsn,
-                reply=f"no reply within {self.config.data_timeout:g}s after the end of the message",
+                reply=f"no reply within {cfg.data_timeout:g}s after the end of the message",
             )
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as err:
-            await self.close()
+        except ProtocolViolation as err:
+            self._drop()
+            return SendResult(
+                kind="protocol",
+                phase="end",
+                dsn_requested=dsn,
+                reply=f"the server broke the SMTP protocol after the end of the message ({err})",
+            )
+        except OSError as err:
+            self._drop()
             return SendResult(
                 kind="unknown",
                 phase="end",
@@ -451,8 +749,31 @@ class SmtpConnection:
                 remote_id=remote_queue_id(reply.message),
                 dsn_requested=dsn,
             )
-        await self._rset()
+        if reply.code == 421:
+            self._drop()
+        else:
+            await self._rset()
         return result
+
+    async def _refused(self, reply: Reply, phase: str, dsn: bool) -> SendResult:
+        if reply.code == 421:  # the server is closing the connection
+            self._drop()
+        else:
+            await self._rset()
+        return _with(classify(reply.code, reply.message, phase), dsn)
+
+
+class _ReplyError(Exception):
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def _tls_failed(cfg: SmtpConfig, err: BaseException) -> TransportError:
+    return TransportError(
+        f"{cfg.where}: TLS failed: {getattr(err, 'verify_message', None) or err}",
+        hint="if the server uses a private CA, set [smtp] ca_file to its certificate",
+    )
 
 
 def _with(result: SendResult, dsn: bool) -> SendResult:
