@@ -5,14 +5,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+UV := $(VENV)/.uv/bin/uv
+# uv installs into our venv with its own interpreter; it never downloads a Python.
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(BIN)/python UV_PYTHON_DOWNLOADS=never
 
-.PHONY: demo test lint format bench soak clean system-deps
+.PHONY: demo test lint format bench soak clean system-deps upgrade check-latest
 
-$(STAMP): pyproject.toml
+# Installs exactly what uv.lock records (with hashes), then the project itself, without
+# resolving again: a fresh clone gets the versions the suite last passed with. uv comes from
+# PyPI at a pinned version and lives in $(VENV)/.uv, outside the environment it manages.
+$(UV):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "campaign needs Python 3.11 or newer (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --target $(VENV)/.uv "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV_ENV) $(UV) sync --frozen --quiet --extra dev
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -30,8 +39,8 @@ format: $(STAMP)
 	$(BIN)/ruff format campaign tests benchmarks
 	$(BIN)/ruff check --fix campaign tests benchmarks
 
-$(VENV)/.bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(VENV)/.bench: $(STAMP) uv.lock
+	$(UV_ENV) $(UV) sync --frozen --quiet --extra dev --extra bench
 	@touch $(VENV)/.bench
 
 bench: $(VENV)/.bench
@@ -44,6 +53,18 @@ bench: $(VENV)/.bench
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/crash_soak.py
+
+# Refresh uv.lock to the newest releases the ranges in pyproject.toml allow, and install
+# them. Commit the new lock only after `make test` passes with it (README, "Upgrading").
+upgrade: $(UV)
+	$(UV_ENV) $(UV) lock --upgrade
+	$(UV_ENV) $(UV) sync --frozen --quiet --extra dev
+	@touch $(STAMP)
+	@echo "uv.lock refreshed; run 'make test' and commit uv.lock only if it passes"
+
+# The newest and the lowest releases the ranges allow, each in a throwaway venv (not CI).
+check-latest: $(UV)
+	UV=$(UV) bash scripts/check-latest.sh
 
 system-deps:
 	sudo bash scripts/system-deps.sh

@@ -15,6 +15,8 @@ Each case is ``tests/bad_inputs/NNN-short-name/`` with a ``case.toml``::
     stdin = ""                                      # what the command reads on stdin (default: nothing)
     seconds = 3                                     # the failing command must give up within this time (default 30)
     xfail = "why"                                   # a known bug in the tool: the case says what SHOULD happen
+    smtp = true                                     # a scripted SMTP server on a free loopback port for setup
+                                                    # and command (CAMPAIGN_SMTP_PORT): never a fixed port
 
 and an optional ``files/`` folder copied over the base workspace (tests/data/workspace plus
 the shipped letters) before anything runs. Not ``files/.campaign/``: the repository ignores
@@ -45,6 +47,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Result, make_workspace, run_cli, tree_digest
+from tests.support.smtp import Script, ScriptedServer
 
 CASES_DIR = Path(__file__).resolve().parent / "bad_inputs"
 ALLOWED_KEYS = {
@@ -60,6 +63,7 @@ ALLOWED_KEYS = {
     "stdin",
     "seconds",
     "xfail",
+    "smtp",
 }
 REQUIRED_KEYS = {"description", "args", "exit", "message"}
 DEFAULT_SECONDS = 30  # no bad input may make a command hang
@@ -201,6 +205,14 @@ def _time_limit(seconds: float) -> Iterator[None]:
 
 def run_case(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Result, dict[str, str], dict[str, str]]:
     """Prepare the workspace, run the failing command; the result and the digests before and after."""
+    with contextlib.ExitStack() as stack:
+        if case.spec.get("smtp"):
+            server = stack.enter_context(ScriptedServer(Script()))
+            monkeypatch.setenv("CAMPAIGN_SMTP_PORT", str(server.port))
+        return _run_case(case, root, monkeypatch)
+
+
+def _run_case(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Result, dict[str, str], dict[str, str]]:
     ws = prepare(case, root, monkeypatch)
     before = tree_digest(ws)
     args = [_expand(a, ws, case) for a in case.spec["args"]]
@@ -265,6 +277,9 @@ def test_cases_are_well_formed() -> None:
         # and lose its input on a fresh clone. State comes from `setup` and `generate` instead.
         assert not (case.folder / "files" / ".campaign").exists(), f"{case.name}: files/.campaign/ is git-ignored"
         assert case.name[:4].rstrip("-").isdigit(), f"{case.name}: name it NNN-short-name"
+        # A case that sends must bring its own server: the suite passes with nothing listening.
+        sends = any(c[:1] == ["send"] and "--dry-run" not in c for c in case.spec.get("setup", []))
+        assert not sends or case.spec.get("smtp"), f"{case.name}: setup sends; add smtp = true"
 
 
 @pytest.mark.parametrize("case", _params())

@@ -29,20 +29,40 @@ pikepdf (cryptography is shared with ``transport``).
 from __future__ import annotations
 
 import logging
+import warnings
 
-from campaign.pdf.keystore import (
-    SigningKey,
-    init_keys,
-    issue_supporter,
-    load_p12,
-    load_seal,
-    root_certificate_pem,
-    root_fingerprint,
-)
-from campaign.pdf.layout import FIELD_NAME, LetterContent, Letterhead, PdfRenderer, Signer
-from campaign.pdf.merge import merge_unsigned
-from campaign.pdf.signature import render_signed, sign_pdf
-from campaign.pdf.verification import Verification, verify_pdf
+from cryptography.utils import CryptographyDeprecationWarning
+
+# Users never see a library's warning about its own internals. Each filter names one
+# exact message from one library, and only around the import that raises it:
+# - cryptography 51 deprecates DSA (pyca/cryptography#15597) and pyHanko 0.38 still
+#   imports its key classes (pyhanko.sign.signers.pdf_cms, pyhanko.sign.general); we
+#   never make or accept DSA keys.
+# - WeasyPrint 63+ warns at import when libharfbuzz-subset is missing (it falls back to
+#   fontTools); scripts/system-deps.sh installs it, and `campaign demo` says so.
+with warnings.catch_warnings():
+    warnings.filterwarnings(
+        "ignore",
+        message="DSA is deprecated",
+        category=CryptographyDeprecationWarning,
+        module=r"pyhanko(_certvalidator)?\.",
+    )
+    warnings.filterwarnings(
+        "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
+    )
+    from campaign.pdf.keystore import (
+        SigningKey,
+        init_keys,
+        issue_supporter,
+        load_p12,
+        load_seal,
+        root_certificate_pem,
+        root_fingerprint,
+    )
+    from campaign.pdf.layout import FIELD_NAME, LetterContent, Letterhead, PdfRenderer, Signer
+    from campaign.pdf.merge import merge_unsigned
+    from campaign.pdf.signature import render_signed, sign_pdf
+    from campaign.pdf.verification import Verification, verify_pdf
 
 # pyHanko logs tracebacks at WARNING when it analyses a tampered file; without a
 # handler Python's last-resort handler would print them. The application decides.
