@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from campaign.errors import ConfigError, SecretError, UsageError, WorkspaceError
+from campaign.errors import ConfigError, SecretError, SendLockError, UsageError, WorkspaceError
 from campaign.models import Duration, Email, OneLine, Sender, StrictModel
 
 CONFIG_FILE = "campaign.toml"
@@ -85,7 +85,18 @@ class SendingSettings(StrictModel):
     max_age: Duration = timedelta(days=3)
     retry_min: Duration = timedelta(minutes=1)
     retry_max: Duration = timedelta(hours=1)
-    lease: Duration = timedelta(minutes=15)  # shared store: how long a claim stays with its worker
+    # Shared store: how long a claim stays with its worker unless renewed. A live worker
+    # renews every third of it, so a slow send keeps its letters; a dead one loses them.
+    lease: Duration = timedelta(minutes=15)
+
+    @field_validator("lease")
+    @classmethod
+    def _lease_can_be_renewed(cls, value: timedelta) -> timedelta:
+        # Renewed every third of a lease: a lease of a few seconds could run out between
+        # two renewals on a busy machine, and another worker would send the letter again.
+        if value < timedelta(seconds=3):
+            raise ValueError("must be at least 3s (a worker renews its leases every third of a lease)")
+        return value
 
 
 class ImapSettings(StrictModel):
@@ -134,6 +145,11 @@ class StoreSettings(StrictModel):
     """[store]: where the queue and log live (default: .campaign/state.db)."""
 
     url: OneLine | None = None
+    # How long one statement waits for another process's lock before it counts as busy.
+    busy_timeout: Duration = timedelta(seconds=30)
+    # How long `campaign send` keeps retrying a busy store before it stops (letters the
+    # server accepted are then saved to .campaign/recovery/ and recorded by the next run).
+    retry_for: Duration = timedelta(minutes=5)
 
     @field_validator("url")
     @classmethod
@@ -164,16 +180,6 @@ class Settings(StrictModel):
     letters: LettersSettings = LettersSettings()
     pdf: PdfSettings = PdfSettings()
     store: StoreSettings = StoreSettings()
-
-    @model_validator(mode="after")
-    def _lease_outlives_a_send(self) -> Settings:
-        needed = self.smtp.data_timeout + self.smtp.timeout
-        if self.sending.lease <= needed:
-            raise ValueError(
-                f"sending.lease must be longer than smtp.data_timeout + smtp.timeout ({needed}), or a slow "
-                "send could be taken over by another worker and sent twice"
-            )
-        return self
 
     @property
     def helo_name(self) -> str:
@@ -226,6 +232,47 @@ class Workspace:
     def ensure_state_dir(self) -> Path:
         """Create ``.campaign/`` (mode 0700) with a .gitignore; return it."""
         return ensure_private_dir(self.state_dir, gitignore=True)
+
+
+class SendLock:
+    """One `campaign send` per SQLite database: an exclusive flock on ``path`` (beside the
+    database file, so every name for the same file finds the same lock). ``path=None``
+    (a shared PostgreSQL queue) takes no lock. Raises SendLockError when it is held."""
+
+    def __init__(self, path: Path | None, *, shown: Callable[[Path], str] = str) -> None:
+        self.path = path
+        self.shown = shown
+        self.handle: Any = None
+
+    def __enter__(self) -> SendLock:
+        import fcntl
+
+        if self.path is None:
+            return self
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+        self.handle = os.fdopen(fd, "r+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            self.handle = None
+            raise SendLockError(
+                f"{self.shown(self.path)}: another `campaign send` is using this database",
+                hint="wait for it to finish (or stop it with Ctrl-C); two senders on one SQLite file would race",
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"{os.getpid()}\n")
+        self.handle.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 def ensure_private_dir(path: Path, *, gitignore: bool = False) -> Path:

@@ -4,9 +4,21 @@ Contract:
 - Connections open before any message is claimed, so a TLS or authentication
   failure stops the run with every message as it was.
 - Workers that are ready ask for work; one claimer serves them in batches (one
-  transaction marks a batch ``sending``), one writer records outcomes in batches.
-  All store calls run in one dedicated thread, so the event loop stays free for SMTP
-  and the store is never used from two threads at once.
+  transaction marks a batch ``sending``), one writer records outcomes in batches, one
+  keeper renews leases and heartbeats. All store calls run in one dedicated thread, so
+  the event loop stays free for SMTP and the store is never used from two threads at once.
+- Supervised: every task runs inside one ``asyncio.TaskGroup`` under a guard. A task that
+  fails stops the run cleanly (the claimer stops handing out letters, workers finish the
+  letters in flight, the writer records their outcomes) and the error is the run's one
+  line; nothing waits forever on a task that died.
+- A busy store (``StoreBusyError``: locked by another process, a serialization failure,
+  a lost connection) is waited out: the call is retried with backoff for up to
+  ``store_retry`` (on a shared store, never past the leases on the letters it holds),
+  while the progress line says "waiting for the store". Outcomes a server confirmed stay
+  in memory until they are committed. If the store stays unavailable, or fails for good,
+  the run stops with one line, and the outcomes it could not record are written to the
+  recovery journal (``campaign.store.journal``), which the next run applies before it
+  recovers anything: a letter the server accepted is never sent again.
 - Outcomes: 2xx → sent; 4xx or a failure before the message was fully handed over →
   deferred with exponential backoff and jitter, failed once ``max_age`` has passed;
   5.1.x → failed (fix the registry); 5.7.x → held for a person; other 5xx → failed;
@@ -30,12 +42,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from campaign.errors import CampaignError, TransportError
+from campaign.errors import CampaignError, StoreError, TransportError
 from campaign.models import ascii_address, from_rfc3339
 from campaign.pacing import Pacer
-from campaign.store import Claimed, Outcome
+from campaign.store import Claimed, Outcome, journal
 from campaign.store.sql import PrefixFn, SqlStore
 from campaign.transport import Connection, Envelope, SendResult, ServerUnavailableError
 
@@ -92,7 +105,11 @@ class SendOptions:
     lease: timedelta = timedelta(minutes=20)
     short_wait: timedelta = timedelta(minutes=5)
     unavailable_retry: timedelta = timedelta(minutes=1)
-    all_sending_crashed: bool = True
+    all_sending_crashed: bool = True  # SQLite under the send lock: every ``sending`` row is from a crash
+    store_retry: timedelta = timedelta(minutes=5)  # how long a busy store is waited out
+    heartbeat: timedelta | None = timedelta(seconds=30)  # None: no keeper (plans, on a virtual clock)
+    journal_dir: Path | None = None  # where outcomes the store could not record are saved
+    label: str | None = None  # how `campaign workers` names this run (None: not listed, e.g. plans)
 
 
 @dataclass
@@ -108,6 +125,7 @@ class Progress:
     in_flight: int = 0
     waiting_until_ms: int | None = None
     waiting_reason: str | None = None
+    store_waiting: str | None = None  # "waiting for the store (…)" while a busy store is retried
     last: dict[str, Any] | None = None
 
 
@@ -122,6 +140,10 @@ class RunReport:
     interrupted: bool = False
     aborted: bool = False
     problems: list[Outcome] = field(default_factory=list)  # failed and held, for the summary
+    journaled: list[Outcome] = field(default_factory=list)  # confirmed, not recorded: in the journal
+    journal: Path | None = None  # where they are
+    journal_error: str | None = None  # the journal could not be written either (then: name them)
+    journal_applied: int = 0  # outcomes a previous run left in the journal, recorded at the start
 
 
 class StopSignal:
@@ -190,83 +212,233 @@ class Dispatcher:
         self.report = RunReport(self.progress)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="campaign-store")
         self._waiters: list[asyncio.Future[Claimed | None]] = []
-        # Claimed ahead for workers that will ask next: one transaction serves several letters.
-        # A crash leaves these "sending" too, so after a crash they count as possible
-        # duplicates although they were never handed over: conservative, never silent.
+        # Claimed ahead for workers that will ask next: one transaction serves several letters
+        # (at most ``concurrency`` of them). A crash leaves these "sending" too, so after a
+        # crash they count as possible duplicates although they were never handed over:
+        # conservative, never silent.
         self._buffer: collections.deque[Claimed] = collections.deque()
         self._wakeup = asyncio.Event()
+        # Outcomes not yet committed: never dropped until the store has them (or the journal).
         self._outcomes: list[Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._claimed_total = 0
         self._done = False
         self._fatal: CampaignError | None = None
-        self._pending_writes = 0
+        self._store_broken = False  # the writer gave up: what is left goes to the journal
         self._writes_idle = asyncio.Event()
         self._writes_idle.set()
         self._landed = asyncio.Event()
         self._landed_count = 0
         self._halt = asyncio.Event()
-        self._closing = False
+        self._closing = asyncio.Event()
         self._last_recovery = 0
+        self._lease_ms = int(options.lease.total_seconds() * 1000)
+        # Shared store: the earliest moment a lease on a letter we hold may run out (renewed
+        # by the keeper). Store retries never run past it: another worker could take over.
+        self._leases_until_ms: int | None = None
         # Claim ahead only when sending is fast (high rates); at a slow pace it buys nothing.
         self._prefetch = options.concurrency if pacer.config.rate >= 10 * options.concurrency else 0
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One store call on the store's own thread. Anything a store call raises that is
+        not a CampaignError (a row of the wrong type in a database changed by hand) becomes
+        a StoreError: the run stops with one line, never a hang or a traceback."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._db, lambda: fn(*args, **kwargs))
+        except CampaignError:
+            raise
+        except Exception as err:  # noqa: BLE001 - reported as one line, see the docstring
+            name = getattr(fn, "__name__", "store call")
+            raise StoreError(
+                f"{self.store.label}: {name} failed: {type(err).__name__}: {err}",
+                hint="the database may have been changed outside campaign; `campaign log verify` checks it",
+            ) from err
+
+    async def _store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store call that waits out a busy store (see the module docstring)."""
+        delay = 0.05
+        deadline: float | None = None
+        try:
+            while True:
+                try:
+                    return await self._call(fn, *args, **kwargs)
+                except StoreError as err:
+                    if not err.retryable or self.stop.abort.is_set():
+                        raise
+                    now = time.monotonic()
+                    if deadline is None:
+                        deadline = now + self.options.store_retry.total_seconds()
+                    limit = deadline
+                    if self._leases_until_ms is not None:
+                        # the leases we hold: leave a margin for the commit itself
+                        margin = min(10.0, self._lease_ms / 4000)
+                        limit = min(limit, now + (self._leases_until_ms - self.clock.now_ms()) / 1000 - margin)
+                    if now >= limit:
+                        waited = self.options.store_retry.total_seconds()
+                        raise StoreError(
+                            f"{err.message}; still unavailable after waiting"
+                            + (f" {waited:g}s" if limit == deadline else " as long as our leases allow"),
+                            hint="find what holds the database (a long `campaign queue`?) and run `campaign send` "
+                            "again; letters the server accepted are not sent twice",
+                        ) from err
+                    self.progress.store_waiting = f"waiting for the store ({_why_busy(err.message)})"
+                    self.on_progress(self.progress)
+                    await asyncio.sleep(min(delay, max(0.0, limit - now)))
+                    delay = min(delay * 2, 2.0)
+        finally:
+            if self.progress.store_waiting is not None:
+                self.progress.store_waiting = None
+                self.on_progress(self.progress)
 
     # -- entry -------------------------------------------------------------------------
 
     async def run(self) -> RunReport:
         try:
-            now = self.clock.now_ms()
-            self.report.recovered = await self._call(
-                self.store.recover, now, all_sending=self.options.all_sending_crashed
-            )
-            self.report.expired = await self._call(
-                self.store.fail_expired, now, int(self.options.max_age.total_seconds() * 1000), self.options.campaign
-            )
-            pending, _ = await self._call(self.store.pending_summary, self.options.campaign)
-            self.progress.due = pending if self.options.limit is None else min(pending, self.options.limit)
-            self.on_progress(self.progress)
-            workers = [asyncio.create_task(self._worker(i)) for i in range(max(1, self.options.concurrency))]
-            claimer = asyncio.create_task(self._claimer())
-            writer = asyncio.create_task(self._writer())
-            aborter = asyncio.create_task(self.stop.abort.wait())
-            gathered: asyncio.Future[Any] = asyncio.gather(*workers)
-            done, _ = await asyncio.wait([gathered, aborter], return_when=asyncio.FIRST_COMPLETED)
-            if aborter in done:
-                self.report.aborted = True
-                for task in workers:
-                    task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await gathered
-            else:
-                aborter.cancel()
-                await gathered  # re-raises a bug in a worker
-            self._done = True
-            self._wakeup.set()
-            claimer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await claimer
-            self._closing = True
-            self._outcome_ready.set()
-            await writer
-            if self._buffer and not self.report.aborted:
-                left, self._buffer = list(self._buffer), collections.deque()
-                await self._call(
-                    self.store.unclaim, left, self.clock.now_ms(), worker=self.options.worker, reason="run stopped"
-                )
+            await self._start()
+            if self._fatal is None:
+                async with asyncio.TaskGroup() as group:
+                    workers = [
+                        group.create_task(self._guard(f"worker {i}", self._worker(i)))
+                        for i in range(max(1, self.options.concurrency))
+                    ]
+                    group.create_task(self._guard("claimer", self._claimer()))
+                    group.create_task(self._guard("writer", self._writer()))
+                    group.create_task(self._guard("keeper", self._keeper()))
+                    group.create_task(self._supervise(workers))
+            await self._wind_up()
             self.report.interrupted = self.stop.graceful.is_set()
             self.report.stopped = self._fatal
             return self.report
         finally:
             self._db.shutdown(wait=True)
 
+    async def _start(self) -> None:
+        """Before any claim: record what a previous run left in the journal, recover letters
+        left ``sending`` by a crash, fail what is past max_age, count what is due."""
+        now = self.clock.now_ms()
+        opts = self.options
+        try:
+            if opts.label is not None:
+                await self._store(
+                    self.store.worker_started,
+                    opts.worker,
+                    now,
+                    label=opts.label,
+                    campaign=opts.campaign,
+                    concurrency=opts.concurrency,
+                )
+                await self._store(
+                    self.store.append_event,
+                    now,
+                    "run_started",
+                    campaign=opts.campaign,
+                    data={"worker": opts.worker, "wait": opts.wait},
+                )
+            if self.options.journal_dir is not None:
+                for path, worker, outcomes in journal.pending(self.options.journal_dir):
+                    await self._store(self.store.finish, outcomes, now, worker=worker)
+                    journal.done(path)
+                    self.report.journal_applied += len(outcomes)
+            self.report.recovered = await self._store(
+                self.store.recover, now, all_sending=self.options.all_sending_crashed
+            )
+            self.report.expired = await self._store(
+                self.store.fail_expired, now, int(self.options.max_age.total_seconds() * 1000), self.options.campaign
+            )
+            pending, _ = await self._store(self.store.pending_summary, self.options.campaign)
+        except CampaignError as err:
+            self._stop_run(err)
+            return
+        self.progress.due = pending if self.options.limit is None else min(pending, self.options.limit)
+        self.on_progress(self.progress)
+
+    async def _guard(self, name: str, work: Any) -> None:
+        """Run one task of the group: a CampaignError stops the run cleanly (the first one is
+        the run's error); anything else is a bug, reported the same way, in one line."""
+        try:
+            await work
+        except CampaignError as err:
+            self._stop_run(err)
+        except Exception as err:  # noqa: BLE001 - the run must end cleanly; the error is reported
+            self._stop_run(
+                CampaignError(
+                    f"internal error in the {name}: {type(err).__name__}: {err}",
+                    hint="please report this; letters in flight are recovered by the next `campaign send`",
+                )
+            )
+
+    async def _supervise(self, workers: list[asyncio.Task[None]]) -> None:
+        """End the run when every worker is done (or abort them on a second Ctrl-C); then let
+        the claimer, the writer and the keeper finish."""
+        aborter: asyncio.Future[Any] = asyncio.ensure_future(self.stop.abort.wait())
+        everyone: asyncio.Future[Any] = asyncio.gather(*workers, return_exceptions=True)
+        try:
+            done, _ = await asyncio.wait([everyone, aborter], return_when=asyncio.FIRST_COMPLETED)
+            if aborter in done:
+                self.report.aborted = True
+                for task in workers:
+                    task.cancel()
+                await everyone
+        finally:
+            aborter.cancel()
+        self._finish_waiters()
+        self._wakeup.set()
+        self._closing.set()
+        self._outcome_ready.set()
+
+    async def _wind_up(self) -> None:
+        """After the group: return unsent claims; save outcomes the store could not take."""
+        if self._buffer and not self.report.aborted and not self._store_broken:
+            left, self._buffer = list(self._buffer), collections.deque()
+            try:
+                await self._store(
+                    self.store.unclaim, left, self.clock.now_ms(), worker=self.options.worker, reason="run stopped"
+                )
+            except CampaignError as err:
+                self._stop_run(err)  # they stay "sending": the next run recovers them (named)
+        if self._outcomes:
+            self._save_journal()
+        if self.options.label is not None and not self._store_broken:
+            p = self.progress
+            try:
+                now = self.clock.now_ms()
+                await self._store(self.store.worker_beat, self.options.worker, now, stopped=True)
+                await self._store(
+                    self.store.append_event,
+                    now,
+                    "run_finished",
+                    campaign=self.options.campaign,
+                    data={
+                        "worker": self.options.worker,
+                        "sent": p.sent,
+                        "deferred": p.deferred,
+                        "failed": p.failed,
+                        "held": p.held,
+                        "outcome_unknown": p.unknown,
+                        "stopped": self._fatal.message if self._fatal else None,
+                        "interrupted": self.stop.graceful.is_set() or None,
+                        "aborted": self.report.aborted or None,
+                    },
+                )
+            except CampaignError as err:
+                self._fatal = self._fatal or err
+
+    def _save_journal(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        self.report.journaled = outcomes
+        if self.options.journal_dir is None:
+            self.report.journal_error = "no recovery journal on this store"
+            return
+        try:
+            self.report.journal = journal.write(self.options.journal_dir, self.options.worker, outcomes)
+        except OSError as err:
+            self.report.journal_error = err.strerror or str(err)
+
     # -- claiming ----------------------------------------------------------------------
 
     async def _next_item(self) -> Claimed | None:
-        if self._done or self.stop.graceful.is_set():
+        if self._done or self.stop.graceful.is_set() or self._fatal is not None:
             return None
         if self._buffer:
             return self._buffer.popleft()
@@ -282,7 +454,7 @@ class Dispatcher:
         if now - self._last_recovery < 10_000:
             return
         self._last_recovery = now
-        recovered = await self._call(self.store.recover, now, all_sending=False)
+        recovered = await self._store(self.store.recover, now, all_sending=False)
         self.report.recovered.extend(recovered)
 
     def _finish_waiters(self) -> None:
@@ -296,31 +468,35 @@ class Dispatcher:
         """Sleep, but wake at once on a stop request or a fatal error."""
         if seconds <= 0:
             return
-        stops = [asyncio.create_task(self.stop.graceful.wait()), asyncio.create_task(self._halt.wait())]
-        nap = asyncio.create_task(self.clock.sleep(seconds))
-        await asyncio.wait({*stops, nap}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (*stops, nap):
-            task.cancel()
+        await self._first(self.clock.sleep(seconds), self.stop.graceful.wait(), self._halt.wait())
+
+    @staticmethod
+    async def _first(*waits: Any) -> None:
+        """Wait until the first of ``waits`` is done; cancel the others."""
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
 
     def _stop_run(self, error: CampaignError) -> None:
-        """A problem that stops the whole run (first one wins)."""
+        """A problem that stops the whole run (first one wins): no more letters are handed
+        out; letters in flight finish and their outcomes are recorded."""
         self._fatal = self._fatal or error
         self._halt.set()
         self._wakeup.set()
+        self._finish_waiters()
 
     async def _until_landed(self, seen: int) -> None:
         """Wait until an outcome is recorded after ``seen`` (or the run halts)."""
         while self._landed_count == seen and not self._halt.is_set():
             self._landed.clear()
-            waiter = asyncio.create_task(self._landed.wait())
-            halt = asyncio.create_task(self._halt.wait())
-            await asyncio.wait({waiter, halt}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            halt.cancel()
+            await self._first(self._landed.wait(), self._halt.wait())
 
     async def _claimer(self) -> None:
         opts = self.options
-        while True:
+        while not self._done:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._waiters:
@@ -335,19 +511,21 @@ class Dispatcher:
                         return
                 now = self.clock.now_ms()
                 await self._recover_expired(now)
-                claim = await self._call(
+                claim = await self._store(
                     self.store.claim,
                     now,
                     worker=opts.worker,
                     limit=limit,
                     pacer=self.pacer,
-                    lease_ms=int(opts.lease.total_seconds() * 1000),
+                    lease_ms=self._lease_ms,
                     prefix=self.prefix,
                     campaign=opts.campaign,
                     ids=opts.ids,
                 )
                 if claim.items:
                     self._claimed_total += len(claim.items)
+                    if not opts.all_sending_crashed and self._leases_until_ms is None:
+                        self._leases_until_ms = now + self._lease_ms
                     self.progress.waiting_until_ms = None
                     self.progress.waiting_reason = None
                     for item in claim.items:
@@ -368,8 +546,10 @@ class Dispatcher:
         opts = self.options
         seen = self._landed_count
         # Outcomes not yet written may turn into retries: let the writer catch up first.
-        await self._writes_idle.wait()
-        nxt = await self._call(self.store.next_due, opts.campaign)
+        await self._first(self._writes_idle.wait(), self._halt.wait())
+        if self._halt.is_set():
+            return False
+        nxt = await self._store(self.store.next_due, opts.campaign)
         if self._landed_count != seen:
             return True  # something finished meanwhile: look again
         in_flight = self.progress.in_flight
@@ -386,19 +566,19 @@ class Dispatcher:
         if nxt is None or (not short and not opts.wait):
             if in_flight > 0:
                 await self._until_landed(seen)
-                return True
+                return not self._halt.is_set()
             return False
         self.progress.waiting_until_ms = due_ms
         self.progress.waiting_reason = reason or "retry"
         self.on_progress(self.progress)
         if not short:
-            expired = await self._call(
+            expired = await self._store(
                 self.store.fail_expired, now, int(opts.max_age.total_seconds() * 1000), opts.campaign
             )
             self.report.expired.extend(expired)
             self.progress.failed += len(expired)
         await self._sleep((due_ms - now) / 1000)
-        return not self.stop.graceful.is_set()
+        return not self.stop.graceful.is_set() and not self._halt.is_set()
 
     # -- sending -----------------------------------------------------------------------
 
@@ -424,6 +604,10 @@ class Dispatcher:
                 return None
         return None
 
+    async def _put_back(self, item: Claimed, reason: str) -> None:
+        """Nothing of ``item`` was sent: it returns to its previous state (``not_sent``)."""
+        await self._store(self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker, reason=reason)
+
     async def _worker(self, index: int) -> None:
         conn: Connection | None = None
         try:
@@ -442,13 +626,7 @@ class Dispatcher:
                         # Dropped while idle: nothing was sent. Reconnect and try once more.
                         conn = await self._open()
                         if conn is None:
-                            await self._call(
-                                self.store.unclaim,
-                                [item],
-                                self.clock.now_ms(),
-                                worker=self.options.worker,
-                                reason=self._fatal.message if self._fatal else "run stopped",
-                            )
+                            await self._put_back(item, self._fatal.message if self._fatal else "run stopped")
                             return
                         result = await conn.send(envelope_for(item, self.options), item.wire)
                         if result.kind == "reconnect":
@@ -461,13 +639,7 @@ class Dispatcher:
                                 "no message was sent",
                             )
                         )
-                        await self._call(
-                            self.store.unclaim,
-                            [item],
-                            self.clock.now_ms(),
-                            worker=self.options.worker,
-                            reason=result.reply or "sender refused",
-                        )
+                        await self._put_back(item, result.reply or "sender refused")
                         return
                     if result.kind == "protocol":
                         # A broken or hostile server: stop, rather than spend an attempt per letter.
@@ -479,13 +651,7 @@ class Dispatcher:
                             )
                         )
                         if result.phase != "end":  # nothing of the message was sent: put it back
-                            await self._call(
-                                self.store.unclaim,
-                                [item],
-                                self.clock.now_ms(),
-                                worker=self.options.worker,
-                                reason=result.reply or "protocol violation",
-                            )
+                            await self._put_back(item, result.reply or "protocol violation")
                             return
                         self._record(self._outcome(item, result), item)
                         return
@@ -579,7 +745,6 @@ class Dispatcher:
         if self.on_outcome is not None:
             self.on_outcome(outcome, item.claimed_ms)
         self._outcomes.append(outcome)
-        self._pending_writes += 1
         self._writes_idle.clear()
         self._outcome_ready.set()
         self._landed_count += 1
@@ -587,18 +752,60 @@ class Dispatcher:
         self.on_progress(p)
 
     async def _writer(self) -> None:
+        """Commit outcomes in batches (one fsync for several letters), waiting out a busy
+        store. If the store fails for good, stop the run and keep the outcomes for the
+        journal; the writer never drops an outcome a server confirmed."""
         while True:
             await self._outcome_ready.wait()
             self._outcome_ready.clear()
-            if self._outcomes and len(self._outcomes) < self.options.concurrency and not self._closing:
+            if self._outcomes and len(self._outcomes) < self.options.concurrency and not self._closing.is_set():
                 # Let a few more outcomes arrive so one commit (one fsync) records them all; a
                 # few milliseconds more in the crash window, named as such like any other.
                 await asyncio.sleep(0.003)
-            if self._outcomes:
-                batch, self._outcomes = self._outcomes, []
-                await self._call(self.store.finish, batch, self.clock.now_ms(), worker=self.options.worker)
-                self._pending_writes -= len(batch)
-            if not self._outcomes:
+            while self._outcomes and not self._store_broken:
+                batch = list(self._outcomes)
+                try:
+                    await self._store(self.store.finish, batch, self.clock.now_ms(), worker=self.options.worker)
+                except CampaignError as err:
+                    self._store_broken = True
+                    self._stop_run(err)
+                    break
+                del self._outcomes[: len(batch)]
+            if not self._outcomes or self._store_broken:
                 self._writes_idle.set()
-            if self._closing and not self._outcomes:
+            if self._closing.is_set() and (not self._outcomes or self._store_broken):
                 return
+
+    async def _keeper(self) -> None:
+        """Heartbeat (``campaign workers`` shows a live sender, idle or not) and, on a shared
+        store, renew the leases on every letter this worker holds, every third of a lease:
+        a live worker keeps its letters however long a send takes."""
+        beat = self.options.heartbeat
+        if beat is None:
+            return
+        interval = beat.total_seconds()
+        if not self.options.all_sending_crashed:
+            interval = min(interval, self._lease_ms / 3000)
+        while not self._closing.is_set():
+            await self._first(asyncio.sleep(interval), self._closing.wait())
+            if self._closing.is_set():
+                return
+            now = self.clock.now_ms()
+            try:
+                if self.options.all_sending_crashed:
+                    await self._call(self.store.worker_beat, self.options.worker, now)
+                else:
+                    await self._call(self.store.renew_leases, self.options.worker, now, self._lease_ms)
+                    self._leases_until_ms = now + self._lease_ms
+            except StoreError as err:
+                if not err.retryable:
+                    raise
+                # busy: the next beat tries again; the writer's retries respect the old leases
+
+
+def _why_busy(message: str) -> str:
+    if "locked" in message:
+        return "locked by another process"
+    if "connection" in message:
+        return "reconnecting"
+    return "busy"

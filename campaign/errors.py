@@ -20,7 +20,10 @@ The tree::
     │   └── RenderError       a letter that fails for one institution (undefined variable,
     │                         header injection, no usable language)
     ├── SelectionError        unknown letter, institution, tag or message id
-    ├── StoreError            the state database: corrupt, locked, newer schema
+    ├── StoreError            the state database: corrupt, newer schema, a failed statement
+    │   ├── StoreBusyError    retryable: locked by another process, a serialization failure or
+    │   │                     deadlock, a connection lost (``retryable = True``)
+    │   ├── StoreConflictError a message was not in the state a move expected (a lost lease)
     │   └── SendLockError     another `campaign send` holds this workspace
     ├── TransportError        SMTP: connection, TLS or authentication problems that stop a run
     │   └── SecretError       a password or passphrase that is missing or unreadable
@@ -73,7 +76,25 @@ class SelectionError(CampaignError):
 
 
 class StoreError(CampaignError):
-    """The state database cannot be opened, migrated or written."""
+    """The state database cannot be opened, migrated or written.
+
+    ``retryable`` says whether the same call may succeed if simply tried again later
+    (see :class:`StoreBusyError`); every other store error stops what was running.
+    """
+
+    retryable = False
+
+
+class StoreBusyError(StoreError):
+    """The store is busy or briefly unreachable: SQLite locked or busy, a PostgreSQL
+    serialization failure, deadlock or lost connection. Nothing was committed (or, for a
+    connection lost during COMMIT, possibly was: the store's writes are idempotent)."""
+
+    retryable = True
+
+
+class StoreConflictError(StoreError):
+    """A message was not in the state a move expected (another worker took it over)."""
 
 
 class SendLockError(StoreError):

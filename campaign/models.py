@@ -11,7 +11,6 @@ a non-ASCII local part is accepted here and needs SMTPUTF8 at send time.
 
 from __future__ import annotations
 
-import enum
 import re
 import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
@@ -30,6 +29,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from campaign import transitions as _transitions
 
 # ---------------------------------------------------------------------------
 # Small value types
@@ -495,28 +496,11 @@ class OriginalLetter(StrictModel):
 # Queue and log
 
 
-class Status(enum.StrEnum):
-    """The state of one queued message (see docs/ARCHITECTURE.md)."""
-
-    QUEUED = "queued"
-    SENDING = "sending"
-    DEFERRED = "deferred"
-    SENT = "sent"
-    FAILED = "failed"
-    HELD = "held"
-    DELIVERED = "delivered"
-    RELAYED = "relayed"
-    BOUNCED = "bounced"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-
-PENDING_STATES = frozenset({Status.QUEUED, Status.DEFERRED})
-FINAL_STATES = frozenset({Status.SENT, Status.FAILED, Status.HELD, Status.DELIVERED, Status.RELAYED, Status.BOUNCED})
-DELIVERY_RANK = {Status.SENT: 0, Status.RELAYED: 1, Status.DELIVERED: 2, Status.BOUNCED: 2}
-"""Receipts move a sent message forward only: sent < relayed < delivered | bounced."""
+# The statuses and their moves live in campaign.transitions (pure, cheap to import);
+# re-exported here as the models' vocabulary.
+Status = _transitions.Status
+PENDING_STATES = frozenset(_transitions.PENDING)
+FINAL_STATES = _transitions.FINAL
 
 
 class Message(BaseModel):

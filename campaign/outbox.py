@@ -15,8 +15,10 @@ Contract:
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -45,8 +47,9 @@ from campaign.render import (
     new_envid,
     new_message_id,
 )
-from campaign.store import NewMessage
-from campaign.store.sql import SqlStore
+from campaign.store import Existing, NewMessage
+from campaign.store.sql import EnqueueSession, SqlStore
+from campaign.transitions import UNSENT
 
 ContactMode = Literal["first", "all"]
 
@@ -59,7 +62,7 @@ class QueueRow:
     email: str
     lang: str
     subject: str
-    state: str  # new | unchanged | changed | updated | postal-only | no-role
+    state: str  # new | unchanged | changed | changed-<status> | updated | raced | postal-only | no-role
     message_id: str | None = None
 
 
@@ -178,13 +181,21 @@ def queue_letter(
     original_for: Callable[[Target], OriginalLetter | None] | None = None,
     attachment: Attachment | None = None,
 ) -> QueueReport:
-    """Render and queue ``letter`` for every target, all or nothing."""
+    """Render and queue ``letter`` for every target, all or nothing.
+
+    Three steps, so the store's write lock is held only for the commit: read what is
+    queued already (no lock), render every letter and make its attachment (no lock: a
+    PDF signature may even ask a timestamp server), then one short write transaction that
+    re-checks each key (another process may have queued it meanwhile) and stores the rest.
+    Rendered letters wait in a private temporary file, not in memory.
+    """
     report = QueueReport()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
-    with store.enqueue(now_ms) as session:
+    known = store.queued_keys(campaign, letter.id)
+    with _Spool() as spool:
         for target in chosen:
             email_key = address_key(target.contact.email)
-            existing = session.lookup(campaign, letter.id, target.recipient.id, email_key)
+            existing = known.get((target.recipient.id, email_key))
             message_id = existing.message_id if existing else new_message_id(sender.domain)
             envid = existing.envid if existing else new_envid()
             day = from_rfc3339(existing.created_at).date() if existing else today
@@ -201,14 +212,13 @@ def queue_letter(
                 headers=headers,
                 original=original,
             )
-            used_lang, subject = rendered.lang, rendered.subject
             report.warnings.extend(w for w in rendered.warnings if w not in report.warnings)
             body = message_bytes(msg)
             # The identity of a letter is its text: an attachment re-made each time (a PDF
             # signature carries its signing time) must not make every letter look changed.
             content_sha = sha256_hex(body)
             unchanged = existing is not None and existing.content_sha256 == content_sha
-            if attachment is not None and not unchanged:
+            if attachment is not None and not unchanged and (existing is None or update):
                 data, filename = attachment(target, rendered, day)
                 attach(msg, data, filename=filename)
                 msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
@@ -221,8 +231,8 @@ def queue_letter(
                 email_key=email_key,
                 domain=address_domain(target.contact.email),
                 contact_name=target.contact.name,
-                lang=used_lang,
-                subject=subject,
+                lang=rendered.lang,
+                subject=rendered.subject,
                 message_id=message_id,
                 envid=envid,
                 body=body,
@@ -232,20 +242,68 @@ def queue_letter(
                 wait_reason=wait_reason,
                 in_reply_to=headers.get("In-Reply-To"),
             )
-            if existing is None:
-                session.add(new)
-                state = "new"
-            elif unchanged:
-                state = "unchanged"
-            elif update and existing.status in ("queued", "deferred", "held"):
-                session.replace(existing, new)
-                state = "updated"
-            else:
-                state = "changed" if existing.status in ("queued", "deferred", "held") else f"changed-{existing.status}"
-            report.rows.append(
-                QueueRow(target.recipient.id, target.contact.email, used_lang, subject, state, message_id)
-            )
+            spool.put((new, existing, unchanged))
+        with store.enqueue(now_ms) as session:
+            for new, existing, unchanged in spool:
+                now = session.lookup(campaign, letter.id, new.recipient, new.email_key)
+                state = _commit_one(session, new, existing, now, unchanged=unchanged, update=update)
+                shown = new.message_id if now is None else now.message_id
+                report.rows.append(QueueRow(new.recipient, new.email, new.lang, new.subject, state, shown))
     return report
+
+
+UNSENT_STATES = tuple(s.value for s in UNSENT)
+
+
+def _commit_one(
+    session: EnqueueSession,
+    new: NewMessage,
+    rendered_against: Existing | None,
+    now: Existing | None,
+    *,
+    unchanged: bool,
+    update: bool,
+) -> str:
+    """Store one rendered letter inside the write transaction; returns its summary state.
+    ``rendered_against`` is what was queued when we rendered, ``now`` what is queued now."""
+    if now is None:
+        session.add(new)
+        return "new"
+    if rendered_against is None:
+        return "unchanged"  # another process queued it while we rendered: it is queued
+    changed = "changed" if now.status in UNSENT_STATES else f"changed-{now.status}"
+    if now.content_sha256 != rendered_against.content_sha256:
+        return changed  # updated meanwhile by another process: our rendering is not the newer one
+    if unchanged:
+        return "unchanged"
+    if update and now.status in UNSENT_STATES:
+        session.replace(now, new)
+        return "updated"
+    return changed
+
+
+class _Spool:
+    """Rendered letters between rendering and the commit: a private temporary file (mode
+    0600, unlinked at once), so a queue of 100,000 letters does not sit in memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._count = 0
+
+    def __enter__(self) -> _Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def put(self, item: tuple[NewMessage, Existing | None, bool]) -> None:
+        pickle.dump(item, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._count += 1
+
+    def __iter__(self) -> Iterator[tuple[NewMessage, Existing | None, bool]]:
+        self._file.seek(0)
+        for _ in range(self._count):
+            yield pickle.load(self._file)  # noqa: S301 - our own file, written just above
 
 
 _AT = re.compile(r"^\s*(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2}(?::\d{2})?)\s+([A-Za-z_]+(?:/[A-Za-z0-9_+-]+)+|UTC)\s*$")

@@ -630,9 +630,10 @@ def import_items(
     *,
     now_ms: Callable[[], int],
     return_local: str | None = None,
-    batch: int = 500,
+    batch: int = 100,
 ) -> ImportResult:
-    """Parse, match and record mail items in batches (one transaction each)."""
+    """Parse, match and record mail items in batches of ``batch`` (one short transaction
+    each: a long import never holds the chain head against the senders for long)."""
     result = ImportResult()
     pending: list[tuple[Item, Parsed]] = []
 

@@ -243,7 +243,7 @@ def test_plan_agrees_with_send_wait_on_a_simulated_clock(workspace: Path) -> Non
             store,
             lambda: SmtpConnection(api.smtp_config(ws)),
             Pacer(api._pacing(ws, request)),
-            api._send_options(ws, request, "test"),
+            api._send_options(ws, request, "test", store.dialect),
             prefix=api.wire_prefix_for(ws),
             clock=VirtualClock(start),
             on_outcome=lambda o, at: sent_at.__setitem__(o.id, at),

@@ -376,10 +376,13 @@ def test_crash_between_sending_and_sent_is_resent_and_named(smtp_server: Scripte
 def test_only_one_send_per_workspace(smtp_server: ScriptedServer, workspace: Path) -> None:
     queue("--to", "ohchr")
     state = workspace / ".campaign"
-    with open(state / "send.lock", "a+") as handle:
+    with open(state / "state.db.send-lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = run_cli("send", "--yes")
-    assert result.code == 1 and "another `campaign send` is running" in result.stderr
+        # The same database named by URL is the same queue: the same lock (issue: -C vs --db).
+        named = run_cli("--db", f"sqlite:///{state / 'state.db'}", "send", "--yes")
+    assert result.code == 1 and "another `campaign send` is using this database" in result.stderr
+    assert named.code == 1 and "another `campaign send` is using this database" in named.stderr
     assert log_rows()[0]["status"] == "queued"
 
 
@@ -452,7 +455,7 @@ def test_state_files_are_private(smtp_server: ScriptedServer, workspace: Path) -
     send()
     state = workspace / ".campaign"
     assert oct(state.stat().st_mode & 0o777) == "0o700"
-    for name in ("state.db", "send.lock"):
+    for name in ("state.db", "state.db.send-lock"):
         assert oct((state / name).stat().st_mode & 0o777) == "0o600", name
     assert (state / ".gitignore").exists()
 

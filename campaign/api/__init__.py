@@ -9,6 +9,7 @@ callbacks and problems are raised as :class:`~campaign.errors.CampaignError`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +27,6 @@ from campaign.errors import (
     LedgerError,
     RenderError,
     SelectionError,
-    SendLockError,
     StoreError,
     UsageError,
     WorkspaceError,
@@ -260,15 +260,15 @@ def open_store(ws: Workspace, *, create: bool = True) -> SqlStore:
     """
     from campaign.store import open_store as _open
 
+    busy = ws.settings.store.busy_timeout.total_seconds()
     if ws.settings.store.url is None:
         if not create and not (ws.state_dir / "state.db").exists():
             from campaign.store.sqlite import SqliteStore
 
             return SqliteStore(None)
         ws.ensure_state_dir()
-        store: SqlStore = _open(ws.store_url)
-        return store
-    return _open(ws.store_url, password=_store_password(ws.store_url))
+        return _open(ws.store_url, busy_timeout=busy)
+    return _open(ws.store_url, password=_store_password(ws.store_url), busy_timeout=busy)
 
 
 def _store_password(url: str) -> str | None:
@@ -513,7 +513,11 @@ def send(
     try:
         if request.dry_run:
             return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
-        with _send_lock(ws):
+        from campaign.config import SendLock
+
+        # One sender per SQLite database, however it was named (-C, --db, CAMPAIGN_DB): the lock
+        # sits beside the resolved database file. A shared PostgreSQL queue needs none: leases.
+        with SendLock(store.lock_path, shown=ws.relative):
             return _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
     finally:
         store.close()
@@ -538,7 +542,7 @@ def _run_send(
 
     config = smtp_config(ws) if connect is None else None
     worker = secrets.token_hex(4)
-    options = _send_options(ws, request, worker)
+    options = _send_options(ws, request, worker, store.dialect)
     pacing = _pacing(ws, request)
     prefix = wire_prefix_for(ws)  # reads the DKIM key now: a problem stops us before anything is logged
 
@@ -579,34 +583,10 @@ def _run_send(
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
 
-    store.append_event(
-        now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait}
-    )
-    store.worker_started(
-        worker, now_ms(), label=f"pid {os.getpid()}", campaign=request.campaign, concurrency=options.concurrency
-    )
-    try:
-        report = asyncio.run(main())
-    finally:
-        store.worker_beat(worker, now_ms(), stopped=True)
-    p = report.progress
-    store.append_event(
-        now_ms(),
-        "run_finished",
-        campaign=request.campaign,
-        data={
-            "worker": worker,
-            "sent": p.sent,
-            "deferred": p.deferred,
-            "failed": p.failed,
-            "held": p.held,
-            "outcome_unknown": p.unknown,
-            "stopped": report.stopped.message if report.stopped else None,
-            "interrupted": report.interrupted or None,
-            "aborted": report.aborted or None,
-        },
-    )
-    remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
+    report = asyncio.run(main())
+    remaining: list[Message] = []
+    with contextlib.suppress(CampaignError):  # a store that stopped the run may refuse this too
+        remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
     return SendOutcome(report, remaining=remaining)
 
 
@@ -622,7 +602,7 @@ def _pacing(ws: Workspace, request: SendRequest, registry: Registry | None = Non
     return PacingConfig.from_registry(registry, rate=rate, per_domain_rate=sending.per_domain_rate)
 
 
-def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptions:
+def _send_options(ws: Workspace, request: SendRequest, worker: str, store_dialect: str) -> SendOptions:
     from campaign.dispatch import SendOptions
 
     settings = ws.settings
@@ -639,7 +619,10 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str) -> SendOptio
         retry_min=settings.sending.retry_min,
         retry_max=settings.sending.retry_max,
         lease=settings.sending.lease,
-        all_sending_crashed=settings.store.url is None,
+        all_sending_crashed=store_dialect == "sqlite",
+        store_retry=settings.store.retry_for,
+        journal_dir=ws.state_dir / "recovery",
+        label=f"pid {os.getpid()}",
     )
 
 
@@ -727,43 +710,6 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
     return written
 
 
-class _send_lock:
-    """One `campaign send` per workspace (SQLite store): a lock file in .campaign/."""
-
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-        self.handle: Any = None
-
-    def __enter__(self) -> _send_lock:
-        import fcntl
-
-        if self.ws.settings.store.url is not None:
-            return self  # a shared PostgreSQL queue is safe for many senders
-        path = self.ws.ensure_state_dir() / "send.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-        self.handle = os.fdopen(fd, "r+")
-        try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self.handle.close()
-            raise SendLockError(
-                f"{self.ws.relative(path)}: another `campaign send` is running in this workspace",
-                hint="wait for it to finish (or stop it with Ctrl-C); two senders would race",
-            ) from None
-        self.handle.seek(0)
-        self.handle.truncate()
-        self.handle.write(f"{os.getpid()}\n")
-        self.handle.flush()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.handle is not None:
-            import fcntl
-
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
-            self.handle.close()
-
-
 @dataclass
 class StatusReport:
     counts: dict[str, dict[str, int]]
@@ -799,7 +745,10 @@ def log(ws: Workspace, query: LogQuery) -> list[Message]:
     try:
         return store.messages(
             MessageFilter(
-                campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since=_since(query.since)
+                campaign=query.campaign,
+                statuses=query.statuses,
+                recipient=query.recipient,
+                since_ms=_since(query.since),
             )
         )
     finally:
@@ -810,7 +759,7 @@ def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
     """The event history (optionally for one campaign / institution / time)."""
     store = open_store(ws, create=False)
     try:
-        events = store.events(campaign=query.campaign, since=_since(query.since))
+        events = store.events(campaign=query.campaign, since_ms=_since(query.since))
         if query.recipient or query.statuses:
             keep = {
                 m.message_id
@@ -824,18 +773,17 @@ def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
         store.close()
 
 
-def _since(text: str | None) -> str | None:
+def _since(text: str | None) -> int | None:
+    """--since (a date or an ISO 8601 time; UTC unless it says otherwise) → epoch ms."""
     if not text:
         return None
-    from campaign.models import to_rfc3339
-
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(f"--since {text!r}: write a date (2026-11-28) or an ISO 8601 time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return to_rfc3339(moment)
+    return int(moment.timestamp() * 1000)
 
 
 def verify_log(ws: Workspace) -> Verification:
@@ -937,9 +885,11 @@ def demo(
         queued = report.count("new")
         if on_start:
             on_start(queued)
+        from campaign.config import SendLock
+
         store = open_store(ws)
         try:
-            with _send_lock(ws):
+            with SendLock(store.lock_path, shown=ws.relative):
                 outcome = _run_send(ws, store, SendRequest(etiquette=False), on_progress=on_progress, on_interrupt=None)
         finally:
             store.close()
@@ -1045,7 +995,11 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     def record(outcome: Any, at: int) -> None:
         times[outcome.id] = (at, outcome.status)
 
-    options = _send_options(ws, request, "plan")
+    # The plan's store is a private copy on a virtual clock: no journal, no heartbeat, and
+    # every letter left "sending" counts as a crash (as the next real run would treat it).
+    options = dataclasses.replace(
+        _send_options(ws, request, "plan", "sqlite"), heartbeat=None, label=None, journal_dir=None
+    )
     dispatcher = Dispatcher(
         snapshot,
         NullConnection,
@@ -1207,11 +1161,9 @@ def migrate_store(
 
 def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
     """Send processes seen recently, their leases and what they sent."""
-    from campaign.models import to_rfc3339
-
     store = open_store(ws, create=False)
     try:
-        return store.workers(to_rfc3339(utcnow() - within))
+        return store.workers(now_ms() - int(within.total_seconds() * 1000))
     finally:
         store.close()
 

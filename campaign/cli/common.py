@@ -115,3 +115,8 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """``1 letter``, ``2 letters`` (``words`` for irregular plurals)."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"

@@ -12,6 +12,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, note, out, plain, print_json, state, warn
+from campaign.transitions import Status
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress
@@ -31,18 +32,6 @@ smtp_app = typer.Typer(
 class ContactMode(enum.StrEnum):
     first = "first"
     all = "all"
-
-
-class State(enum.StrEnum):
-    queued = "queued"
-    sending = "sending"
-    deferred = "deferred"
-    sent = "sent"
-    failed = "failed"
-    held = "held"
-    delivered = "delivered"
-    relayed = "relayed"
-    bounced = "bounced"
 
 
 CampaignOpt = Annotated[
@@ -289,6 +278,7 @@ class ProgressDrawer:
         self._progress: Any = None
         self._task: Any = None
         self._seen = 0
+        self._store_note: str | None = None
 
     def __enter__(self) -> ProgressDrawer:
         if self.tty:
@@ -326,6 +316,12 @@ class ProgressDrawer:
             from campaign.pacing import ms_to_dt
 
             detail += f"  waiting until {ms_to_dt(p.waiting_until_ms):%H:%M:%S} UTC ({p.waiting_reason})"
+        if p.store_waiting:
+            detail += f"  {p.store_waiting}"
+        if self._progress is None and p.store_waiting != self._store_note:
+            self._store_note = p.store_waiting
+            if p.store_waiting:
+                note(p.store_waiting)
         if self._progress is not None:
             self._progress.update(self._task, completed=done, total=self.total, detail=detail)
             return
@@ -343,6 +339,11 @@ class ProgressDrawer:
 def print_send_summary(outcome: Any) -> None:
     report = outcome.report
     p = report.progress
+    if report.journal_applied:
+        note(
+            f"recorded {common.plural(report.journal_applied, 'outcome')} that a previous run could not write "
+            "(from .campaign/recovery/); those letters were not sent again"
+        )
     if report.recovered:
         warn(
             f"{len(report.recovered)} letters were being sent when a previous run stopped; "
@@ -370,6 +371,21 @@ def print_send_summary(outcome: Any) -> None:
         out().print(
             f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)"
         )
+    if report.journaled:
+        count = common.plural(len(report.journaled), "letter")
+        if report.journal is not None:
+            warn(
+                f"{count} accepted by the server could not be recorded in the store yet: saved in "
+                f"{plain(str(report.journal))}; the next `campaign send` records them first and does not "
+                "send them again"
+            )
+        else:
+            ids = ", ".join(str(o.id) for o in report.journaled)
+            common.err().print(
+                f"[bold red]error:[/bold red] {count} accepted by the server could not be recorded, and the "
+                f"recovery journal could not be written either ({plain(report.journal_error or '')}): "
+                f"message ids {ids} were delivered; do not send them again"
+            )
     if report.stopped is not None:
         common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
         if report.stopped.hint:
@@ -489,7 +505,7 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
         out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
         return
     present = {state for per in counts.values() for state in per}
-    states = [s.value for s in State if s.value in present]
+    states = [s.value for s in Status if s.value in present]
     extra = ["awaiting receipt", "delayed"] if report.receipts else []
     t = common.table("campaign", *states, *extra, "total")
     for name, per in counts.items():
@@ -563,7 +579,7 @@ def log(
     ctx: typer.Context,
     campaign: CampaignOpt = None,
     status_: Annotated[
-        list[State] | None, typer.Option("--status", help="Only letters in this state (repeat).")
+        list[Status] | None, typer.Option("--status", help="Only letters in this state (repeat).")
     ] = None,
     to: Annotated[str | None, typer.Option("--to", help="Only letters to this institution id.", metavar="ID")] = None,
     since: Annotated[

@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from campaign.errors import StoreError
+
+if TYPE_CHECKING:
+    from campaign.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
@@ -170,25 +173,27 @@ class MessageFilter:
     campaign: str | None = None
     statuses: tuple[str, ...] = ()
     recipient: str | None = None
-    since: str | None = None  # RFC 3339
+    since_ms: int | None = None  # epoch ms: changed at or after this moment
     ids: tuple[int, ...] = ()
     message_ids: tuple[str, ...] = ()
 
 
-def open_store(url: str, *, password: str | None = None) -> Any:
+def open_store(url: str, *, password: str | None = None, busy_timeout: float = 30.0) -> SqlStore:
     """Open (and migrate) the store at ``url``: ``sqlite:///path`` or ``postgresql://...``
-    (``password`` only when neither PGPASSWORD nor ~/.pgpass provides one).
+    (``password`` only when neither PGPASSWORD nor ~/.pgpass provides one). A statement
+    waits up to ``busy_timeout`` seconds for another process's lock. The store is a
+    context manager: ``with open_store(url) as store: ...`` closes it.
 
     Raises StoreError.
     """
     if url.startswith("sqlite:///"):
         from campaign.store.sqlite import SqliteStore
 
-        return SqliteStore(Path(url[len("sqlite:///") :]))
+        return SqliteStore(Path(url[len("sqlite:///") :]), busy_timeout=busy_timeout)
     if url.startswith(("postgresql://", "postgres://")):
         from campaign.store.postgres import PostgresStore
 
-        return PostgresStore(url, password=password)
+        return PostgresStore(url, password=password, busy_timeout=busy_timeout)
     raise StoreError(f"{url}: unknown store; use sqlite:///path or postgresql://user@host/db")
 
 

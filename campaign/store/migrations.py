@@ -218,6 +218,13 @@ def m0006_pacing_microseconds(dialect: Dialect) -> list[str]:
     return ["UPDATE pacing SET tat = tat * 1000, tail = tail * 1000"]
 
 
+def m0007_outcome_key(dialect: Dialect) -> list[str]:
+    """Which worker's which attempt a message's current outcome came from: recording the
+    same outcome twice (a retry after a connection lost during COMMIT, a recovery file
+    applied again) is recognised and changes nothing."""
+    return ["ALTER TABLE messages ADD COLUMN outcome_key TEXT"]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -225,4 +232,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0004_mailboxes", m0004_mailboxes),
     ("0005_bodies_apart", m0005_bodies_apart),
     ("0006_pacing_microseconds", m0006_pacing_microseconds),
+    ("0007_outcome_key", m0007_outcome_key),
 ]

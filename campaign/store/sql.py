@@ -2,6 +2,26 @@
 
 SQL here uses ``?`` placeholders; the PostgreSQL store rewrites them. Subclasses
 provide the connection, the transaction, and the few statements that differ.
+
+State changes: a message's status changes only through :meth:`Tx.move`, which checks the
+move against ``campaign.transitions`` (the one table of allowed moves), checks that its
+UPDATE matched exactly one row in the expected state, and appends the move's event in the
+same transaction.
+
+The lock order, in every write transaction on both backends (so two transactions can
+never wait on each other in opposite orders):
+
+1. ``chain_head`` (PostgreSQL: ``SELECT … FOR UPDATE`` as the transaction's first
+   statement; SQLite: ``BEGIN IMMEDIATE`` takes the database's one write lock first);
+2. ``pacing`` rows, then ``daily_counts`` rows (claims only);
+3. ``messages`` rows (claims lock due rows with ``FOR UPDATE SKIP LOCKED`` in
+   ``next_attempt_at, id`` order; other writes update rows one by one in the order given);
+4. ``workers``.
+
+Because every writer holds ``chain_head`` from its first statement, writers are
+serialised and hold nothing else while they wait for it: no deadlock is possible between
+claims, outcomes, receipts and recovery. Readers take no locks. Long writers
+(``receipts import``) commit in small batches so they never hold ``chain_head`` long.
 """
 
 from __future__ import annotations
@@ -10,11 +30,12 @@ import contextlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from campaign import chain
-from campaign.errors import StoreError
-from campaign.models import DELIVERY_RANK, Event, Message, Status, from_rfc3339, to_rfc3339
+from campaign import chain, transitions
+from campaign.errors import StoreConflictError, StoreError
+from campaign.models import Event, Message, Status, from_rfc3339, to_rfc3339
 from campaign.pacing import Bucket, Pacer
 from campaign.store import (
     Claim,
@@ -36,7 +57,16 @@ MESSAGE_COLUMNS = (
     "wire_sha256, domain, contact_name, delivery_status, delivery_detail, reporting_mta, receipt_at, "
     "delayed_at, displayed_at, deleted_at, replied_at, auto_replied_at"
 )
-PENDING = ("queued", "deferred")
+PENDING = tuple(s.value for s in transitions.PENDING)
+_PENDING_SQL = ", ".join(f"'{s}'" for s in PENDING)
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A column value computed in SQL (``COALESCE(?, remote_id)``), for :meth:`Tx.move`."""
+
+    sql: str
+    params: tuple[Any, ...] = ()
 
 
 def _flag(value: Any) -> int | None:
@@ -109,6 +139,58 @@ class Tx:
     def finish(self) -> None:
         if self._head is not None:
             self.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", self._head)
+
+    def move(
+        self,
+        row_id: int,
+        event: str,
+        *,
+        sources: Sequence[Status],
+        target: Status | None,
+        now_ms: int,
+        message: str,
+        campaign: str | None,
+        data: dict[str, Any] | None = None,
+        sets: dict[str, Any] | None = None,
+        owner: str | None = None,
+        strict: bool = True,
+    ) -> bool:
+        """Move one message from one of ``sources`` to ``target`` (None: status unchanged)
+        and append the move's event, all in this transaction.
+
+        The move must be in ``campaign.transitions``' table (else IllegalMove: a bug). The
+        UPDATE must match exactly one row in one of ``sources`` (and leased by ``owner``
+        when given): otherwise StoreConflictError, or False with ``strict=False`` (nothing
+        changed, no event).
+        """
+        transitions.check(event, sources, target)
+        assignments: dict[str, Any] = {} if target is None else {"status": target.value}
+        assignments.update(sets or {})
+        columns: list[str] = []
+        params: list[Any] = []
+        for column, value in assignments.items():
+            if isinstance(value, Expr):
+                columns.append(f"{column} = {value.sql}")
+                params.extend(value.params)
+            else:
+                columns.append(f"{column} = ?")
+                params.append(value)
+        where = f"id = ? AND status IN ({', '.join('?' for _ in sources)})"
+        params += [row_id, *(s.value for s in sources)]
+        if owner is not None:
+            where += " AND lease_owner = ?"
+            params.append(owner)
+        if not columns:
+            raise transitions.IllegalMove(f"{event}: a move changes at least one column")
+        self.execute(f"UPDATE messages SET {', '.join(columns)} WHERE {where}", params)
+        if self.cursor.rowcount != 1:
+            if strict:
+                states = "/".join(s.value for s in sources)
+                raise StoreConflictError(f"message {row_id} is no longer {states}: {event} refused")
+            return False
+        kind = transitions.EVENT_OF_MOVE.get(event, event)
+        self.append(now_ms, kind, message=message, campaign=campaign, data=data)
+        return True
 
 
 class DbPacingState:
@@ -235,29 +317,28 @@ class EnqueueSession:
 
     def replace(self, existing: Existing, msg: NewMessage) -> None:
         """Replace the bytes of an unsent message, keeping its Message-ID and envelope id."""
-        if existing.status not in ("queued", "deferred", "held"):
+        status = Status(existing.status)
+        if status not in transitions.UNSENT:
             raise StoreError(f"message {existing.id} is {existing.status}; only unsent messages can be updated")
-        self.tx.execute(
-            "UPDATE messages SET content_sha256 = ?, subject = ?, lang = ?, contact_name = ?, "
-            "smtputf8 = ?, updated_at = ? WHERE id = ?",
-            (
-                msg.content_sha256,
-                msg.subject,
-                msg.lang,
-                msg.contact_name,
-                int(msg.smtputf8),
-                iso(self.now_ms),
-                existing.id,
-            ),
-        )
-        self.tx.execute("UPDATE message_bodies SET body = ? WHERE id = ?", (msg.body, existing.id))
-        self.tx.append(
-            self.now_ms,
+        self.tx.move(
+            existing.id,
             "updated",
+            sources=(status,),
+            target=None,
+            now_ms=self.now_ms,
             message=existing.message_id,
             campaign=msg.campaign,
+            sets={
+                "content_sha256": msg.content_sha256,
+                "subject": msg.subject,
+                "lang": msg.lang,
+                "contact_name": msg.contact_name,
+                "smtputf8": int(msg.smtputf8),
+                "updated_at": iso(self.now_ms),
+            },
             data={"previous_sha256": existing.content_sha256, "content_sha256": msg.content_sha256},
         )
+        self.tx.execute("UPDATE message_bodies SET body = ? WHERE id = ?", (msg.body, existing.id))
         self.replaced += 1
 
 
@@ -279,7 +360,7 @@ class SqlStore:
         raise NotImplementedError
 
     @contextlib.contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
+    def _transaction(self, write: bool = True, *, head: bool = True) -> Iterator[Any]:
         raise NotImplementedError
         yield
 
@@ -298,6 +379,24 @@ class SqlStore:
     def _wrap(self, err: Exception) -> StoreError:
         return StoreError(f"{self.label}: {err}")
 
+    @property
+    def identity(self) -> str:
+        """What this store is, however it was named (the resolved file, the database): two
+        senders on the same identity share one queue."""
+        return self.label
+
+    @property
+    def lock_path(self) -> Path | None:
+        """Where `campaign send` takes its one-sender lock (SQLite: beside the database
+        file), or None for a store shared by many senders (PostgreSQL: leases instead)."""
+        return None
+
+    def __enter__(self) -> SqlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- plumbing ----------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -315,7 +414,7 @@ class SqlStore:
             yield Tx(self, cursor)
 
     def _migrate(self) -> None:
-        with self._transaction() as cursor:
+        with self._transaction(head=False) as cursor:
             tx = Tx(self, cursor)
             tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
             applied = {r["name"] for r in tx.rows("SELECT name FROM schema_migrations")}
@@ -329,7 +428,7 @@ class SqlStore:
         for name, migration in MIGRATIONS:
             if name in applied:
                 continue
-            with self._transaction() as cursor:
+            with self._transaction(head=False) as cursor:
                 tx = Tx(self, cursor)
                 # Another process may have migrated meanwhile (PostgreSQL): check inside the lock.
                 if tx.one("SELECT name FROM schema_migrations WHERE name = ?", (name,)):
@@ -354,6 +453,27 @@ class SqlStore:
         with self.transaction() as tx:
             yield EnqueueSession(tx, now_ms)
 
+    def queued_keys(self, campaign: str, letter: str) -> dict[tuple[str, str], Existing]:
+        """What is queued already for one campaign and letter, by (institution, address key):
+        a read, no lock (``queue`` re-checks inside its short write transaction)."""
+        with self.reading() as tx:
+            rows = tx.rows(
+                "SELECT id, message_id, envid, status, content_sha256, created_at, recipient, email_key "
+                "FROM messages WHERE campaign = ? AND letter = ?",
+                (campaign, letter),
+            )
+            return {
+                (r["recipient"], r["email_key"]): Existing(
+                    id=r["id"],
+                    message_id=r["message_id"],
+                    envid=r["envid"],
+                    status=r["status"],
+                    content_sha256=r["content_sha256"],
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            }
+
     def recover(self, now_ms: int, *, all_sending: bool) -> list[str]:
         """Make crashed ``sending`` messages due again, logged as possible duplicates.
 
@@ -366,18 +486,27 @@ class SqlStore:
             if not all_sending:
                 sql += " AND lease_expires < ?"
                 params = (now_ms,)
-            rows = tx.rows(sql + self.skip_locked, params)
+            rows = tx.rows(sql + " ORDER BY id" + self.skip_locked, params)
+            recovered = []
             for row in rows:
-                tx.execute(
-                    "UPDATE messages SET status = 'deferred', next_attempt_at = ?, possible_duplicate = 1, "
-                    "lease_owner = NULL, lease_expires = NULL, wait_reason = ?, updated_at = ? WHERE id = ?",
-                    (now_ms, "resending after a crash: possible duplicate", iso(now_ms), row["id"]),
-                )
-                tx.append(
-                    now_ms,
+                moved = tx.move(
+                    row["id"],
                     "crash_recovered",
+                    sources=(Status.SENDING,),
+                    target=Status.DEFERRED,
+                    now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
+                    owner=row["lease_owner"] if row["lease_owner"] is not None else None,
+                    strict=False,
+                    sets={
+                        "next_attempt_at": now_ms,
+                        "possible_duplicate": 1,
+                        "lease_owner": None,
+                        "lease_expires": None,
+                        "wait_reason": "resending after a crash: possible duplicate",
+                        "updated_at": iso(now_ms),
+                    },
                     data={
                         "attempt": int(row["attempts"]),
                         "possible_duplicate": True,
@@ -386,7 +515,21 @@ class SqlStore:
                         "and may reach the institution twice",
                     },
                 )
-            return [r["message_id"] for r in rows]
+                if moved:
+                    recovered.append(str(row["message_id"]))
+            return recovered
+
+    def renew_leases(self, worker: str, now_ms: int, lease_ms: int) -> int:
+        """Extend every lease ``worker`` holds (letters claimed and not yet finished): a live
+        worker keeps its letters however long a send takes. Returns how many."""
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE messages SET lease_expires = ? WHERE status = 'sending' AND lease_owner = ?",
+                (now_ms + lease_ms, worker),
+            )
+            renewed = int(tx.cursor.rowcount)
+            tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (iso(now_ms), worker))
+        return renewed
 
     def claim(
         self,
@@ -404,7 +547,7 @@ class SqlStore:
         # A few spare rows in case some are parked by a limit; parked rows leave the due
         # window, so the next claim sees fresh ones.
         scan = limit * 2 + 2
-        where = "status IN ('queued', 'deferred') AND next_attempt_at <= ?"
+        where = f"status IN ({_PENDING_SQL}) AND next_attempt_at <= ?"
         params: list[Any] = [now_ms]
         if campaign:
             where += " AND campaign = ?"
@@ -459,17 +602,25 @@ class SqlStore:
         wire = wire_prefix + body
         wire_sha = str(row["wire_sha256"]) if row["wire_prefix"] is not None else chain.sha256_hex(wire)
         attempt = int(row["attempts"]) + 1
-        tx.execute(
-            "UPDATE messages SET status = 'sending', attempts = ?, lease_owner = ?, lease_expires = ?, "
-            "wait_reason = NULL, updated_at = ?, wire_prefix = ?, wire_sha256 = ?, first_attempt_at = ? WHERE id = ?",
-            (attempt, worker, now_ms + lease_ms, iso(now_ms), wire_prefix, wire_sha, first_attempt_at, row["id"]),
-        )
         duplicate = bool(row["possible_duplicate"])
-        tx.append(
-            now_ms,
+        tx.move(
+            int(row["id"]),
             "sending",
+            sources=(Status(row["status"]),),
+            target=Status.SENDING,
+            now_ms=now_ms,
             message=row["message_id"],
             campaign=row["campaign"],
+            sets={
+                "attempts": attempt,
+                "lease_owner": worker,
+                "lease_expires": now_ms + lease_ms,
+                "wait_reason": None,
+                "updated_at": iso(now_ms),
+                "wire_prefix": wire_prefix,
+                "wire_sha256": wire_sha,
+                "first_attempt_at": first_attempt_at,
+            },
             data={
                 "attempt": attempt,
                 "sha256": wire_sha,
@@ -499,36 +650,17 @@ class SqlStore:
     def finish(self, outcomes: Iterable[Outcome], now_ms: int, *, worker: str) -> int:
         """Record outcomes of claimed messages; returns how many were applied.
 
-        A message whose lease another worker took over meanwhile is not overwritten
-        (the outcome is still logged, as ``late_outcome``).
+        Idempotent: an outcome this worker already recorded for the same attempt (a retry
+        after a connection lost during COMMIT, or a recovery file applied twice) changes
+        nothing and logs nothing. A message whose lease another worker took over meanwhile
+        is not overwritten; the outcome is still logged, as ``late_outcome``.
         """
+        outcomes = list(outcomes)
         applied = 0
+        tally = {"sent": 0, "deferred": 0, "failed": 0}
         with self.transaction() as tx:
-            for o in outcomes:
-                sent_at = iso(now_ms) if o.status == "sent" else None
-                tx.execute(
-                    "UPDATE messages SET status = ?, last_code = ?, last_status = ?, last_reply = ?, "
-                    "remote_id = COALESCE(?, remote_id), sent_at = COALESCE(?, sent_at), next_attempt_at = ?, "
-                    "wait_reason = NULL, possible_duplicate = ?, lease_owner = NULL, lease_expires = NULL, "
-                    "dsn_requested = COALESCE(?, dsn_requested), updated_at = ? "
-                    "WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-                    (
-                        o.status,
-                        o.code,
-                        o.enhanced,
-                        o.reply,
-                        o.remote_id,
-                        sent_at,
-                        o.next_attempt_ms,
-                        int(o.possible_duplicate),
-                        _flag(o.data.get("dsn")),
-                        iso(now_ms),
-                        o.id,
-                        worker,
-                    ),
-                )
-                changed = tx.cursor.rowcount == 1
-                applied += int(changed)
+            for o in sorted(outcomes, key=lambda o: o.id):  # the lock order: message rows by id
+                key = f"{worker}:{o.attempt}"
                 data: dict[str, Any] = {
                     "attempt": o.attempt,
                     "code": o.code,
@@ -539,14 +671,44 @@ class SqlStore:
                     "possible_duplicate": True if o.possible_duplicate else None,
                     **o.data,
                 }
-                tx.append(
-                    now_ms, o.event if changed else "late_outcome", message=o.message_id, campaign=o.campaign, data=data
+                move = "outcome_unknown_final" if o.event == "outcome_unknown" and o.status == "failed" else o.event
+                changed = tx.move(
+                    o.id,
+                    move,
+                    sources=(Status.SENDING,),
+                    target=Status(o.status),
+                    now_ms=now_ms,
+                    message=o.message_id,
+                    campaign=o.campaign,
+                    owner=worker,
+                    strict=False,
+                    sets={
+                        "last_code": o.code,
+                        "last_status": o.enhanced,
+                        "last_reply": o.reply,
+                        "remote_id": Expr("COALESCE(?, remote_id)", (o.remote_id,)),
+                        "sent_at": Expr("COALESCE(?, sent_at)", (iso(now_ms) if o.status == "sent" else None,)),
+                        "next_attempt_at": o.next_attempt_ms,
+                        "wait_reason": None,
+                        "possible_duplicate": int(o.possible_duplicate),
+                        "lease_owner": None,
+                        "lease_expires": None,
+                        "dsn_requested": Expr("COALESCE(?, dsn_requested)", (_flag(o.data.get("dsn")),)),
+                        "outcome_key": key,
+                        "updated_at": iso(now_ms),
+                    },
+                    data=data,
                 )
-            tally = {"sent": 0, "deferred": 0, "failed": 0}
-            for o in outcomes:
-                key = "failed" if o.status in ("failed", "held") else o.status
-                if key in tally:
-                    tally[key] += 1
+                if not changed:
+                    row = tx.one("SELECT outcome_key FROM messages WHERE id = ?", (o.id,))
+                    if row is not None and row["outcome_key"] == key:
+                        continue  # recorded before: the commit had gone through
+                    tx.append(now_ms, "late_outcome", message=o.message_id, campaign=o.campaign, data=data)
+                    continue
+                applied += 1
+                bucket = "failed" if o.status in ("failed", "held") else o.status
+                if bucket in tally:
+                    tally[bucket] += 1
             tx.execute(
                 "UPDATE workers SET sent = sent + ?, deferred = deferred + ?, failed = failed + ?, heartbeat_at = ? "
                 "WHERE id = ?",
@@ -572,8 +734,8 @@ class SqlStore:
             else:
                 tx.execute("UPDATE workers SET heartbeat_at = ? WHERE id = ?", (iso(now_ms), worker))
 
-    def workers(self, since: str) -> list[dict[str, Any]]:
-        """Workers seen since ``since`` (RFC 3339), with their live leases."""
+    def workers(self, since_ms: int) -> list[dict[str, Any]]:
+        """Workers seen since ``since_ms``, with their live leases."""
         with self.reading() as tx:
             rows = tx.dicts(
                 "SELECT w.id, w.label, w.campaign, w.concurrency, w.started_at, w.heartbeat_at, w.stopped_at, w.sent, "
@@ -581,29 +743,39 @@ class SqlStore:
                 "FROM workers w LEFT JOIN messages m ON m.lease_owner = w.id AND m.status = 'sending' "
                 "WHERE w.heartbeat_at >= ? GROUP BY w.id, w.label, w.campaign, w.concurrency, w.started_at, "
                 "w.heartbeat_at, w.stopped_at, w.sent, w.deferred, w.failed ORDER BY w.started_at",
-                (since,),
+                (iso(since_ms),),
             )
         return rows
 
-    def unclaim(self, items: Iterable[Claimed], now_ms: int, *, worker: str, reason: str) -> None:
-        """Put claimed messages back as they were: nothing was sent (the run stopped first)."""
+    def unclaim(self, items: Iterable[Claimed], now_ms: int, *, worker: str, reason: str) -> int:
+        """Put claimed messages back as they were: nothing was sent (the run stopped first).
+        Returns how many were put back (a message another worker took over is left alone)."""
+        done = 0
         with self.transaction() as tx:
-            for item in items:
-                tx.execute(
-                    "UPDATE messages SET status = ?, attempts = attempts - 1, lease_owner = NULL, "
-                    "lease_expires = NULL, updated_at = ? WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-                    (item.previous_status, iso(now_ms), item.id, worker),
-                )
-                tx.append(
-                    now_ms,
+            for item in sorted(items, key=lambda i: i.id):
+                done += tx.move(
+                    item.id,
                     "not_sent",
+                    sources=(Status.SENDING,),
+                    target=Status(item.previous_status),
+                    now_ms=now_ms,
                     message=item.message_id,
                     campaign=item.campaign,
+                    owner=worker,
+                    strict=False,
+                    sets={
+                        "attempts": Expr("attempts - 1"),
+                        "lease_owner": None,
+                        "lease_expires": None,
+                        "updated_at": iso(now_ms),
+                    },
                     data={"attempt": item.attempt, "reason": reason},
                 )
+        return done
 
     def release(self, ids: Sequence[int], now_ms: int, *, note: str | None = None) -> list[str]:
-        """Held messages → queued again (a person checked them)."""
+        """Held or failed messages → queued again (a person checked them). A released letter
+        gets a fresh ``max_age`` window: its age counts from the release."""
         released = []
         with self.transaction() as tx:
             for mid in ids:
@@ -612,16 +784,22 @@ class SqlStore:
                     raise StoreError(f"no message with id {mid}", hint="see the ids with `campaign log`")
                 if row["status"] not in ("held", "failed"):
                     raise StoreError(f"message {mid} is {row['status']}, not held or failed; nothing to release")
-                tx.execute(
-                    "UPDATE messages SET status = 'queued', next_attempt_at = ?, wait_reason = NULL, "
-                    "first_attempt_at = first_attempt_at, updated_at = ? WHERE id = ?",
-                    (now_ms, iso(now_ms), mid),
-                )
-                tx.append(
-                    now_ms,
+                tx.move(
+                    mid,
                     "released",
+                    sources=(Status(row["status"]),),
+                    target=Status.QUEUED,
+                    now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
+                    sets={
+                        "next_attempt_at": now_ms,
+                        "wait_reason": None,
+                        "first_attempt_at": Expr(
+                            "CASE WHEN first_attempt_at IS NULL THEN NULL ELSE ? END", (iso(now_ms),)
+                        ),
+                        "updated_at": iso(now_ms),
+                    },
                     data={"from": row["status"], "note": note},
                 )
                 released.append(row["message_id"])
@@ -652,17 +830,17 @@ class SqlStore:
             sql += " AND campaign = ?"
             params.append(campaign)
         with self.transaction() as tx:
-            rows = tx.rows(sql, params)
+            rows = tx.rows(sql + " ORDER BY id", params)
             for row in rows:
-                tx.execute(
-                    "UPDATE messages SET status = 'failed', next_attempt_at = NULL, updated_at = ? WHERE id = ?",
-                    (iso(now_ms), row["id"]),
-                )
-                tx.append(
-                    now_ms,
+                tx.move(
+                    row["id"],
                     "failed",
+                    sources=(Status.DEFERRED,),
+                    target=Status.FAILED,
+                    now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
+                    sets={"next_attempt_at": None, "updated_at": iso(now_ms)},
                     data={
                         "attempt": int(row["attempts"]),
                         "reason": "max_age reached: gave up retrying",
@@ -798,29 +976,39 @@ class SqlStore:
                 (entry.arrival or now, _detail(entry), target.id),
             )
         elif entry.outcome in ("delivered", "relayed", "bounced"):
-            new = Status(entry.outcome)
-            if current in DELIVERY_RANK:
-                if DELIVERY_RANK[new] > DELIVERY_RANK[current]:
-                    self._set_delivery(tx, target.id, new, entry, now)
-                else:
-                    data["unchanged"] = f"the letter is already {current.value}: delivery states never move backwards"
-            elif current in (Status.QUEUED, Status.DEFERRED, Status.SENDING):
-                # A report proves a server took the letter: stop retrying (a retry would be a duplicate).
-                self._set_delivery(tx, target.id, new, entry, now)
-                data["note"] = (
-                    f"report for a letter that was {current.value}: the server had accepted it; no further attempt"
+            new = transitions.receipt_target(current, Status(entry.outcome))
+            if new is not None:
+                if current in transitions.PENDING or current == Status.SENDING:
+                    # A report proves a server took the letter: stop retrying (a retry would be a duplicate).
+                    data["note"] = (
+                        f"report for a letter that was {current.value}: the server had accepted it; no further attempt"
+                    )
+                tx.move(
+                    target.id,
+                    "receipt",
+                    sources=(current,),
+                    target=new,
+                    now_ms=now_ms,
+                    message=target.message_id,
+                    campaign=target.campaign,
+                    data=data,
+                    sets={
+                        "delivery_status": new.value,
+                        "delivery_detail": _detail(entry),
+                        "reporting_mta": entry.reporting_mta,
+                        "receipt_at": entry.arrival or now,
+                        "next_attempt_at": None,
+                        "wait_reason": None,
+                        "lease_owner": None,
+                        "updated_at": now,
+                    },
                 )
+                return
+            if current in transitions.DELIVERY:
+                data["unchanged"] = f"the letter is already {current.value}: delivery states never move backwards"
             else:
                 data["unchanged"] = f"the letter is {current.value}"
         tx.append(now_ms, kind, message=target.message_id, campaign=target.campaign, data=data)
-
-    def _set_delivery(self, tx: Tx, row_id: int, status: Status, entry: ReceiptEntry, now: str) -> None:
-        tx.execute(
-            "UPDATE messages SET status = ?, delivery_status = ?, delivery_detail = ?, reporting_mta = ?, "
-            "receipt_at = ?, next_attempt_at = NULL, wait_reason = NULL, lease_owner = NULL, updated_at = ? "
-            "WHERE id = ?",
-            (status.value, status.value, _detail(entry), entry.reporting_mta, entry.arrival or now, now, row_id),
-        )
 
     def mailbox_position(self, account: str, folder: str) -> tuple[int, int] | None:
         """(UIDVALIDITY, last UID processed) for an IMAP folder."""
@@ -887,9 +1075,11 @@ class SqlStore:
         if f.recipient:
             clauses.append("recipient = ?")
             params.append(f.recipient)
-        if f.since:
+        if f.since_ms is not None:
+            # Stored times all come from iso() (milliseconds, "Z"): formatted the same way, text
+            # order is time order.
             clauses.append("updated_at >= ?")
-            params.append(f.since)
+            params.append(iso(f.since_ms))
         if f.ids:
             clauses.append(f"id IN ({', '.join('?' for _ in f.ids)})")
             params.extend(f.ids)
@@ -960,7 +1150,7 @@ class SqlStore:
 
     def next_due(self, campaign: str | None = None) -> tuple[int, str | None] | None:
         """(epoch ms, reason) of the earliest pending message."""
-        sql = "SELECT next_attempt_at, wait_reason FROM messages WHERE status IN ('queued', 'deferred')"
+        sql = f"SELECT next_attempt_at, wait_reason FROM messages WHERE status IN ({_PENDING_SQL})"
         params: list[Any] = []
         if campaign:
             sql += " AND campaign = ?"
@@ -993,7 +1183,7 @@ class SqlStore:
             "SELECT COALESCE(wait_reason, CASE WHEN status = 'deferred' THEN 'retry after a temporary failure' "
             "ELSE 'ready (see `campaign plan` for expected times)' END) AS reason, COUNT(*) AS n, "
             "MIN(next_attempt_at) AS first "
-            "FROM messages WHERE status IN ('queued', 'deferred')"
+            f"FROM messages WHERE status IN ({_PENDING_SQL})"
         )
         params: list[Any] = []
         if campaign:
@@ -1007,7 +1197,7 @@ class SqlStore:
         """(messages, institutions) still to send."""
         sql = (
             "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient) AS r FROM messages "
-            "WHERE status IN ('queued', 'deferred', 'sending')"
+            f"WHERE status IN ({_PENDING_SQL}, 'sending')"
         )
         params: list[Any] = []
         if campaign:
@@ -1027,7 +1217,7 @@ class SqlStore:
         *,
         message: str | None = None,
         campaign: str | None = None,
-        since: str | None = None,
+        since_ms: int | None = None,
         after_seq: int = 0,
         limit: int | None = None,
     ) -> list[Event]:
@@ -1039,9 +1229,9 @@ class SqlStore:
         if campaign:
             clauses.append("campaign = ?")
             params.append(campaign)
-        if since:
+        if since_ms is not None:
             clauses.append("time >= ?")
-            params.append(since)
+            params.append(iso(since_ms))
         sql = "SELECT seq, time, kind, message, campaign, data, prev_hash, hash FROM events WHERE " + " AND ".join(
             clauses
         )

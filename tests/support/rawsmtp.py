@@ -40,6 +40,8 @@ class Behaviour:
     stall_in_body: list[tuple[int, float]] = field(default_factory=list)
     # After the greeting, send these bytes unasked (a reply to nothing).
     unsolicited_after: dict[str, bytes] = field(default_factory=dict)
+    # Wait this long before answering the final dot (a slow, distant server).
+    dot_delay: float = 0.0
 
 
 class RawServer:
@@ -151,6 +153,8 @@ class Session:
                 if body is None:
                     return
                 server.messages.append(body)
+                if server.behaviour.dot_delay:
+                    time.sleep(server.behaviour.dot_delay)
                 self.send(server.pop("DOT").replace(b"{n}", str(len(server.messages)).encode()))
 
     def _read_body(self) -> bytes | None:

@@ -1,0 +1,85 @@
+"""The recovery journal: outcomes a server confirmed that the store could not record.
+
+Contract:
+- When a send must stop while the store is unavailable (locked past the retry window, a
+  failed statement), the outcomes it holds in memory (a server's 250 for a letter the
+  store still shows ``sending``) are written to ``.campaign/recovery/<worker>.json``:
+  mode 0600, fsynced, then the folder fsynced, so the file survives a power cut.
+- The next run applies every journal **before** it recovers anything in ``sending``
+  (``SqlStore.finish`` under the journal's worker, which is idempotent), then deletes the
+  file. So a letter the server accepted is recorded as sent and never resent.
+- A journal is plain JSON (one object per outcome, the fields of ``store.Outcome``):
+  readable by a person, and by another machine when the folder is copied there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from campaign.errors import StoreError
+from campaign.store import Outcome
+
+VERSION = 1
+
+
+def write(folder: Path, worker: str, outcomes: list[Outcome]) -> Path:
+    """Write ``outcomes`` durably; returns the file. Raises OSError (disk full, read-only)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / f"{worker}.json"
+    tmp = folder / f".{worker}.json.tmp"
+    payload = {"version": VERSION, "worker": worker, "outcomes": [asdict(o) for o in outcomes]}
+    data = json.dumps(payload, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(folder)
+    return path
+
+
+def pending(folder: Path) -> list[tuple[Path, str, list[Outcome]]]:
+    """Every journal in ``folder``: (file, worker, outcomes), oldest first. Raises
+    StoreError for a file that cannot be read (it must not be skipped silently)."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            worker = str(payload["worker"])
+            outcomes = [Outcome(**item) for item in payload["outcomes"]]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise StoreError(
+                f"{path}: a recovery journal that cannot be read ({err})",
+                hint="it lists letters a server accepted that are not recorded yet; "
+                "fix or move the file aside knowingly (those letters could then be sent again)",
+            ) from None
+        found.append((path, worker, outcomes))
+    return found
+
+
+def done(path: Path) -> None:
+    """Remove an applied journal (durably)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
