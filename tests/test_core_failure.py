@@ -23,7 +23,7 @@ import pytest
 from campaign import transitions
 from campaign.errors import StoreBusyError, StoreConflictError
 from campaign.pacing import Pacer, PacingConfig
-from campaign.store import NewMessage, Outcome, ReceiptEntry, Report, Target, open_store
+from campaign.store import NewMessage, Outcome, ReceiptEntry, Report, open_store
 from campaign.transitions import IllegalMove, Status
 from tests.conftest import ROOT
 from tests.support import crash
