@@ -48,8 +48,8 @@ from typing import Any, Protocol, TypeVar
 from campaign.errors import CampaignError, StoreError, TransportError
 from campaign.models import ascii_address, from_rfc3339
 from campaign.pacing import Pacer
-from campaign.store import Claimed, Outcome, journal
-from campaign.store.sql import PrefixFn, SqlStore
+from campaign.store import Claimed, Hold, Outcome, journal
+from campaign.store.sql import Gate, PrefixFn, SqlStore
 from campaign.transport import Connection, Envelope, SendResult, ServerUnavailableError
 
 T = TypeVar("T")
@@ -96,6 +96,7 @@ class SendOptions:
     verp: bool = False
     campaign: str | None = None
     ids: tuple[int, ...] = ()
+    recipients: tuple[str, ...] = ()
     limit: int | None = None
     concurrency: int = 4
     wait: bool = False
@@ -144,6 +145,7 @@ class RunReport:
     journal: Path | None = None  # where they are
     journal_error: str | None = None  # the journal could not be written either (then: name them)
     journal_applied: int = 0  # outcomes a previous run left in the journal, recorded at the start
+    gated: list[Hold] = field(default_factory=list)  # held before sending (e.g. left the registry)
 
 
 class StopSignal:
@@ -176,7 +178,8 @@ def envelope_for(item: Claimed, options: SendOptions) -> Envelope:
 
 
 HINTS = {
-    "address": "the address was refused: fix it in recipients.yaml, then queue the letter again",
+    "address": "the server refused the address: fix it in recipients.yaml, then `campaign queue LETTER --to ID` "
+    "makes a new letter to the new address (`campaign release` would send to the old one again)",
     "policy": "held for a person: the server refused it on policy grounds; check, then `campaign release ID`",
 }
 
@@ -197,8 +200,10 @@ class Dispatcher:
         on_outcome: Callable[[Outcome, int], None] | None = None,  # (outcome, when it was handed over)
         stop: StopSignal | None = None,
         rng: random.Random | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.store = store
+        self.gate = gate
         self.connect = connect
         self.pacer = pacer
         self.options = options
@@ -521,7 +526,12 @@ class Dispatcher:
                     prefix=self.prefix,
                     campaign=opts.campaign,
                     ids=opts.ids,
+                    recipients=opts.recipients,
+                    gate=self.gate,
                 )
+                for hold in claim.held:
+                    self.progress.held += 1
+                    self.report.gated.append(hold)
                 if claim.items:
                     self._claimed_total += len(claim.items)
                     if not opts.all_sending_crashed and self._leases_until_ms is None:
@@ -549,7 +559,7 @@ class Dispatcher:
         await self._first(self._writes_idle.wait(), self._halt.wait())
         if self._halt.is_set():
             return False
-        nxt = await self._store(self.store.next_due, opts.campaign)
+        nxt = await self._store(self.store.next_due, opts.campaign, opts.ids, opts.recipients)
         if self._landed_count != seen:
             return True  # something finished meanwhile: look again
         in_flight = self.progress.in_flight
@@ -809,3 +819,19 @@ def _why_busy(message: str) -> str:
     if "connection" in message:
         return "reconnecting"
     return "busy"
+
+
+async def send_direct(connect: Callable[[], Connection], items: list[tuple[Envelope, bytes]]) -> list[SendResult]:
+    """Send a few messages over one connection, outside the queue (test copies): no claim,
+    no pacing, no retry. Raises TransportError when the server cannot be used at all."""
+    conn = connect()
+    await conn.open()
+    results = []
+    try:
+        for envelope, wire in items:
+            if not conn.connected:
+                await conn.open()
+            results.append(await conn.send(envelope, wire))
+    finally:
+        await conn.close()
+    return results

@@ -49,7 +49,7 @@ from campaign.render import (
 )
 from campaign.store import Existing, NewMessage
 from campaign.store.sql import EnqueueSession, SqlStore
-from campaign.transitions import UNSENT
+from campaign.transitions import PENDING, UNSENT
 
 ContactMode = Literal["first", "all"]
 
@@ -62,7 +62,7 @@ class QueueRow:
     email: str
     lang: str
     subject: str
-    state: str  # new | unchanged | changed | changed-<status> | updated | raced | postal-only | no-role
+    state: str  # new | unchanged | rescheduled | changed | changed-<status> | updated | postal-only | no-role
     message_id: str | None = None
 
 
@@ -253,6 +253,7 @@ def queue_letter(
 
 
 UNSENT_STATES = tuple(s.value for s in UNSENT)
+PENDING_STATES = tuple(s.value for s in PENDING)
 
 
 def _commit_one(
@@ -265,7 +266,8 @@ def _commit_one(
     update: bool,
 ) -> str:
     """Store one rendered letter inside the write transaction; returns its summary state.
-    ``rendered_against`` is what was queued when we rendered, ``now`` what is queued now."""
+    ``rendered_against`` is what was queued when we rendered, ``now`` what is queued now.
+    ``--at`` on a letter already queued (and not yet sent) moves its time: ``rescheduled``."""
     if now is None:
         session.add(new)
         return "new"
@@ -274,12 +276,16 @@ def _commit_one(
     changed = "changed" if now.status in UNSENT_STATES else f"changed-{now.status}"
     if now.content_sha256 != rendered_against.content_sha256:
         return changed  # updated meanwhile by another process: our rendering is not the newer one
+    state = changed
     if unchanged:
-        return "unchanged"
-    if update and now.status in UNSENT_STATES:
+        state = "unchanged"
+    elif update and now.status in UNSENT_STATES:
         session.replace(now, new)
-        return "updated"
-    return changed
+        state = "updated"
+    if new.not_before_ms is not None and now.status in PENDING_STATES:
+        session.reschedule(now, new.campaign, new.not_before_ms, new.wait_reason or "scheduled")
+        return "rescheduled" if state == "unchanged" else state
+    return state
 
 
 class _Spool:
@@ -344,3 +350,21 @@ def check_selection(ids: list[str], tags: list[str], everyone: bool) -> None:
         raise UsageError("--all cannot be combined with --to or --tag")
     if not (everyone or ids or tags):
         raise UsageError("choose institutions with --to ID, --tag TAG or --all")
+
+
+def registry_gate(recipients: list[Recipient]) -> Callable[[dict[str, object]], tuple[str, str] | None]:
+    """A claim gate (``SqlStore.claim``): hold a letter whose institution left
+    recipients.yaml, or whose address is no longer one of its contacts, instead of sending
+    it to whoever it was queued for. ``release`` refuses such a letter: requeue or cancel."""
+    contacts = {r.id: {address_key(c.email) for c in r.contacts} for r in recipients}
+
+    def gate(row: dict[str, object]) -> tuple[str, str] | None:
+        institution = str(row["recipient"])
+        known = contacts.get(institution)
+        if known is None:
+            return "registry", f"{institution} is no longer in recipients.yaml: requeue or cancel"
+        if str(row["email_key"]) not in known:
+            return "registry", f"the address of {institution} changed in recipients.yaml: requeue or cancel"
+        return None
+
+    return gate

@@ -23,6 +23,7 @@ Nothing here reads the clock or stores anything: the caller passes ``now`` and a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Protocol
@@ -256,3 +257,38 @@ class Pacer:
         bucket.tail = slot + self._domain_interval
         state.set_bucket(verdict.key, bucket)
         return _ceil_ms(slot)
+
+
+READY = "ready (see `campaign plan` for expected times)"
+
+
+def explain_waits(
+    config: PacingConfig,
+    ready: list[tuple[str, int, int]],
+    now_ms: int,
+    day_counts: Callable[[dict[str, str]], dict[str, int]],
+) -> list[tuple[str, int, int]]:
+    """Why letters no send has looked at yet would wait now: office hours, a daily cap
+    reached, or a later ``--at`` time; in the same words a send records. ``ready`` is
+    (institution, letters, earliest time); ``day_counts`` reads today's counts for the
+    capped institutions. Returns (reason, letters, earliest) grouped by reason."""
+    capped = {
+        recipient: local_day(now_ms, config.policy(recipient).zone)
+        for recipient, _, _ in ready
+        if config.policy(recipient).max_per_day is not None
+    }
+    counts = day_counts(capped) if capped else {}
+    grouped: dict[str, tuple[int, int]] = {}
+    for recipient, letters, first in ready:
+        policy = config.policy(recipient)
+        reason, when = READY, first
+        if first > now_ms:
+            reason = "scheduled"
+        elif policy.office_hours is not None and (opening := next_opening(now_ms, policy.office_hours, policy.zone)):
+            reason, when = f"office hours: opens {describe_moment(opening, policy.zone)}", opening
+        elif policy.max_per_day is not None and counts.get(recipient, 0) >= policy.max_per_day:
+            reason = f"daily cap {policy.max_per_day} reached for {recipient}"
+            when = next_midnight(now_ms, policy.zone)
+        n, earliest = grouped.get(reason, (0, when))
+        grouped[reason] = (n + letters, min(earliest, when))
+    return [(reason, n, earliest) for reason, (n, earliest) in grouped.items()]

@@ -446,3 +446,25 @@ def attach(msg: EmailMessage, data: bytes, *, filename: str, subtype: str = "pdf
 def date_header(moment: datetime) -> bytes:
     """The ``Date:`` line added at the first send attempt, in UTC."""
     return f"Date: {format_datetime(moment.astimezone(UTC))}\r\n".encode("ascii")
+
+
+TEST_PREFIX = "[TEST] "
+
+
+def test_copy(body: bytes, *, to_address: str, message_id: str, institution: str) -> bytes:
+    """A test copy of a letter for the organiser: the same parts, but ``To`` the organiser,
+    ``Subject`` prefixed ``[TEST]``, a new Message-ID (so nothing that comes back can match
+    the real letter), no read-receipt request, and a line saying whose letter it copies."""
+    import email
+    import email.policy
+
+    check_header_value("--test-to", to_address)
+    msg = email.message_from_bytes(body, policy=email.policy.SMTP)
+    subject = str(msg.get("Subject", ""))
+    for name in ("To", "Cc", "Message-ID", "Subject", "Disposition-Notification-To", "Date"):
+        del msg[name]
+    msg["To"] = to_address
+    msg["Subject"] = TEST_PREFIX + subject
+    msg["Message-ID"] = message_id
+    msg["X-Campaign-Test"] = f"a test copy of the letter to {institution}; not sent to the institution"
+    return msg.as_bytes(policy=email.policy.SMTP)

@@ -67,6 +67,7 @@ class Transition:
 TRANSITIONS: tuple[Transition, ...] = (
     Transition("queued", (None,), Q, "`campaign queue` stores a rendered letter"),
     Transition("updated", UNSENT, None, "`queue --update`: new bytes, same Message-ID"),
+    Transition("rescheduled", PENDING, None, "`queue --at` on a letter already queued: a new earliest time"),
     Transition("sending", PENDING, SENDING, "a claim, committed before any byte is sent"),
     Transition("not_sent", (SENDING,), None, "a claimed letter put back untouched: back to its previous status"),
     Transition("sent", (SENDING,), SENT, "the server answered the final dot with 2xx"),
@@ -74,7 +75,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("outcome_unknown", (SENDING,), D, "no reply after the final dot: retried as a possible duplicate"),
     Transition("outcome_unknown_final", (SENDING,), FAILED, "the same, once max_age has passed"),
     Transition("failed", (SENDING, D), FAILED, "5xx (not 5.7.x), or a deferral older than max_age"),
-    Transition("held", (SENDING, Q, D), HELD, "5.7.x: a person must look; or the stored bytes no longer match"),
+    Transition(
+        "held",
+        (SENDING, Q, D),
+        HELD,
+        "5.7.x: a person must look; or, before a claim, its institution or address left the registry",
+    ),
     Transition("crash_recovered", (SENDING,), D, "found sending after a crash or an expired lease"),
     Transition("released", (HELD, FAILED), Q, "`campaign release`: a person checked it (fresh max_age)"),
     Transition("cancelled", UNSENT, CANCELLED, "`campaign cancel`: it will not be sent"),

@@ -130,6 +130,67 @@ def test_four_workers_send_ten_thousand_letters_exactly_once(pg_url: str, tmp_pa
     assert all(w["sent"] > 0 for w in workers), "every worker took a share"
 
 
+def dsn(envid: str, message_id: str, rcpt: str, n: int) -> bytes:
+    """A small RFC 3464 delay report (it changes no status, only a flag)."""
+    return (
+        "From: MAILER-DAEMON@mx.example\r\nTo: receipts@campaign.example\r\n"
+        f"Subject: Delayed Mail\r\nMessage-ID: <dsn{n}@mx.example>\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nDelayed.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
+        f"Final-Recipient: rfc822; {rcpt}\r\nAction: delayed\r\nStatus: 4.4.1\r\n"
+        f"Diagnostic-Code: smtp; 451 try later ({n})\r\n\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: {message_id}\r\n\r\n--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.slow
+def test_four_workers_and_a_receipts_import_at_once_never_deadlock(pg_url: str, tmp_path: Path) -> None:
+    # The lock order under load: claims, outcomes and 5,000 imported reports, all at once.
+    record = tmp_path / "sink.log"
+    with Sink(record=record) as sink:
+        ws = make_workspace(
+            tmp_path / "ws",
+            config=config(sink.port)
+            .replace("rate = 1000\nper_domain_rate = 1000", "rate = 10000\nper_domain_rate = 10000")
+            .replace('timeout = "5s"\ndata_timeout = "5s"', 'timeout = "60s"\ndata_timeout = "60s"'),
+        )
+        (ws / "recipients.yaml").write_text(registry(1000, 2, {}))
+        short = ws / "letters" / "short"
+        short.mkdir()
+        (short / "en.md.j2").write_text('---\nsubject: "To {{ recipient.name }}"\n---\n{{ salutation }}\n\nShort.\n')
+        # campaign "a" (1,000 letters) went out before; its delay reports arrive while "b" goes out
+        campaign(ws, pg_url, "queue", "short", "--all", "--campaign", "a")
+        campaign(ws, pg_url, "send", "--yes", "--campaign", "a", "--concurrency", "8")
+        sent_a = json.loads(campaign(ws, pg_url, "log", "--json", "--campaign", "a").stdout)
+        envids = {r["message_id"]: r for r in sent_a}
+        events = json.loads(campaign(ws, pg_url, "log", "--events", "--json", "--campaign", "a").stdout)
+        envid_of = {e["message"]: e.get("envid") for e in events if e["event"] == "queued"}
+        maildir = tmp_path / "Maildir"
+        for sub in ("cur", "new", "tmp"):
+            (maildir / sub).mkdir(parents=True)
+        ids = list(envids)
+        for n in range(5000):
+            mid = ids[n % len(ids)]
+            (maildir / "new" / f"{n}.eml").write_bytes(dsn(envid_of[mid] or "", mid, envids[mid]["email"], n))
+        campaign(ws, pg_url, "queue", "short", "--all", "--contacts", "all", "--campaign", "b")
+        ids_before = len(recorded(record))
+        procs = [start(ws, pg_url, "send", "--yes", "--campaign", "b", "--concurrency", "4") for _ in range(4)]
+        importer = start(ws, pg_url, "receipts", "import", str(maildir))
+        outputs = [p.communicate(timeout=600) for p in [*procs, importer]]
+        for proc, (_, err) in zip([*procs, importer], outputs, strict=True):
+            assert proc.returncode == 0, err[-2000:]
+            assert "deadlock" not in err
+        arrived = recorded(record)[ids_before:]
+    assert len(arrived) == 2000 and len(set(arrived)) == 2000, "every letter of b exactly once"
+    rows = json.loads(campaign(ws, pg_url, "log", "--json", "--campaign", "b").stdout)
+    assert {r["status"] for r in rows} == {"sent"}
+    status = json.loads(campaign(ws, pg_url, "status", "--json").stdout)
+    assert status["receipts"]["a"]["delayed"] == 1000
+    assert "ok:" in campaign(ws, pg_url, "log", "verify").stdout
+
+
 def test_a_killed_workers_letters_are_picked_up_after_its_lease(pg_url: str, tmp_path: Path) -> None:
     record = tmp_path / "sink.log"
     extra = "\n"

@@ -429,19 +429,43 @@ def now_ms() -> int:
 class SendSummary:
     """What a send would do: for the confirmation question."""
 
-    letters: int
+    letters: int  # due now
     institutions: int
     server: str
+    later: int = 0  # queued for a later time (office hours, caps, --at, retries)
+    paused: int = 0  # in paused campaigns
+    paused_campaigns: list[str] = field(default_factory=list)  # "*": every campaign
 
 
-def send_summary(ws: Workspace, campaign: str | None = None) -> SendSummary:
-    store = open_store(ws, create=False)
-    try:
+def send_summary(ws: Workspace, campaign: str | None = None, recipients: tuple[str, ...] = ()) -> SendSummary:
+    """What `campaign send` would do now: the letters due now (not those waiting for a
+    later time, nor paused campaigns), for its confirmation question."""
+    from campaign.pacing import READY, PacingConfig, explain_waits
+
+    with open_store(ws, create=False) as store:
         _require_campaign(store, campaign)
-        letters, institutions = store.pending_summary(campaign)
-    finally:
-        store.close()
-    return SendSummary(letters, institutions, f"{ws.settings.smtp.host}:{ws.settings.smtp.port}")
+        now = now_ms()
+        due, institutions, later, paused = store.due_summary(now, campaign, recipients)
+        paused_names = sorted(store.paused())
+        # Letters no send has looked at yet may still wait (office hours, a daily cap).
+        ready = [r for r in store.ready_by_recipient(campaign) if not recipients or r[0] in recipients]
+        if ready and due:
+            with contextlib.suppress(CampaignError):  # a broken registry: the send itself will say so
+                config = PacingConfig.from_registry(load_registry(ws), rate=1.0, per_domain_rate=1.0)
+                for recipient, n, first in ready:
+                    if first > now:
+                        continue
+                    [(reason, _, _)] = explain_waits(config, [(recipient, n, first)], now, store.day_counts)
+                    if reason != READY:
+                        due, later, institutions = due - n, later + n, institutions - 1
+    return SendSummary(
+        due,
+        institutions,
+        f"{ws.settings.smtp.host}:{ws.settings.smtp.port}",
+        later=later,
+        paused=paused,
+        paused_campaigns=paused_names,
+    )
 
 
 @dataclass
@@ -455,6 +479,7 @@ class SendRequest:
     wait: bool = False
     rate: float | None = None
     ids: tuple[int, ...] = ()
+    recipients: tuple[str, ...] = ()  # --to: only these institutions' letters
     etiquette: bool = True  # office hours and daily caps (the demo turns them off)
 
 
@@ -515,18 +540,41 @@ def send(
             return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
         from campaign.config import SendLock
 
+        setup = _prepare_send(ws, request)  # every check that can fail, before anything is touched
         # One sender per SQLite database, however it was named (-C, --db, CAMPAIGN_DB): the lock
         # sits beside the resolved database file. A shared PostgreSQL queue needs none: leases.
         with SendLock(store.lock_path, shown=ws.relative):
-            return _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
+            return _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=on_interrupt)
     finally:
         store.close()
+
+
+@dataclass
+class _SendSetup:
+    """What a run needs, prepared (and checked) before the send lock is taken."""
+
+    config: SmtpConfig | None
+    pacing: PacingConfig
+    gate: Any
+    prefix: PrefixFn
+
+
+def _prepare_send(
+    ws: Workspace, request: SendRequest, *, connect: Callable[[], Connection] | None = None
+) -> _SendSetup:
+    from campaign.outbox import registry_gate
+
+    config = smtp_config(ws) if connect is None else None  # the password: missing → one line, nothing touched
+    registry = load_registry(ws)
+    prefix = wire_prefix_for(ws)  # reads the DKIM key now: a problem stops us before anything is logged
+    return _SendSetup(config, _pacing(ws, request, registry), registry_gate(registry.recipients), prefix)
 
 
 def _run_send(
     ws: Workspace,
     store: SqlStore,
     request: SendRequest,
+    setup: _SendSetup,
     *,
     on_progress: Callable[[Progress], None] | None,
     on_interrupt: Callable[[int], None] | None,
@@ -540,11 +588,9 @@ def _run_send(
     from campaign.pacing import Pacer
     from campaign.transport import SmtpConnection
 
-    config = smtp_config(ws) if connect is None else None
+    config, pacing, gate, prefix = setup.config, setup.pacing, setup.gate, setup.prefix
     worker = secrets.token_hex(4)
     options = _send_options(ws, request, worker, store.dialect)
-    pacing = _pacing(ws, request)
-    prefix = wire_prefix_for(ws)  # reads the DKIM key now: a problem stops us before anything is logged
 
     def factory() -> Connection:
         assert config is not None
@@ -577,6 +623,7 @@ def _run_send(
                 prefix=prefix,
                 on_progress=on_progress,
                 stop=stop,
+                gate=gate,
             )
             return await dispatcher.run()
         finally:
@@ -612,6 +659,7 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str, store_dialec
         verp=settings.receipts.verp,
         campaign=request.campaign,
         ids=request.ids,
+        recipients=request.recipients,
         limit=request.limit,
         concurrency=request.concurrency or settings.smtp.concurrency,
         wait=request.wait,
@@ -718,17 +766,34 @@ class StatusReport:
 
 
 def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
-    """Counts per state per campaign, and why pending letters wait."""
-    store = open_store(ws, create=False)
-    try:
+    """Counts per state per campaign, and why pending letters wait: also right after
+    `queue`, before any send looked at them (office hours and daily caps are asked of the
+    registry's etiquette now, with the same wording as a send would record)."""
+    with open_store(ws, create=False) as store:
         counts = store.counts(campaign)
         waiting = store.waiting(campaign)
         receipts = store.receipt_counts(campaign)
-    finally:
-        store.close()
+        ready = store.ready_by_recipient(campaign) if any(r == "ready" for r, _, _ in waiting) else []
+        if ready:
+            waiting = _explain_ready(ws, store, waiting, ready)
     if campaign and not counts:
         raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
     return StatusReport(counts, waiting, receipts)
+
+
+def _explain_ready(
+    ws: Workspace, store: SqlStore, waiting: list[tuple[str, int, int]], ready: list[tuple[str, int, int]]
+) -> list[tuple[str, int, int]]:
+    from campaign.pacing import PacingConfig, explain_waits
+
+    try:
+        registry = load_registry(ws)
+    except CampaignError:
+        return waiting  # status still answers with a broken registry; `recipients check` explains it
+    config = PacingConfig.from_registry(registry, rate=ws.settings.sending.rate, per_domain_rate=1.0)
+    explained = explain_waits(config, ready, now_ms(), store.day_counts)
+    merged = [w for w in waiting if w[0] != "ready"] + explained
+    return sorted(merged, key=lambda w: w[2])
 
 
 @dataclass
@@ -798,12 +863,24 @@ def verify_log(ws: Workspace) -> Verification:
 
 
 def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]:
-    """Held (or failed) messages → queued again."""
-    store = open_store(ws, create=False)
-    try:
+    """Held (or failed) messages → queued again. Refused for a letter whose institution or
+    address is no longer in recipients.yaml: it would go to the old address."""
+    from campaign.models import address_key
+
+    with open_store(ws, create=False) as store:
+        letters = store.messages(MessageFilter(ids=tuple(ids)))
+        if letters:
+            registry = load_registry(ws)
+            contacts = {r.id: {address_key(c.email) for c in r.contacts} for r in registry.recipients}
+            for m in letters:
+                if address_key(m.email) not in contacts.get(m.recipient, set()):
+                    raise SelectionError(
+                        f"message {m.id}: {m.email} is no longer an address of {m.recipient} in recipients.yaml; "
+                        "release would send the letter to the old address",
+                        hint=f"queue a new letter with `campaign queue {m.letter} --to {m.recipient}` "
+                        f"(after fixing the address), or `campaign cancel {m.id}`",
+                    )
         return store.release(ids, now_ms(), note=note)
-    finally:
-        store.close()
 
 
 def smtp_login_account(ws: Workspace) -> str:
@@ -889,8 +966,10 @@ def demo(
 
         store = open_store(ws)
         try:
+            request = SendRequest(etiquette=False)
+            setup = _prepare_send(ws, request)
             with SendLock(store.lock_path, shown=ws.relative):
-                outcome = _run_send(ws, store, SendRequest(etiquette=False), on_progress=on_progress, on_interrupt=None)
+                outcome = _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=None)
         finally:
             store.close()
     receipts = _import_demo_reports(ws, reports)
@@ -991,6 +1070,15 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
         for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
     }
     times: dict[int, tuple[int, str]] = {}
+    # Letters no send has looked at yet carry no reason: ask the registry's etiquette, as
+    # `status` does, so the plan says why from the moment they are queued (before the
+    # simulation moves the daily counts).
+    from campaign.pacing import explain_waits
+
+    reasons: dict[str, str] = {}
+    for recipient in sorted({r for _, r, _, _, waiting in pending.values() if waiting is None}):
+        [(reason, _, _)] = explain_waits(pacing, [(recipient, 1, start)], start, snapshot.day_counts)
+        reasons[recipient] = reason
 
     def record(outcome: Any, at: int) -> None:
         times[outcome.id] = (at, outcome.status)
@@ -1027,7 +1115,7 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
                 email=email,
                 at_ms=at,
                 outcome=outcome,
-                waiting=waiting,
+                waiting=waiting or reasons.get(recipient),
                 zone=zones.get(recipient, "UTC"),
             )
         )

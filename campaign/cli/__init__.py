@@ -82,12 +82,14 @@ from campaign.cli import workspace as _workspace  # noqa: E402
 
 _workspace.register(app)
 
+from campaign.cli import controls as _controls  # noqa: E402
 from campaign.cli import outbox as _outbox  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
 from campaign.cli import receipts as _receipts  # noqa: E402
 from campaign.cli import team as _team  # noqa: E402
 
 _outbox.register(app)
+_controls.register(app)
 _receipts.register(app)
 _team.register(app)
 _pdf.register(app)

@@ -111,8 +111,12 @@ def queue(
     new, same = report.count("new"), report.count("unchanged")
     changed = [r for r in report.rows if r.state.startswith("changed")]
     summary = f"{new} new, {same} already queued"
+    if changed:
+        summary += f", {len(changed)} changed (not updated)"
     if report.count("updated"):
         summary += f", {report.count('updated')} updated"
+    if report.count("rescheduled"):
+        summary += f", {report.count('rescheduled')} rescheduled"
     skipped = report.count("postal-only") + report.count("no-role")
     if skipped:
         summary += f", {skipped} skipped"
@@ -214,23 +218,68 @@ def send(
         float | None,
         typer.Option("--rate", min=0.001, help="Messages per second overall, for this run only.", metavar="R"),
     ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option("--to", help="Only the letters to this institution (repeat for several).", metavar="ID"),
+    ] = None,
+    test_to: Annotated[
+        str | None,
+        typer.Option(
+            "--test-to",
+            help="Send one test copy of each chosen institution's letter to this address instead "
+            "(subject [TEST]); nothing is marked sent.",
+            metavar="ADDRESS",
+        ),
+    ] = None,
+    lang: Annotated[
+        str | None,
+        typer.Option("--lang", help="With --test-to: render the copy in this language.", metavar="LANG"),
+    ] = None,
 ) -> None:
     """Send the queued letters that are due, carefully.
 
     Every attempt, server reply and retry is logged. Ctrl-C finishes the letters in
     flight and stops; a second Ctrl-C aborts at once. Either way `campaign send`
     resumes where it stopped. Exit code 0: all sent; 3: some failed or are held;
-    1: the run stopped on an error.
+    1: the run stopped on an error. Paused campaigns are skipped.
+
+    With --test-to you@example.org, each chosen institution's letter goes to you
+    instead, as a test copy with its own Message-ID and return path: it counts
+    against no limit, marks nothing sent, and no report about it can touch the real
+    letter.
 
     Example:
 
         campaign send --campaign peace-agreement --yes
+        campaign send --test-to me@example.org --to ohchr --lang ru
     """
     from campaign import api
 
+    if lang and not test_to:
+        raise typer.BadParameter(
+            "--lang goes with --test-to (a queued letter's language is fixed)", param_hint="--lang"
+        )
     ws = state(ctx).workspace(**({"sending.rate": rate} if rate else {}))
+    if test_to:
+        from campaign.api import testsend
+
+        result = testsend.test_send(
+            ws, testsend.TestSendRequest(test_to, campaign=campaign, recipients=tuple(to or ()), lang=lang)
+        )
+        for copy in result.copies:
+            out().print(
+                f"{'sent' if copy.sent else 'NOT sent'}: test copy of the letter to {plain(copy.institution)} "
+                f"({copy.lang}) → {plain(test_to)}: {plain(copy.result)}"
+            )
+        raise typer.Exit(0 if all(c.sent for c in result.copies) else 1)
     request = api.SendRequest(
-        campaign=campaign, dry_run=dry_run, limit=limit, concurrency=concurrency, wait=wait, rate=rate
+        campaign=campaign,
+        dry_run=dry_run,
+        limit=limit,
+        concurrency=concurrency,
+        wait=wait,
+        rate=rate,
+        recipients=tuple(to or ()),
     )
     if dry_run:
         outcome = api.send(ws, request)
@@ -241,20 +290,41 @@ def send(
             "or changed"
         )
         return
-    summary = api.send_summary(ws, campaign)
-    if summary.letters == 0:
-        out().print("nothing to send: the queue has no pending letters" + (f" in {campaign}" if campaign else ""))
+    summary = api.send_summary(ws, campaign, tuple(to or ()))
+    for name in summary.paused_campaigns:
+        note(
+            "every campaign is paused: `campaign resume` to send"
+            if name == "*"
+            else f"skipping paused campaign {plain(name)}: `campaign resume --campaign {plain(name)}` to send it"
+        )
+    if summary.letters == 0 and not (wait and summary.later):
+        where = f" in {campaign}" if campaign else ""
+        if summary.later:
+            waits = "waits" if summary.later == 1 else "wait"
+            out().print(
+                f"nothing is due now{where}: {common.plural(summary.later, 'letter')} {waits} for a later time "
+                "(`campaign send --wait` sends them when due)"
+            )
+            print_waiting(api.status(ws, campaign).waiting)
+        else:
+            out().print(f"nothing to send: the queue has no pending letters{where}")
         return
     if not yes:
         if not common.is_terminal():
             err().print("[bold red]error:[/bold red] refusing to send without confirmation: no terminal to ask on")
             err().print("[dim]hint:[/dim] pass --yes to send without asking")
             raise typer.Exit(1)
-        question = f"Send {summary.letters} letters to {summary.institutions} institutions through {summary.server}?"
+        question = (
+            f"Send {common.plural(summary.letters, 'letter')} to {common.plural(summary.institutions, 'institution')} "
+            f"through {summary.server}?"
+        )
+        if summary.later:
+            waits = "waits" if summary.later == 1 else "wait"
+            question += f" ({common.plural(summary.later, 'more letter')} {waits} for a later time)"
         if not typer.confirm(question, default=False):
             out().print("nothing sent")
             raise typer.Exit(1)
-    drawer = ProgressDrawer(summary.letters, wait=wait)
+    drawer = ProgressDrawer(summary.letters + (summary.later if wait else 0), wait=wait)
 
     def interrupted(presses: int) -> None:
         if presses == 1:
@@ -352,6 +422,8 @@ def print_send_summary(outcome: Any) -> None:
     t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
     t.add_row(str(p.sent), str(p.deferred), str(p.failed), str(p.held), str(p.unknown))
     out().print(t)
+    for hold in report.gated:
+        out().print(f"held: message {hold.id} to {plain(hold.recipient)}: {plain(hold.reason)}")
     for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
         out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
@@ -369,7 +441,8 @@ def print_send_summary(outcome: Any) -> None:
         if len(outcome.remaining) > 50:
             out().print(f"… and {len(outcome.remaining) - 50} more (see `campaign log --status queued`)")
         out().print(
-            f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)"
+            f"{common.plural(len(outcome.remaining), 'letter')} still to send; run `campaign send` again "
+            "(or `campaign send --wait`)"
         )
     if report.journaled:
         count = common.plural(len(report.journaled), "letter")
@@ -513,13 +586,19 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
         more = [str(rec.get("awaiting", 0)), str(rec.get("delayed", 0))] if extra else []
         t.add_row(plain(name), *[str(per.get(s, 0)) for s in states], *more, str(sum(per.values())))
     out().print(t)
-    if report.waiting:
-        from campaign.pacing import ms_to_dt
+    print_waiting(report.waiting)
 
-        w = common.table("waiting", "letters", "next (UTC)")
-        for reason, n, first in report.waiting:
-            w.add_row(plain(reason), str(n), ms_to_dt(first).strftime("%Y-%m-%d %H:%M:%S"))
-        out().print(w)
+
+def print_waiting(waiting: list[tuple[str, int, int]]) -> None:
+    """Why letters wait, as `status` shows it (and `send` when nothing is due)."""
+    if not waiting:
+        return
+    from campaign.pacing import ms_to_dt
+
+    w = common.table("waiting", "letters", "next (UTC)")
+    for reason, n, first in waiting:
+        w.add_row(plain(reason), str(n), ms_to_dt(first).strftime("%Y-%m-%d %H:%M:%S"))
+    out().print(w)
 
 
 def message_row(m: Message) -> dict[str, Any]:

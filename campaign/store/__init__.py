@@ -90,12 +90,25 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A due letter a claim held instead of sending (see ``SqlStore.claim``'s ``gate``)."""
+
+    id: int
+    message_id: str
+    campaign: str
+    recipient: str
+    kind: str  # registry | consent | ...
+    reason: str
+
+
+@dataclass(frozen=True)
 class Claim:
     """The result of one claim: messages to send now, or when to look again and why."""
 
     items: list[Claimed]
     wait_until_ms: int | None = None
     wait_reason: str | None = None
+    held: list[Hold] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -198,6 +211,7 @@ def open_store(url: str, *, password: str | None = None, busy_timeout: float = 3
 
 
 __all__ = [
+    "Hold",
     "ReceiptEntry",
     "Report",
     "Target",

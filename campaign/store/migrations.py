@@ -225,6 +225,17 @@ def m0007_outcome_key(dialect: Dialect) -> list[str]:
     return ["ALTER TABLE messages ADD COLUMN outcome_key TEXT"]
 
 
+def m0009_campaign_controls(dialect: Dialect) -> list[str]:
+    """Pausing a campaign (``*``: every campaign) lives in the store, so every worker
+    sharing it sees the pause; ``hold_reason`` says why a letter is held (policy: the
+    server refused on policy grounds; registry: its institution or address changed;
+    consent: the case's consent no longer covers it)."""
+    return [
+        "CREATE TABLE campaign_controls (campaign TEXT PRIMARY KEY, paused_at TEXT, reason TEXT)",
+        "ALTER TABLE messages ADD COLUMN hold_reason TEXT",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -233,4 +244,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0005_bodies_apart", m0005_bodies_apart),
     ("0006_pacing_microseconds", m0006_pacing_microseconds),
     ("0007_outcome_key", m0007_outcome_key),
+    ("0009_campaign_controls", m0009_campaign_controls),
 ]

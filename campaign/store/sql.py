@@ -41,6 +41,7 @@ from campaign.store import (
     Claim,
     Claimed,
     Existing,
+    Hold,
     MessageFilter,
     NewMessage,
     Outcome,
@@ -48,6 +49,7 @@ from campaign.store import (
     Report,
     Target,
 )
+from campaign.store.controls import ControlStore
 from campaign.store.migrations import MIGRATIONS
 
 MESSAGE_COLUMNS = (
@@ -248,6 +250,15 @@ class DbPacingState:
 PrefixFn = Callable[[dict[str, Any], bytes, int], bytes]
 """Builds the header lines prepended at the first attempt (Date, DKIM-Signature)."""
 
+Gate = Callable[[dict[str, Any]], "tuple[str, str] | None"]
+"""Sees a due letter's row before a claim: (hold kind, reason) holds it instead of sending."""
+
+NOT_PAUSED = (
+    "campaign NOT IN (SELECT campaign FROM campaign_controls WHERE paused_at IS NOT NULL) "
+    "AND NOT EXISTS (SELECT 1 FROM campaign_controls WHERE campaign = '*' AND paused_at IS NOT NULL)"
+)
+"""Letters of a paused campaign (or of every campaign, ``*``) are not claimed."""
+
 
 @dataclass
 class EnqueueSession:
@@ -315,6 +326,21 @@ class EnqueueSession:
         self.added += 1
         return self.added
 
+    def reschedule(self, existing: Existing, campaign: str, at_ms: int, reason: str) -> None:
+        """``queue --at`` on a letter already queued: a new earliest time."""
+        from campaign.store.controls import reschedule
+
+        reschedule(
+            self.tx,
+            existing.id,
+            existing.status,
+            existing.message_id,
+            campaign,
+            now_ms=self.now_ms,
+            at_ms=at_ms,
+            reason=reason,
+        )
+
     def replace(self, existing: Existing, msg: NewMessage) -> None:
         """Replace the bytes of an unsent message, keeping its Message-ID and envelope id."""
         status = Status(existing.status)
@@ -342,8 +368,9 @@ class EnqueueSession:
         self.replaced += 1
 
 
-class SqlStore:
-    """The store; subclasses connect to SQLite or PostgreSQL."""
+class SqlStore(ControlStore):
+    """The store; subclasses connect to SQLite or PostgreSQL. Capabilities live in mixins
+    (``campaign.store.controls``: pause, resume, cancel)."""
 
     dialect = "sqlite"
     lock_suffix = ""  # " FOR UPDATE" on PostgreSQL
@@ -542,12 +569,19 @@ class SqlStore:
         prefix: PrefixFn,
         campaign: str | None = None,
         ids: Sequence[int] = (),
+        recipients: Sequence[str] = (),
+        gate: Gate | None = None,
     ) -> Claim:
-        """Mark up to ``limit`` due messages ``sending`` (committed before sending)."""
+        """Mark up to ``limit`` due messages ``sending`` (committed before sending).
+
+        Paused campaigns are skipped. ``gate`` sees each due letter first: a reason it
+        returns holds the letter instead (``held``, with that reason, no attempt), e.g. an
+        institution no longer in recipients.yaml.
+        """
         # A few spare rows in case some are parked by a limit; parked rows leave the due
         # window, so the next claim sees fresh ones.
         scan = limit * 2 + 2
-        where = f"status IN ({_PENDING_SQL}) AND next_attempt_at <= ?"
+        where = f"status IN ({_PENDING_SQL}) AND next_attempt_at <= ? AND {NOT_PAUSED}"
         params: list[Any] = [now_ms]
         if campaign:
             where += " AND campaign = ?"
@@ -555,22 +589,31 @@ class SqlStore:
         if ids:
             where += f" AND id IN ({', '.join('?' for _ in ids)})"
             params.extend(ids)
+        if recipients:
+            where += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
+            params.extend(recipients)
         with self.transaction() as tx:
             state = DbPacingState(tx)
             first = pacer.check_global(now_ms, state)
             if not first.ok:
                 return Claim([], first.until, first.reason)
             rows = tx.rows(
-                "SELECT id, message_id, envid, campaign, recipient, email, domain, status, attempts, "
-                "smtputf8, possible_duplicate, first_attempt_at, wire_prefix, wire_sha256 FROM messages "
+                "SELECT id, message_id, envid, campaign, letter, recipient, email, email_key, domain, status, "
+                "attempts, smtputf8, possible_duplicate, first_attempt_at, wire_prefix, wire_sha256 FROM messages "
                 f"WHERE {where} ORDER BY next_attempt_at, id LIMIT ?" + self.skip_locked,
                 (*params, scan),
             )
             items: list[Claimed] = []
+            held: list[Hold] = []
             wait: tuple[int | None, str | None] = (None, None)
             for row in rows:
                 if len(items) >= limit:
                     break
+                hold = gate(row) if gate is not None else None
+                if hold is not None:
+                    self._hold(tx, row, hold, now_ms)
+                    held.append(Hold(int(row["id"]), row["message_id"], row["campaign"], row["recipient"], *hold))
+                    continue
                 verdict = pacer.check_global(now_ms, state)
                 if not verdict.ok:
                     wait = (verdict.until, verdict.reason)
@@ -586,7 +629,21 @@ class SqlStore:
                 pacer.consume(now_ms, row["recipient"], row["domain"], state)
                 items.append(self._mark_sending(tx, row, now_ms, worker, lease_ms, prefix))
             state.flush()
-            return Claim(items, *wait)
+            return Claim(items, *wait, held=held)
+
+    def _hold(self, tx: Tx, row: dict[str, Any], hold: tuple[str, str], now_ms: int) -> None:
+        kind, reason = hold
+        tx.move(
+            int(row["id"]),
+            "held",
+            sources=(Status(row["status"]),),
+            target=Status.HELD,
+            now_ms=now_ms,
+            message=row["message_id"],
+            campaign=row["campaign"],
+            sets={"hold_reason": kind, "wait_reason": reason, "next_attempt_at": None, "updated_at": iso(now_ms)},
+            data={"reason": reason, "hold": kind, "attempt": int(row["attempts"])},
+        )
 
     def _mark_sending(
         self, tx: Tx, row: dict[str, Any], now_ms: int, worker: str, lease_ms: int, prefix: PrefixFn
@@ -695,6 +752,7 @@ class SqlStore:
                         "lease_expires": None,
                         "dsn_requested": Expr("COALESCE(?, dsn_requested)", (_flag(o.data.get("dsn")),)),
                         "outcome_key": key,
+                        "hold_reason": "policy" if o.status == "held" else None,
                         "updated_at": iso(now_ms),
                     },
                     data=data,
@@ -779,11 +837,20 @@ class SqlStore:
         released = []
         with self.transaction() as tx:
             for mid in ids:
-                row = tx.one("SELECT id, message_id, campaign, status FROM messages WHERE id = ?", (mid,))
+                row = tx.one(
+                    "SELECT id, message_id, campaign, status, hold_reason, wait_reason FROM messages WHERE id = ?",
+                    (mid,),
+                )
                 if row is None:
                     raise StoreError(f"no message with id {mid}", hint="see the ids with `campaign log`")
                 if row["status"] not in ("held", "failed"):
                     raise StoreError(f"message {mid} is {row['status']}, not held or failed; nothing to release")
+                if row["status"] == "held" and row["hold_reason"] in ("registry", "consent"):
+                    raise StoreError(
+                        f"message {mid} is held because {row['wait_reason']}; release would send the old letter",
+                        hint="queue it again for the institution as it is now (`campaign queue LETTER --to ID`), "
+                        "or `campaign cancel " + str(mid) + "`",
+                    )
                 tx.move(
                     mid,
                     "released",
@@ -1148,23 +1215,37 @@ class SqlStore:
                 out.setdefault(row["campaign"], {})[row["status"]] = int(row["n"])
         return out
 
-    def next_due(self, campaign: str | None = None) -> tuple[int, str | None] | None:
-        """(epoch ms, reason) of the earliest pending message."""
-        sql = f"SELECT next_attempt_at, wait_reason FROM messages WHERE status IN ({_PENDING_SQL})"
+    def next_due(
+        self, campaign: str | None = None, ids: Sequence[int] = (), recipients: Sequence[str] = ()
+    ) -> tuple[int, str | None] | None:
+        """(epoch ms, reason) of the earliest pending message a claim with the same filters
+        could take (so a run limited to some letters never waits for the others)."""
+        sql = f"SELECT next_attempt_at, wait_reason FROM messages WHERE status IN ({_PENDING_SQL}) AND {NOT_PAUSED}"
         params: list[Any] = []
         if campaign:
             sql += " AND campaign = ?"
             params.append(campaign)
+        if ids:
+            sql += f" AND id IN ({', '.join('?' for _ in ids)})"
+            params.extend(ids)
+        if recipients:
+            sql += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
+            params.extend(recipients)
         sql += " ORDER BY next_attempt_at, id LIMIT 1"
         with self.reading() as tx:
             row = tx.one(sql, params)
         return (int(row["next_attempt_at"]), row["wait_reason"]) if row else None
 
     def receipt_counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
-        """{campaign: {"awaiting": sent without any report, "delayed": with a delay report}}."""
+        """{campaign: {"awaiting": sent with a report requested and none yet, "delayed": with a
+        delay report, "not_requested": sent through a server that offered no DSN (no report
+        will come, so they are not "awaiting")}}."""
         sql = (
-            "SELECT campaign, SUM(CASE WHEN delayed_at IS NULL THEN 1 ELSE 0 END) AS awaiting, "
-            "SUM(CASE WHEN delayed_at IS NOT NULL THEN 1 ELSE 0 END) AS delayed FROM messages WHERE status = 'sent'"
+            "SELECT campaign, "
+            "SUM(CASE WHEN delayed_at IS NULL AND COALESCE(dsn_requested, 1) = 1 THEN 1 ELSE 0 END) AS awaiting, "
+            "SUM(CASE WHEN delayed_at IS NOT NULL THEN 1 ELSE 0 END) AS delayed, "
+            "SUM(CASE WHEN delayed_at IS NULL AND dsn_requested = 0 THEN 1 ELSE 0 END) AS not_requested "
+            "FROM messages WHERE status = 'sent'"
         )
         params: list[Any] = []
         if campaign:
@@ -1173,16 +1254,22 @@ class SqlStore:
         sql += " GROUP BY campaign"
         with self.reading() as tx:
             return {
-                r["campaign"]: {"awaiting": int(r["awaiting"]), "delayed": int(r["delayed"])}
+                r["campaign"]: {
+                    "awaiting": int(r["awaiting"]),
+                    "delayed": int(r["delayed"]),
+                    "not_requested": int(r["not_requested"]),
+                }
                 for r in tx.rows(sql, params)
             }
 
     def waiting(self, campaign: str | None = None) -> list[tuple[str, int, int]]:
-        """Why pending letters wait: (reason, how many, earliest next attempt in epoch ms)."""
+        """Why pending letters wait: (reason, how many, earliest next attempt in epoch ms).
+        Letters with no reason recorded yet (never looked at by a send) are listed under
+        ``ready``; ``status`` explains those with the registry's etiquette."""
         sql = (
-            "SELECT COALESCE(wait_reason, CASE WHEN status = 'deferred' THEN 'retry after a temporary failure' "
-            "ELSE 'ready (see `campaign plan` for expected times)' END) AS reason, COUNT(*) AS n, "
-            "MIN(next_attempt_at) AS first "
+            f"SELECT CASE WHEN NOT ({NOT_PAUSED}) THEN 'paused: `campaign resume` to send' "
+            "ELSE COALESCE(wait_reason, CASE WHEN status = 'deferred' THEN 'retry after a temporary failure' "
+            "ELSE 'ready' END) END AS reason, COUNT(*) AS n, MIN(next_attempt_at) AS first "
             f"FROM messages WHERE status IN ({_PENDING_SQL})"
         )
         params: list[Any] = []
@@ -1193,11 +1280,61 @@ class SqlStore:
         with self.reading() as tx:
             return [(r["reason"], int(r["n"]), int(r["first"] or 0)) for r in tx.rows(sql, params)]
 
+    def ready_by_recipient(self, campaign: str | None = None) -> list[tuple[str, int, int]]:
+        """Pending letters with no wait reason yet, per institution: (institution, how many,
+        earliest). ``status`` asks the pacer why each would wait (office hours, caps)."""
+        sql = (
+            "SELECT recipient, COUNT(*) AS n, MIN(next_attempt_at) AS first FROM messages "
+            f"WHERE status = 'queued' AND wait_reason IS NULL AND {NOT_PAUSED}"
+        )
+        params: list[Any] = []
+        if campaign:
+            sql += " AND campaign = ?"
+            params.append(campaign)
+        with self.reading() as tx:
+            rows = tx.rows(sql + " GROUP BY recipient", params)
+        return [(r["recipient"], int(r["n"]), int(r["first"] or 0)) for r in rows]
+
+    def day_counts(self, day_by_recipient: dict[str, str]) -> dict[str, int]:
+        """Letters counted against each institution's daily cap on the given local day."""
+        found: dict[str, int] = {}
+        with self.reading() as tx:
+            for recipient, day in day_by_recipient.items():
+                row = tx.one("SELECT count FROM daily_counts WHERE recipient = ? AND day = ?", (recipient, day))
+                if row is not None:
+                    found[recipient] = int(row["count"])
+        return found
+
+    def due_summary(
+        self, now_ms: int, campaign: str | None = None, recipients: Sequence[str] = ()
+    ) -> tuple[int, int, int, int]:
+        """(letters due now, their institutions, letters waiting for later, letters of paused
+        campaigns): what a send now would do, for its confirmation question."""
+        clauses = [f"status IN ({_PENDING_SQL})"]
+        params: list[Any] = []
+        if campaign:
+            clauses.append("campaign = ?")
+            params.append(campaign)
+        if recipients:
+            clauses.append(f"recipient IN ({', '.join('?' for _ in recipients)})")
+            params.extend(recipients)
+        sql = (
+            f"SELECT SUM(CASE WHEN ({NOT_PAUSED}) AND next_attempt_at <= ? THEN 1 ELSE 0 END) AS due, "
+            f"COUNT(DISTINCT CASE WHEN ({NOT_PAUSED}) AND next_attempt_at <= ? THEN recipient END) AS r, "
+            f"SUM(CASE WHEN ({NOT_PAUSED}) AND next_attempt_at > ? THEN 1 ELSE 0 END) AS later, "
+            f"SUM(CASE WHEN ({NOT_PAUSED}) THEN 0 ELSE 1 END) AS paused "
+            f"FROM messages WHERE {' AND '.join(clauses)}"
+        )
+        with self.reading() as tx:
+            row = tx.one(sql, [now_ms, now_ms, now_ms, *params])
+        assert row is not None
+        return int(row["due"] or 0), int(row["r"] or 0), int(row["later"] or 0), int(row["paused"] or 0)
+
     def pending_summary(self, campaign: str | None = None) -> tuple[int, int]:
-        """(messages, institutions) still to send."""
+        """(messages, institutions) still to send (paused campaigns left out)."""
         sql = (
             "SELECT COUNT(*) AS n, COUNT(DISTINCT recipient) AS r FROM messages "
-            f"WHERE status IN ({_PENDING_SQL}, 'sending')"
+            f"WHERE status IN ({_PENDING_SQL}, 'sending') AND {NOT_PAUSED}"
         )
         params: list[Any] = []
         if campaign:

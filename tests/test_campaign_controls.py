@@ -1,0 +1,195 @@
+"""Running a live campaign, through the real CLI: cancel, pause and resume, rescheduling,
+letters whose institution or address changed, test sends, and what waits and why."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from pathlib import Path
+
+from tests.conftest import run_cli, tree_digest
+from tests.support.smtp import ScriptedServer
+
+
+def queue(*args: str) -> None:
+    result = run_cli("queue", "peace-agreement", *args)
+    assert result.code == 0, result.output
+
+
+def rows() -> list[dict]:
+    return json.loads(run_cli("log", "--json").stdout)
+
+
+def events(kind: str | None = None) -> list[dict]:
+    found = json.loads(run_cli("log", "--events", "--json").stdout)
+    return [e for e in found if kind is None or e["event"] == kind]
+
+
+def test_cancel_moves_unsent_letters_to_cancelled_with_a_reason(smtp_server: ScriptedServer, workspace: Path) -> None:
+    queue("--all")
+    ids = {r["recipient"]: r["id"] for r in rows()}
+    result = run_cli("cancel", "--to", "ohchr", "--reason", "wrong desk")
+    assert result.code == 0, result.output
+    assert "1 letter cancelled" in result.stdout
+    [cancelled] = events("cancelled")
+    assert cancelled["reason"] == "wrong desk" and cancelled["from"] == "queued"
+    assert run_cli("send", "--yes").code == 0
+    statuses = {r["recipient"]: r["status"] for r in rows()}
+    assert statuses["ohchr"] == "cancelled" and "ohchr" not in {
+        m.rcpt_tos[0].split("@")[1] for m in smtp_server.accepted
+    }
+    # a sent letter cannot be cancelled: said, not changed
+    other = next(i for name, i in ids.items() if name != "ohchr")
+    again = run_cli("cancel", str(other))
+    assert again.code == 0 and "already sent" in again.stderr
+    assert run_cli("log", "verify").code == 0
+
+
+def test_cancel_needs_a_choice_and_asks_before_all(workspace: Path) -> None:
+    queue("--all")
+    before = tree_digest(workspace)
+    nothing = run_cli("cancel")
+    assert nothing.code == 2 and "choose letters" in nothing.stderr
+    unknown = run_cli("cancel", "999")
+    assert unknown.code == 1 and "no letter with id 999" in unknown.stderr
+    no_terminal = run_cli("cancel", "--all")
+    assert no_terminal.code == 1 and "--yes" in no_terminal.stderr
+    assert tree_digest(workspace) == before
+    assert run_cli("cancel", "--all", "--yes").code == 0
+    assert {r["status"] for r in rows()} == {"cancelled"}
+
+
+def test_pause_stops_a_campaign_for_every_sender_and_resume_restarts_it(
+    smtp_server: ScriptedServer, workspace: Path
+) -> None:
+    queue("--to", "ohchr")
+    queue("--to", "wgad", "--campaign", "other")
+    assert run_cli("pause", "--campaign", "peace-agreement", "--reason", "court ruling").code == 0
+    result = run_cli("send", "--yes")
+    assert result.code == 0, result.output
+    assert "skipping paused campaign peace-agreement" in result.stderr
+    assert len(smtp_server.accepted) == 1  # only "other"
+    status = json.loads(run_cli("status", "--json").stdout)
+    assert any(w["reason"].startswith("paused") for w in status["waiting"])
+    assert run_cli("resume", "--campaign", "peace-agreement").code == 0
+    assert run_cli("send", "--yes").code == 0
+    assert len(smtp_server.accepted) == 2
+    kinds = [e["event"] for e in events()]
+    assert "paused" in kinds and "resumed" in kinds
+    not_paused = run_cli("resume", "--campaign", "peace-agreement")
+    assert not_paused.code == 1 and "was not paused" in not_paused.stdout
+
+
+def test_queue_at_on_a_queued_letter_reschedules_it(workspace: Path) -> None:
+    queue("--to", "ohchr")
+    result = run_cli("queue", "peace-agreement", "--to", "ohchr", "--at", "2099-01-05 09:00 Europe/Zurich")
+    assert result.code == 0, result.output
+    assert "1 rescheduled" in result.stdout and "0 new" in result.stdout
+    [row] = rows()
+    assert row["next_attempt_at"].startswith("2099-01-05T08:00")
+    plan = json.loads(run_cli("plan", "--json").stdout)
+    assert plan[0]["expected_at"].startswith("2099-01-05") and plan[0]["waiting"].startswith("scheduled")
+    assert events("rescheduled")
+
+
+def test_a_letter_whose_address_changed_is_held_and_release_refuses_it(
+    smtp_server: ScriptedServer, workspace: Path
+) -> None:
+    queue("--to", "ohchr", "--to", "wgad")
+    registry = workspace / "recipients.yaml"
+    text = registry.read_text()
+    [old] = [r["email"] for r in rows() if r["recipient"] == "ohchr"]
+    registry.write_text(text.replace(old, "new-desk@ohchr.org"))
+    result = run_cli("send", "--yes")
+    assert result.code == 3, result.output
+    assert "address of ohchr changed in recipients.yaml: requeue or cancel" in result.stdout
+    by = {r["recipient"]: r for r in rows()}
+    assert by["ohchr"]["status"] == "held" and by["wgad"]["status"] == "sent"
+    assert len(smtp_server.accepted) == 1
+    refused = run_cli("release", str(by["ohchr"]["id"]))
+    assert refused.code == 1 and "old address" in refused.stderr
+    assert "campaign queue" in refused.stderr
+    # the truthful way: queue for the new address, cancel the old letter
+    queue("--to", "ohchr")
+    assert run_cli("cancel", str(by["ohchr"]["id"])).code == 0
+    assert run_cli("send", "--yes").code == 0
+    assert smtp_server.accepted[-1].rcpt_tos == ["new-desk@ohchr.org"]
+
+
+def test_an_institution_removed_from_the_registry_is_held_with_its_own_reason(
+    smtp_server: ScriptedServer, workspace: Path
+) -> None:
+    queue("--to", "ohchr")
+    registry = workspace / "recipients.yaml"
+    lines = registry.read_text().splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- id: ohchr")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("- id:")), len(lines))
+    registry.write_text("".join(lines[:start] + lines[end:]))
+    result = run_cli("send", "--yes")
+    assert "ohchr is no longer in recipients.yaml" in result.stdout
+    assert rows()[0]["status"] == "held" and not smtp_server.accepted
+
+
+def test_test_send_goes_to_the_organiser_with_its_own_identity(smtp_server: ScriptedServer, workspace: Path) -> None:
+    queue("--to", "ohchr")
+    [real] = rows()
+    result = run_cli("send", "--test-to", "me@organiser.example", "--to", "ohchr", "--lang", "ru")
+    assert result.code == 0, result.output
+    [copy] = smtp_server.accepted
+    assert copy.rcpt_tos == ["me@organiser.example"]
+    assert "+test-" in copy.mail_from
+    msg = email.message_from_bytes(copy.data, policy=email.policy.SMTP)
+    assert str(msg["Subject"]).startswith("[TEST] ")
+    assert msg["Message-ID"] != real["message_id"]
+    assert msg["Content-Language"] == "ru"
+    envid = [o for o in copy.mail_options if o.startswith("ENVID=")]
+    assert envid and real["message_id"] not in envid[0]
+    # nothing about the real letter changed; the test is logged outside the campaign
+    assert rows()[0]["status"] == "queued" and rows()[0]["attempts"] == 0
+    [logged] = events("test_sent")
+    assert logged["institution"] == "ohchr" and logged.get("campaign") == "peace-agreement"
+    many = run_cli("queue", "peace-agreement", "--all")
+    assert many.code == 0
+    refused = run_cli("send", "--test-to", "me@organiser.example", "--lang", "de")
+    assert refused.code in (1, 2)
+
+
+def test_send_to_sends_only_that_institution(smtp_server: ScriptedServer, workspace: Path) -> None:
+    queue("--all")
+    assert run_cli("send", "--yes", "--to", "ohchr").code == 0
+    assert len(smtp_server.accepted) == 1
+    assert {r["status"] for r in rows() if r["recipient"] == "ohchr"} == {"sent"}
+
+
+def test_status_says_why_letters_wait_right_after_queue(workspace: Path) -> None:
+    registry = workspace / "recipients.yaml"
+    text = registry.read_text()
+    # ohchr closed every day (office hours outside of now), so status must say so before any send
+    registry.write_text(
+        text.replace(
+            "  - id: ohchr\n", '  - id: ohchr\n    office_hours: {days: "sun", start: "03:00", end: "03:01"}\n', 1
+        )
+    )
+    queue("--to", "ohchr")
+    status = json.loads(run_cli("status", "--json").stdout)
+    reasons = [w["reason"] for w in status["waiting"]]
+    assert any(r.startswith("office hours: opens") for r in reasons), reasons
+    plan = json.loads(run_cli("plan", "--json").stdout)
+    assert plan[0]["waiting"].startswith("office hours: opens"), plan
+    result = run_cli("send", "--yes")
+    assert "nothing is due now" in result.stdout
+
+
+def test_awaiting_receipt_counts_only_letters_with_a_report_requested(workspace: Path) -> None:
+    from tests.support.smtp import Script
+
+    queue("--to", "ohchr")
+    with ScriptedServer(Script(dsn=False)) as server:
+        from tests.conftest import set_smtp_port
+
+        set_smtp_port(workspace, server.port)
+        assert run_cli("send", "--yes").code == 0
+    status = json.loads(run_cli("status", "--json").stdout)
+    receipts = status["receipts"]["peace-agreement"]
+    assert receipts["awaiting"] == 0 and receipts["not_requested"] == 1
