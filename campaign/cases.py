@@ -620,16 +620,22 @@ def case_key(ids: Sequence[str]) -> str:
     return ",".join(sorted(dict.fromkeys(ids)))
 
 
-def subject_for(case: Case, case_id: str, recipient: Recipient, *, organisation: str, today: date) -> str | None:
-    """The body's subject pattern filled in (no personal data: mandate, State, month)."""
+def subject_for(
+    case: Case, case_id: str, recipient: Recipient, *, organisation: str, today: date, session: str | None = None
+) -> str | None:
+    """The body's subject pattern filled in (no personal data: mandate, State, month).
+    None when the body has no pattern, or it names the session and none was given."""
     profile = recipient.submission
     if profile is None or profile.subject is None:
+        return None
+    if "{session}" in profile.subject and not session:
         return None
     values = {
         "mandate": profile.mandate,
         "country": country_name(case.country) if case.country else "",
         "organisation": organisation,
         "month_year": month_year(today),
+        "session": session or "",
         "case": case_id,
     }
     return " ".join(profile.subject.format_map(values).split())
@@ -640,20 +646,19 @@ class CaseView:
     ``case.event.place``), lists iterate; a missing field is falsy in ``{% if %}`` and an
     error naming the field and the case file when printed."""
 
-    __slots__ = ("_data", "_path", "_cf", "_sender", "_today")
+    __slots__ = ("_data", "_path", "_cf", "_opts")
 
-    def __init__(self, data: Any, path: str, cf: CaseFile, sender: str, today: date) -> None:
+    def __init__(self, data: Any, path: str, cf: CaseFile, opts: ViewOptions) -> None:
         self._data = data
         self._path = path
         self._cf = cf
-        self._sender = sender
-        self._today = today
+        self._opts = opts
 
     def _wrap(self, value: Any, path: str) -> Any:
         if not is_filled(value):
             return missing_value(f"case {self._cf.id} has no {path} ({self._cf.label})")
         if isinstance(value, dict):
-            return CaseView(value, path, self._cf, self._sender, self._today)
+            return CaseView(value, path, self._cf, self._opts)
         if isinstance(value, list):
             return [self._wrap(v, f"{path}[{n}]") for n, v in enumerate(value)]
         return value
@@ -678,6 +683,8 @@ class CaseView:
 
     def name_in(self, lang: str) -> Any:
         """The person's name in ``lang`` (else English, else the first one written)."""
+        if self._opts.withhold_name:
+            return WITHHELD.get(lang, WITHHELD["en"])
         names = {k: v for k, v in self._cf.case.person.names.items() if v}
         for key in (lang, *(k for k in names if k.startswith(lang + "-")), "en"):
             if names.get(key):
@@ -693,13 +700,45 @@ class CaseView:
 
     def subject_for(self, recipient: Recipient) -> Any:
         """The body's subject pattern, filled in; missing when the body has none."""
-        subject = subject_for(self._cf.case, self._cf.id, recipient, organisation=self._sender, today=self._today)
+        subject = subject_for(
+            self._cf.case,
+            self._cf.id,
+            recipient,
+            organisation=self._opts.sender,
+            today=self._opts.today,
+            session=self._opts.session,
+        )
         if subject is None:
             return missing_value(f"{recipient.id} has no submission subject in recipients.yaml")
         return subject
 
 
-def template_context(files: Sequence[CaseFile], *, sender: str, today: date) -> dict[str, Any]:
-    """``case`` (the first case) and ``cases`` (all) for templates."""
-    views = [CaseView(cf.case.model_dump(mode="json"), "", cf, sender, today) for cf in files]
-    return {"case": views[0] if views else missing_value("this letter is not about a case"), "cases": views}
+WITHHELD = {"en": "[name withheld]", "ru": "[имя не указано]", "fr": "[nom non communiqué]", "es": "[nombre omitido]"}
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    sender: str
+    today: date
+    withhold_name: bool = False
+    session: str | None = None
+
+
+def template_context(
+    files: Sequence[CaseFile],
+    *,
+    sender: str,
+    today: date,
+    document: dict[str, str] | None = None,
+    withhold_name: bool = False,
+    session: str | None = None,
+) -> dict[str, Any]:
+    """``case`` (the first case), ``cases`` (all) and ``document`` (the attached submission
+    document: ``document.filename``, ``document.form``; None when nothing is attached)."""
+    opts = ViewOptions(sender, today, withhold_name, session)
+    views = [CaseView(cf.case.model_dump(mode="json"), "", cf, opts) for cf in files]
+    return {
+        "case": views[0] if views else missing_value("this letter is not about a case"),
+        "cases": views,
+        "document": document,
+    }

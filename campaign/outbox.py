@@ -72,6 +72,7 @@ class QueueRow:
 class QueueReport:
     rows: list[QueueRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the deadlines of the cases followed up
 
     def count(self, state: str) -> int:
         return sum(1 for row in self.rows if row.state == state)

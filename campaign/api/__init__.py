@@ -132,10 +132,14 @@ class LetterCheck:
     rendered: int = 0
 
 
-def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
+def check_letters(
+    ws: Workspace, letter_ids: Iterable[str] = (), *, context: Mapping[str, Any] | None = None
+) -> LetterCheck:
     """Render every letter for every institution and language it would be sent in.
 
-    Problems in one letter do not hide the others: all are collected.
+    Problems in one letter do not hide the others: all are collected. ``context`` holds
+    the cases (`letters check --case`); a letter about a case is otherwise checked with
+    the fictional example case.
     """
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
@@ -145,6 +149,15 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
     for letter in chosen:
+        extra = context
+        if extra is None and letter.needs_case:
+            from campaign.api.cases import example_context
+
+            extra = example_context(ws)
+            report.warnings.append(
+                f"letters/{letter.id}/ is about a case: checked with the fictional example case; "
+                "check it with yours: `campaign letters check --case ID`"
+            )
         langs_needed: set[str] = set()
         for recipient in reg.recipients:
             try:
@@ -160,7 +173,7 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
                 for medium in ("email", "pdf"):
                     try:
                         rendered = renderer.render(
-                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium
+                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium, extra=extra
                         )
                         if contact is not None and medium == "email":
                             build_message(
@@ -185,6 +198,7 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
                     recipient.contacts[0] if recipient.contacts else None,
                     ws.settings.sender,
                     lang=lang,
+                    extra=extra,
                 )
                 report.rendered += 1
             except CampaignError as err:
@@ -300,6 +314,7 @@ class QueueRequest:
     role: str | None = None
     update: bool = False
     at: str | None = None
+    cases: list[str] = field(default_factory=list)  # --case: the letter is about these cases
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -318,8 +333,15 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     letter = registry_mod.get_letter(letters, request.letter)
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
     chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
+    from campaign.api import cases as cases_api
+
+    context_for = None
+    if request.cases:  # consent must cover every institution, or nothing is queued
+        chosen, context_for = cases_api.prepare_queue(ws, request.cases, letter, chosen)
+    else:
+        cases_api.refuse_case_letter_without_case(letter)
     with _new_state_undone_on_error(ws):
-        report = _queue_into_store(ws, request, letter, chosen, not_before, wait_reason)
+        report = _queue_into_store(ws, request, letter, chosen, not_before, wait_reason, context_for)
     registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
     report.rows.extend(skipped)
     return report
@@ -352,6 +374,7 @@ def _queue_into_store(
     chosen: list[Any],
     not_before: int | None,
     wait_reason: str | None,
+    context_for: Callable[..., Mapping[str, Any]] | None = None,
 ) -> QueueReport:
     from campaign import outbox
 
@@ -371,6 +394,7 @@ def _queue_into_store(
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
             attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
+            context_for=context_for,
         )
     finally:
         store.close()
@@ -465,11 +489,14 @@ class SendOutcome:
     report: RunReport | None
     remaining: list[Message] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    consent_held: list[str] = field(default_factory=list)  # letters about a case held before sending
 
     @property
     def exit_code(self) -> int:
         if self.report is None:
             return 0
+        if self.consent_held and self.report.stopped is None:
+            return 3
         if self.report.stopped is not None:
             return 1
         if self.report.aborted or self.report.interrupted:
@@ -514,7 +541,13 @@ def send(
         if request.dry_run:
             return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
         with _send_lock(ws):
-            return _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
+            from campaign.api.cases import hold_without_consent
+
+            # Consent is checked again before each run (see docs/ARCHITECTURE.md, "Cases").
+            held = hold_without_consent(ws, store, request.campaign, now_ms())
+            outcome = _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
+            outcome.consent_held = held
+            return outcome
     finally:
         store.close()
 
@@ -769,6 +802,8 @@ class StatusReport:
     counts: dict[str, dict[str, int]]
     waiting: list[tuple[str, int, int]]  # (why, how many, earliest epoch ms)
     receipts: dict[str, dict[str, int]] = field(default_factory=dict)  # awaiting / delayed per campaign
+    deadlines: list[Any] = field(default_factory=list)  # follow-ups of cases (api.cases.DeadlineRow)
+    case_errors: list[str] = field(default_factory=list)
 
 
 def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
@@ -778,11 +813,20 @@ def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
         counts = store.counts(campaign)
         waiting = store.waiting(campaign)
         receipts = store.receipt_counts(campaign)
+        if campaign:
+            from campaign.store.cases import campaign_cases
+
+            case_ids: list[str] | None = campaign_cases(store, campaign)
+        else:
+            case_ids = None
     finally:
         store.close()
     if campaign and not counts:
         raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
-    return StatusReport(counts, waiting, receipts)
+    from campaign.api.cases import deadlines
+
+    due, broken = deadlines(ws, case_ids)
+    return StatusReport(counts, waiting, receipts, due, broken)
 
 
 @dataclass
@@ -1116,12 +1160,19 @@ class ExportResult:
     letters: int
     events: int
     head: str
+    left_out: int = 0  # letters about a case, left out without --with-case-letters
 
 
 def export_evidence(
-    ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None
+    ws: Workspace,
+    out: Path,
+    *,
+    campaign: str | None = None,
+    ids: list[int] | None = None,
+    with_case_letters: bool = False,
 ) -> ExportResult:
-    """Write an evidence bundle for a campaign or for message ids."""
+    """Write an evidence bundle for a campaign or for message ids. Letters about a case
+    carry case data in their bytes: they are left out unless ``with_case_letters``."""
     from campaign.ledger import BundleLetter, export_bundle
     from campaign.models import to_rfc3339
 
@@ -1130,6 +1181,15 @@ def export_evidence(
     store = open_store(ws, create=False)
     try:
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
+        about_cases = [m for m in messages if m.cases]
+        if about_cases and not with_case_letters:
+            if len(about_cases) == len(messages):
+                raise SelectionError(
+                    f"all {len(messages)} letters are about a case and carry its data in their bytes; "
+                    "nothing was written",
+                    hint="add --with-case-letters to export them (keep the bundle as private as the case files)",
+                )
+            messages = [m for m in messages if not m.cases]
         if not messages:
             raise SelectionError(
                 f"no letters in campaign {campaign!r}"
@@ -1147,7 +1207,7 @@ def export_evidence(
             raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
     finally:
         store.close()
-    return ExportResult(out, len(letters), events, head)
+    return ExportResult(out, len(letters), events, head, 0 if with_case_letters else len(about_cases))
 
 
 def verify_bundle(path: Path) -> BundleCheck:
@@ -1629,6 +1689,8 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
         for r in store.replies(campaign):
             raw = store.blob(r["report_sha256"]) or b""
             sender, subject = describe(raw)
+            if r.get("cases"):  # "Re: <subject>" may name the person the letter is about
+                subject = "(a reply to a letter about a case: subject not shown)"
             rows.append(
                 ReplyRow(
                     kind=r["kind"],
@@ -1684,22 +1746,30 @@ def followup(
         cutoff = datetime.now(UTC) - wait
         due = [m for m in originals if m.replied_at is None and m.sent_at is not None and m.sent_at <= cutoff]
         targets: list[outbox.Target] = []
-        by_key: dict[tuple[str, str], Message] = {}
+        by_key: dict[tuple[str, str, tuple[str, ...]], Message] = {}
+        from campaign.api.cases import FollowupCases
+
+        cases = FollowupCases(ws)
+        refused: list[outbox.QueueRow] = []
         for message in due:
             recipient = reg.get(message.recipient)
             if recipient is None:
                 continue  # the institution left the registry
+            problem = cases.problem(message.cases, recipient) if message.cases else None
+            if problem:  # consent checked again: a follow-up about a case needs it as much
+                refused.append(outbox.QueueRow(recipient.id, message.email, "", "", f"not queued: {problem}"))
+                continue
             contact = next((c for c in recipient.contacts if c.email.casefold() == message.email.casefold()), None)
-            targets.append(outbox.Target(recipient, contact or Contact(email=message.email)))
-            by_key[(recipient.id, message.email.casefold())] = message
+            targets.append(outbox.Target(recipient, contact or Contact(email=message.email), message.cases))
+            by_key[(recipient.id, message.email.casefold(), message.cases)] = message
 
         def original(target: outbox.Target) -> OriginalLetter:
-            m = by_key[(target.recipient.id, target.contact.email.casefold())]
+            m = by_key[(target.recipient.id, target.contact.email.casefold(), target.cases)]
             assert m.sent_at is not None
             return OriginalLetter(subject=m.subject, sent_on=format_date(m.sent_at, m.lang), message_id=m.message_id)
 
         def headers(target: outbox.Target) -> dict[str, str]:
-            mid = by_key[(target.recipient.id, target.contact.email.casefold())].message_id
+            mid = by_key[(target.recipient.id, target.contact.email.casefold(), target.cases)].message_id
             return {**_letter_headers(ws), "In-Reply-To": mid, "References": mid}
 
         report = outbox.queue_letter(
@@ -1713,7 +1783,15 @@ def followup(
             lang=lang,
             extra_headers=headers,
             original_for=original,
+            context_for=cases.context_for if any(t.cases for t in targets) else None,
         )
+        report.rows.extend(refused)
+        case_ids = sorted({c for m in due for c in m.cases})
     finally:
         store.close()
+    if case_ids:
+        from campaign.api.cases import deadlines
+
+        rows, _ = deadlines(ws, case_ids)
+        report.notes.extend(f"case {r.case}: {r.text}" for r in rows)
     return report

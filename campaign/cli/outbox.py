@@ -82,6 +82,12 @@ def queue(
             metavar="TIME",
         ),
     ] = None,
+    case: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--case", help="The letter is about this case (repeat); consent must cover each body.", metavar="ID"
+        ),
+    ] = None,
 ) -> None:
     """Render a letter for the chosen institutions and put it in the durable queue.
 
@@ -108,6 +114,7 @@ def queue(
             role=role,
             update=update,
             at=at,
+            cases=case or [],
         ),
     )
     for w in report.warnings:
@@ -172,6 +179,8 @@ def followup(
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), row.state)
     out().print(t)
     out().print(f"{report.count('new')} follow-ups queued, {report.count('unchanged')} already queued")
+    for line in report.notes:
+        out().print(f"deadline: {plain(line)}")
 
 
 @smtp_app.command("dkim-keygen")
@@ -343,6 +352,8 @@ class ProgressDrawer:
 def print_send_summary(outcome: Any) -> None:
     report = outcome.report
     p = report.progress
+    for line in getattr(outcome, "consent_held", []):
+        warn(f"{line} (released with `campaign release ID` once consent covers it again)")
     if report.recovered:
         warn(
             f"{len(report.recovered)} letters were being sent when a previous run stopped; "
@@ -482,9 +493,15 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
                     {"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
                     for r, n, first in report.waiting
                 ],
+                "case_deadlines": [
+                    {"case": d.case, "body": d.body, "due": d.due, "text": d.text} for d in report.deadlines
+                ],
             }
         )
         return
+    for problem in report.case_errors:
+        warn(problem)
+    _print_deadlines(report.deadlines)
     if not counts:
         out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
         return
@@ -504,6 +521,15 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
         for reason, n, first in report.waiting:
             w.add_row(plain(reason), str(n), ms_to_dt(first).strftime("%Y-%m-%d %H:%M:%S"))
         out().print(w)
+
+
+def _print_deadlines(deadlines: list[Any]) -> None:
+    if not deadlines:
+        return
+    t = common.table("case", "body", "due", "follow-up")
+    for d in deadlines:
+        t.add_row(plain(d.case), plain(d.body), d.due or "", plain(d.text))
+    out().print(t)
 
 
 def message_row(m: Message) -> dict[str, Any]:
@@ -720,6 +746,12 @@ def log_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.zip).", metavar="FILE")] = Path(
         "evidence.zip"
     ),
+    with_case_letters: Annotated[
+        bool,
+        typer.Option(
+            "--with-case-letters", help="Include letters about a case (their bytes carry the case's personal data)."
+        ),
+    ] = False,
 ) -> None:
     """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
 
@@ -733,8 +765,13 @@ def log_export(
     from campaign import api
 
     ws = state(ctx).workspace()
-    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None)
+    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None, with_case_letters=with_case_letters)
     out().print(f"wrote {plain(str(result.path))}: {result.letters} letters, {result.events} events")
+    if result.left_out:
+        warn(
+            f"left out {result.left_out} letters about a case: their bytes carry the case's personal data; "
+            "add --with-case-letters to include them"
+        )
     out().print(f"chain head {result.head}")
 
 
