@@ -938,6 +938,8 @@ class DemoResult:
     messages: list[Message]
     verification: Verification
     receipts: int = 0
+    case_letters: int = 0  # letters about the fictional example case
+    submission: Path | None = None  # the example case's WGEID form
 
 
 def demo(
@@ -979,6 +981,8 @@ def demo(
         letter_id = DEMO_LETTER if DEMO_LETTER in letters else sorted(letters)[0]
         report = queue(ws, QueueRequest(letter=letter_id, everyone=True))
         queued = report.count("new")
+        case_letters, submission = _demo_case(ws, letters)
+        queued += case_letters
         if on_start:
             on_start(queued)
         store = open_store(ws)
@@ -998,7 +1002,27 @@ def demo(
         messages=log(ws, LogQuery()),
         verification=verify_log(ws),
         receipts=receipts,
+        case_letters=case_letters,
+        submission=submission,
     )
+
+
+def _demo_case(ws: Workspace, letters: Mapping[str, Letter]) -> tuple[int, Path | None]:
+    """The fictional example case: its letter to the WGEID and the WGAD, and its WGEID form."""
+    from campaign.api import cases as cases_api
+    from campaign.api import submit as submit_api
+
+    reg = load_registry(ws)
+    bodies = [rid for rid in ("un-wgeid", "un-wgad") if (r := reg.get(rid)) is not None and r.contacts]
+    if submit_api.DEFAULT_LETTER not in letters or not bodies:
+        return 0, None  # a workspace without the UN bodies or the case letter
+    cases_api.new_case(ws, None, example=True)
+    report = queue(ws, QueueRequest(letter=submit_api.DEFAULT_LETTER, ids=bodies, cases=[cases_api.core.EXAMPLE_ID]))
+    form = None
+    if "un-wgeid" in bodies:
+        prepared = submit_api.prepare(ws, submit_api.PrepareRequest(case=cases_api.core.EXAMPLE_ID, to="un-wgeid"))
+        form = prepared.files[0]
+    return report.count("new"), form
 
 
 def _import_demo_reports(ws: Workspace, reports: Path) -> int:

@@ -834,6 +834,13 @@ def demo(ctx: typer.Context) -> None:
     ws_label = result.workspace
     out().print(f"demo workspace: {plain(str(ws_label))}")
     out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
+    if result.case_letters:
+        out().print(
+            f"{result.case_letters} of them are about the FICTIONAL example case "
+            f"(.campaign/cases/example.yaml), to the WGEID and the WGAD"
+        )
+    if result.submission is not None:
+        out().print(f"the example case's WGEID form: {plain(str(result.submission))}")
     print_send_summary(result.outcome)
     t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
