@@ -661,6 +661,10 @@ class CaseView:
             return CaseView(value, path, self._cf, self._opts)
         if isinstance(value, list):
             return [self._wrap(v, f"{path}[{n}]") for n, v in enumerate(value)]
+        if isinstance(value, str) and "\n" in value and not path.endswith("address"):
+            # Prose wrapped by hand in the YAML file: one paragraph per blank-line block.
+            blocks = [" ".join(line.strip() for line in b.splitlines()) for b in value.split("\n\n")]
+            return "\n\n".join(b for b in blocks if b)
         return value
 
     def __getattr__(self, name: str) -> Any:

@@ -99,7 +99,7 @@ LABELS: dict[str, dict[str, str]] = {
         "page": "Page",
     },
     "ru": {
-        "title": "Сообщение в {body}",
+        "title": "Сообщение — {body}",
         "form": "{form}",
         "concerning": "О деле в государстве: {country}",
         "date": "Дата",
@@ -209,9 +209,22 @@ class Submission:
 
 
 def _v(value: object) -> str | None:
+    """A value as text; prose wrapped by hand in the case file is joined into paragraphs."""
     if value is None:
         return None
     text = nfc(str(value)).strip()
+    return prose(text) or None
+
+
+def prose(text: str) -> str:
+    """Lines joined into paragraphs (a blank line separates paragraphs)."""
+    paragraphs = [" ".join(line.strip() for line in block.splitlines()) for block in text.split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _lines(value: object) -> str | None:
+    """A value whose line breaks matter (a postal address)."""
+    text = nfc(str(value)).strip() if value is not None else ""
     return text or None
 
 
@@ -258,11 +271,12 @@ def build_submission(
         ("identity_document", None if withhold_name else person.identity_document),
         ("photo", person.photo),
         ("occupation", person.occupation),
-        ("address", None if withhold_name else person.address),
         ("affiliation", person.affiliation),
     ):
         if _v(value):
             rows.append(Row(w[key], _v(value) or ""))
+    if not withhold_name and _lines(person.address):
+        rows.append(Row(w["address"], _lines(person.address) or ""))
     for element in ("identifying_data", "date_of_birth", "nationality"):
         if ph := placeholder(element):
             rows.append(ph)
@@ -318,7 +332,7 @@ def build_submission(
     for remedy in case.remedies:
         parts = [p for p in (_v(remedy.date), _v(remedy.action), _v(remedy.result)) if p]
         if parts:
-            rows.append(Row(w["remedy"], " — ".join(parts)))
+            rows.append(Row(f"{w['remedy']} {len(rows) + 1}", " — ".join(parts)))
     if not rows and (ph := placeholder("remedies")):
         rows.append(ph)
     if rows:
@@ -342,12 +356,12 @@ def build_submission(
     # 6. The source
     s = case.source
     rows = [
-        Row(w[label], _v(value) or "")
+        Row(w[label], (value if label == "source_address" else _v(value)) or "")
         for label, value in (
             ("source_name", s.name),
             ("organisation", s.organisation if s.organisation != s.name else None),
             ("relationship", s.relationship),
-            ("source_address", s.address),
+            ("source_address", _lines(s.address)),
             ("email", s.email),
             ("phone", s.phone),
         )
@@ -476,17 +490,22 @@ def docx_bytes(sub: Submission) -> bytes:
     meta.add_run(f"{w['date']}: ").bold = True
     meta.add_run(sub.date_text)
 
+    widths = (Mm(55), Mm(105))
     for part in sub.sections:
         doc.add_heading(part.heading, level=2)
         if part.rows:
             table = doc.add_table(rows=0, cols=2)
             table.style = doc.styles["Table Grid"]
+            table.autofit = False
+            for column, width in zip(table.columns, widths, strict=True):
+                column.width = width
             for row in part.rows:
                 cells = table.add_row().cells
-                cells[0].width, cells[1].width = Mm(50), Mm(110)
+                for cell, width in zip(cells, widths, strict=True):
+                    cell.width = width
                 label = cells[0].paragraphs[0].add_run(row.label)
                 label.bold = True
-                lines = row.value.splitlines() or [""]
+                lines = [line for line in row.value.split("\n") if line.strip()] or [""]
                 first = cells[1].paragraphs[0]
                 run = first.add_run(lines[0])
                 if row.missing:
@@ -494,8 +513,10 @@ def docx_bytes(sub: Submission) -> bytes:
                     run.font.color.rgb = RGBColor(0xB0, 0, 0)
                 for line in lines[1:]:
                     cells[1].add_paragraph(line)
-        for note in part.notes:
-            doc.add_paragraph(note)
+        for index, note in enumerate(part.notes):
+            paragraph = doc.add_paragraph(note)
+            if index == 0 and part.rows:
+                paragraph.paragraph_format.space_before = Pt(6)
     if sub.signature:
         doc.add_heading(w["signature"], level=2)
         doc.add_paragraph(w["signature_line"])
@@ -579,7 +600,7 @@ def html_fragment(sub: Submission, *, title: bool = True) -> str:
                 out.append(f"<tr><th>{_esc(row.label)}</th><td{cls}>{_esc(row.value)}</td></tr>")
             out.append("</table>")
         out.extend(f"<p>{_esc(note)}</p>" for note in part.notes)
-    if sub.signature:
+    if sub.signature and title:  # in a PDF letter the layout draws the signature block
         out.append(f"<h2>{_esc(w['signature'])}</h2><p>{_esc(w['signature_line'])}</p>")
     return "\n".join(out) + "\n"
 

@@ -283,8 +283,8 @@ def _pdf(ws: Workspace, sub: Any, recipient: Recipient, today: Any) -> tuple[byt
         subject=sub.title,
         body_html=html_fragment(sub, title=False),
         date_text=format_date(today, sub.lang),
-        reference=f"{sub.case}/{recipient.id}/{today:%Y%m%d}",
-        recipient_name=recipient.name,
+        reference=f"{sub.case}/{today:%Y%m%d}",
+        recipient_name=recipient.submission.mandate if recipient.submission else recipient.name,
         postal_address=recipient.postal_address,
     )
     sender = ws.settings.sender
