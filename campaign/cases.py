@@ -150,7 +150,7 @@ def parse_case(path: Path, label: str) -> CaseFile:
     except Invalid as err:
         raise _validation_error(err, tree, plain, label) from None
     for index, field in enumerate(case.public):
-        if field not in _field_paths() and field.split(".")[0] not in Case.model_fields:
+        if field not in _field_paths() and not ("." not in field and field in Case.model_fields):
             line = yamlio.line_of(tree, ["public", index]) or 1
             raise CaseError(f"{label}:{line}: public[{index}]: not a case field; use names like event.date")
     return CaseFile(path.stem, path, label, case, tree)
@@ -322,8 +322,7 @@ def field_status(cf: CaseFile) -> list[tuple[str, bool, bool]]:
 def reveal(cf: CaseFile, field: str) -> Any:
     """The value of one field, asked for by name. Raises CaseError for an unknown field."""
     known = _field_paths()
-    top = field.split(".")[0]
-    if field not in known and top not in Case.model_fields:
+    if field not in known and not ("." not in field and field in Case.model_fields):
         raise CaseError(f"{cf.label}: no field {field!r}", hint="see the field names with `campaign cases show ID`")
     return _get(cf.case.model_dump(mode="json"), field)
 

@@ -165,7 +165,7 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
             estimate = str(pages)
             if pages.pages > profile.max_pages:
                 raise CaseError(
-                    f"{profile.mandate} takes at most {profile.max_pages} pages; this submission is {estimate}; "
+                    f"{profile.mandate} takes at most {_pages(profile.max_pages)}; this submission is {estimate}; "
                     "nothing was written",
                     hint="shorten the case's circumstances, or attach the detailed report separately",
                 )
@@ -178,7 +178,7 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
             estimate = f"{count} pages of A4"
             if count > profile.max_pages:
                 raise CaseError(
-                    f"{profile.mandate} takes at most {profile.max_pages} pages; this PDF has {count}; "
+                    f"{profile.mandate} takes at most {_pages(profile.max_pages)}; this PDF has {count}; "
                     "nothing was written"
                 )
         if not signed:
@@ -223,6 +223,10 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
     if request.queue:
         result.queued = _queue(ws, request, cf, recipient, profile, letter, lang, fmt, data, context)
     return result
+
+
+def _pages(count: int) -> str:
+    return "1 page" if count == 1 else f"{count} pages"
 
 
 def _to_line(recipient: Recipient, profile: SubmissionProfile) -> str:
