@@ -544,6 +544,8 @@ def send(
             from campaign.api.cases import hold_without_consent
 
             # Consent is checked again before each run (see docs/ARCHITECTURE.md, "Cases").
+            # TODO(dispatcher): a `send --wait` running for days should also re-check per letter:
+            # give the Dispatcher a predicate (cases.consent_problem) called on each claimed letter.
             held = hold_without_consent(ws, store, request.campaign, now_ms())
             outcome = _run_send(ws, store, request, on_progress=on_progress, on_interrupt=on_interrupt)
             outcome.consent_held = held

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from campaign import cases as core
 from campaign.config import Workspace, is_loopback
-from campaign.errors import CaseError, UsageError
+from campaign.errors import CampaignError, CaseError, UsageError
 from campaign.models import CaseNote, Letter, Recipient, Registry, utcnow
 
 if TYPE_CHECKING:
@@ -273,7 +273,7 @@ def deadlines(ws: Workspace, case_ids: Iterable[str] | None = None) -> tuple[lis
     good, bad = core.scan_cases(folder)
     try:
         registry = _registry(ws)
-    except CaseError as err:
+    except CampaignError as err:  # status must still show the queue when recipients.yaml is broken
         return [], [err.message]
     rows = [
         DeadlineRow(d.case, d.body, d.due.isoformat() if d.due else None, str(d))
