@@ -31,6 +31,7 @@ The tree::
     ├── ReceiptError          a file given to `receipts import` that is not mail
     ├── ImapError             the IMAP mailbox cannot be reached or read
     ├── PdfError              rendering, signing or verifying a PDF; key files
+    ├── CaseError             .campaign/cases/: a case file, its consent, a submission
     └── UsageError            a combination of options that cannot work (exit code 2)
 """
 
@@ -123,6 +124,12 @@ class ImapError(CampaignError):
 
 class PdfError(CampaignError):
     """A PDF cannot be rendered, signed or verified, or a key file cannot be used."""
+
+
+class CaseError(CampaignError):
+    """A case file does not validate, or a case may not go to a body (consent, profile).
+
+    Messages name the file, line and field, never a value: case data is sensitive."""
 
 
 class UsageError(CampaignError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -337,6 +337,105 @@ class OfficeHours(StrictModel):
         return parse_days(self.days)
 
 
+# ---------------------------------------------------------------------------
+# Submission profiles: what a body requires of a case (recipients.yaml `submission:`)
+
+CASE_ELEMENTS: dict[str, tuple[tuple[str, ...], str]] = {
+    # element name → (case fields, any one of which satisfies it; what it means)
+    "name": (("person.names",), "the person's full name"),
+    "identifying_data": (
+        ("person.date_of_birth", "person.identity_document", "person.photo"),
+        "identifying data: date of birth, identity document or photo",
+    ),
+    "date_of_birth": (("person.date_of_birth",), "the person's date of birth"),
+    "nationality": (("person.nationality",), "the person's nationality"),
+    "date": (("event.date",), "the date of the arrest, disappearance or events"),
+    "place": (("event.place",), "the place of arrest, abduction or last sighting"),
+    "perpetrators": (("event.perpetrators",), "the persons or authorities believed responsible"),
+    "circumstances": (("event.circumstances",), "the circumstances, in chronological order"),
+    "whereabouts": (("whereabouts",), "where the person is held, or that it is unknown"),
+    "detention": (("detention.authority",), "the authority that ordered the detention, and on what legal basis"),
+    "grounds": (("grounds",), "why it violates the person's rights (articles or categories)"),
+    "remedies": (("remedies",), "domestic remedies tried, or steps taken by the relatives"),
+    "remedy_sought": (("remedy_sought",), "what the body is asked to do"),
+    "source": (("source.name", "source.organisation"), "who submits the case (the source; kept confidential)"),
+    "author": (("source.address",), "the author's postal address (and e-mail)"),
+    "state": (("country",), "the State concerned"),
+    "authorisation": (("attachments",), "the victim's signed authorisation, attached (kind: authorisation)"),
+}
+"""The case elements a submission profile can require, by the name ``cases check`` prints."""
+
+NoteKind = Literal["submitted", "transmitted", "government-reply", "comments-sent", "clarified", "closed", "other"]
+"""Dates an organiser records on a case (`campaign cases note ID KIND --date ...`)."""
+NOTE_KINDS: tuple[str, ...] = get_args(NoteKind)
+
+ConsentGiver = Literal["victim", "relative", "representative"]
+_ANY_GIVER: list[ConsentGiver] = ["victim", "relative", "representative"]
+
+
+def _element(value: Any) -> Any:
+    if isinstance(value, str) and value not in CASE_ELEMENTS:
+        raise ValueError(f"{value!r} is not a case element; use one of: {', '.join(CASE_ELEMENTS)}")
+    return value
+
+
+CaseElement = Annotated[str, AfterValidator(_element)]
+
+
+class ConsentRule(StrictModel):
+    """Whose consent a body needs before a case goes to it (campaign itself never sends a
+    case where no consent covers the body)."""
+
+    given_by: list[ConsentGiver] = Field(default_factory=lambda: _ANY_GIVER.copy(), min_length=1)
+    prior: bool = False  # given before anything is submitted (WGEID: "with the prior consent of the relatives")
+
+
+class FollowUp(StrictModel):
+    """A deadline counted from a date recorded on the case."""
+
+    after: NoteKind
+    days: Annotated[int, Field(ge=0, le=3650)] | None = None
+    due: OneLine  # what falls due ("government reply due")
+    then: OneLine | None = None  # what the organiser does next ("send comments on the reply")
+
+
+class SubmissionProfile(StrictModel):
+    """How one body takes submissions about a case. Accepted languages are the
+    institution's own ``languages``; the rules come from ``source``."""
+
+    mandate: OneLine  # the short name used in subjects and deadlines ("WGAD")
+    kind: Literal["special-procedure", "treaty-body", "upr", "other"]
+    channel: Literal["email", "web-form", "post"]
+    format: Literal["email-text", "pdf", "docx"]
+    form: OneLine | None = None  # the body's own form or questionnaire
+    requires: list[CaseElement] = Field(default_factory=list)
+    consent: ConsentRule | None = None
+    max_pages: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_words: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    subject: OneLine | None = None  # pattern: {mandate} {country} {organisation} {month_year} {session} {case}
+    one_country: bool = False
+    signature: bool = False  # signed by hand; a scan goes with an e-mail
+    published: bool = False  # submissions become public documents
+    urgent_within_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    media_only_inadmissible: bool = False  # "not exclusively based on mass-media reports"
+    followups: list[FollowUp] = Field(default_factory=list)
+    source: OneLine  # the body's own page where these rules are published
+    note: Text | None = None
+
+    @field_validator("subject")
+    @classmethod
+    def _check_subject(cls, value: str | None) -> str | None:
+        if value is not None:
+            for name in re.findall(r"\{([^{}]*)\}", value):
+                if name not in SUBJECT_FIELDS:
+                    known = ", ".join("{" + f + "}" for f in SUBJECT_FIELDS)
+                    raise ValueError(f"unknown placeholder {{{name}}}; use {known}")
+        return value
+
+
+SUBJECT_FIELDS = ("mandate", "country", "organisation", "month_year", "session", "case")
+
+
 Salutation = OneLine | dict[Lang, OneLine]
 
 
@@ -374,6 +473,7 @@ class Recipient(StrictModel):
     checked: date | None = None
     max_per_day: Annotated[int, Field(ge=1, le=10000)] | None = None
     office_hours: OfficeHours | None = None
+    submission: SubmissionProfile | None = None
 
     @field_validator("contacts")
     @classmethod
@@ -438,6 +538,7 @@ class FrontMatter(StrictModel):
 
     subject: OneLine
     description: OneLine | None = None
+    case: bool = False  # a letter about a case: queued with --case ID
 
 
 class LetterTemplate(StrictModel):
@@ -448,6 +549,7 @@ class LetterTemplate(StrictModel):
     subject: str
     description: str | None = None
     body_line: int  # 1-based line where the body starts in the file
+    case: bool = False
 
 
 class Letter(StrictModel):
@@ -459,6 +561,11 @@ class Letter(StrictModel):
     @property
     def languages(self) -> list[str]:
         return sorted(self.templates)
+
+    @property
+    def needs_case(self) -> bool:
+        """A letter about a case (``case: true`` in its front matter)."""
+        return any(t.case for t in self.templates.values())
 
     @property
     def description(self) -> str | None:
@@ -540,6 +647,7 @@ class Message(BaseModel):
     auto_replied_at: datetime | None = None
     in_reply_to: str | None = None
     body_sha256: str
+    cases: tuple[str, ...] = ()  # the cases a letter is about (ids; part of its identity)
 
 
 class Event(BaseModel):
@@ -579,3 +687,186 @@ def to_rfc3339(moment: datetime) -> str:
 def from_rfc3339(text: str) -> datetime:
     """Parse what :func:`to_rfc3339` writes."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------
+# Cases (.campaign/cases/<id>.yaml): the people a letter is about. Every field about a
+# person is sensitive: it is shown only when asked for by name (see campaign.cases).
+
+
+def _optional_text(value: Any) -> Any:
+    """An empty string in a case file is a field left blank: None."""
+    if isinstance(value, str):
+        value = nfc(value).strip()
+        return value or None
+    return value
+
+
+def _optional_line(value: Any) -> Any:
+    value = _optional_text(value)
+    if isinstance(value, str) and has_line_break(value):
+        raise ValueError("must be one line")
+    return value
+
+
+CaseText = Annotated[str | None, BeforeValidator(_optional_text)]
+_Date = date  # for fields declared after a field named `date`
+CaseLine = Annotated[str | None, BeforeValidator(_optional_line)]
+
+_PARTIAL_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+def _partial_date(value: Any) -> Any:
+    """YYYY-MM-DD, YYYY-MM or YYYY (a disappearance may be known only to the month)."""
+    if isinstance(value, date):
+        return value.isoformat()
+    value = _optional_text(value)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _PARTIAL_DATE.match(value):
+        raise ValueError("write the date as YYYY-MM-DD, or YYYY-MM or YYYY when the day is not known")
+    parts = [int(p) for p in value.split("-")]
+    try:
+        date(parts[0], parts[1] if len(parts) > 1 else 1, parts[2] if len(parts) > 2 else 1)
+    except ValueError:
+        raise ValueError("not a real date: write YYYY-MM-DD") from None
+    return value
+
+
+PartialDate = Annotated[str | None, BeforeValidator(_partial_date)]
+_NAME_KEY = re.compile(r"^[a-z]{2}(-[A-Z][a-z]{3})?$")
+
+
+def _name_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not _NAME_KEY.match(key):
+                raise ValueError("name keys are language codes, with a script if needed: en, ru, tg, tg-Latn")
+    return value
+
+
+class CasePerson(StrictModel):
+    """The person the case is about."""
+
+    names: Annotated[dict[str, CaseLine], BeforeValidator(_name_keys)] = Field(default_factory=dict)
+    other_names: list[CaseLine] = Field(default_factory=list)
+    gender: CaseLine = None
+    date_of_birth: PartialDate = None
+    place_of_birth: CaseLine = None
+    nationality: CaseLine = None
+    identity_document: CaseLine = None
+    photo: CaseLine = None  # a path inside the workspace
+    occupation: CaseLine = None
+    address: CaseText = None
+    affiliation: CaseText = None
+
+
+class CaseEvent(StrictModel):
+    """What happened: the arrest, disappearance, sentence or reprisal."""
+
+    type: Literal["arrest", "disappearance", "detention", "sentence", "reprisal", "torture", "other"] | None = None
+    date: PartialDate = None
+    place: CaseText = None
+    circumstances: CaseText = None
+    perpetrators: CaseText = None
+    witnesses: CaseText = None
+
+
+class CaseDetention(StrictModel):
+    """The detention, for bodies that judge whether it is arbitrary."""
+
+    authority: CaseText = None
+    legal_basis: CaseText = None
+    place: CaseText = None
+    charges: CaseText = None
+    sentence: CaseText = None
+    conditions: CaseText = None
+
+
+class CaseRemedy(StrictModel):
+    """One step taken at home: a complaint, an inquiry, habeas corpus."""
+
+    date: PartialDate = None
+    action: CaseText = None
+    result: CaseText = None
+
+
+class CaseSource(StrictModel):
+    """Who submits the case: kept confidential by the bodies unless waived."""
+
+    name: CaseLine = None
+    organisation: CaseLine = None
+    relationship: CaseLine = None
+    address: CaseText = None
+    email: CaseLine = None
+    phone: CaseLine = None
+    confidential: bool = True
+
+
+class CaseEvidence(StrictModel):
+    """What the allegations rest on."""
+
+    kind: Literal["testimony", "document", "official", "photo", "media", "other"]
+    description: CaseText = None
+
+
+class CaseAttachment(StrictModel):
+    """A file that goes with submissions: a path inside the workspace."""
+
+    path: str
+    kind: Literal["document", "photo", "authorisation", "media", "other"] = "document"
+    description: CaseLine = None
+
+
+class CaseConsent(StrictModel):
+    """Who agreed that the case may go to which bodies."""
+
+    given_by: ConsentGiver
+    name: CaseLine = None
+    relationship: CaseLine = None
+    bodies: list[str] = Field(min_length=1)  # registry ids or tags
+    publish_name: bool = False
+    date: date
+    recorded: CaseText = None  # how: signed form, recorded call...
+    withdrawn: _Date | None = None
+
+    @field_validator("bodies")
+    @classmethod
+    def _check_bodies(cls, bodies: list[str]) -> list[str]:
+        for body in bodies:
+            _slug(body)
+        return bodies
+
+
+class CaseNote(StrictModel):
+    """A date recorded on the case: deadlines count from these."""
+
+    event: NoteKind
+    date: date
+    body: Slug | None = None
+    text: CaseText = None
+
+
+class Case(StrictModel):
+    """One case file. The id is the file name."""
+
+    fictional: bool = False
+    kind: Literal["disappearance", "detention", "reprisal", "torture", "other"] = "other"
+    country: Country | None = None  # the State concerned
+    to: list[Slug] = Field(default_factory=list)  # bodies it is addressed to: registry ids or tags
+    public: list[str] = Field(default_factory=list)  # fields that may be shown (dotted names)
+    person: CasePerson = Field(default_factory=CasePerson)
+    event: CaseEvent = Field(default_factory=CaseEvent)
+    detention: CaseDetention = Field(default_factory=CaseDetention)
+    whereabouts: CaseText = None
+    remedies: list[CaseRemedy] = Field(default_factory=list)
+    grounds: CaseText = None
+    remedy_sought: CaseText = None
+    source: CaseSource = Field(default_factory=CaseSource)
+    evidence: list[CaseEvidence] = Field(default_factory=list)
+    attachments: list[CaseAttachment] = Field(default_factory=list)
+    consent: list[CaseConsent] = Field(default_factory=list)
+    confidential: CaseText = None  # which parts the bodies must keep confidential
+    notes: list[CaseNote] = Field(default_factory=list)

@@ -10,6 +10,11 @@ Contract:
   means the template or the registry changed.
 - If any letter fails to render, the transaction is rolled back: nothing is queued.
 - Stored bytes have no ``Date``: it is added at the first attempt (see ``dispatch``).
+- A letter about cases (``Target.cases``) has the case ids in its key, and its stored
+  subject is a neutral label: the real subject may name the person and stays in the bytes.
+- Files from ``files_for`` (a submission document) are attached before the content hash is
+  taken, so the ``queued`` event's ``content_sha256`` covers their bytes (unlike the sealed
+  PDF of ``attachment``, which is re-signed each time).
 """
 
 from __future__ import annotations
@@ -18,11 +23,11 @@ import hashlib
 import pickle
 import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
-from typing import Literal
+from typing import Any, Literal
 
 from campaign.chain import sha256_hex
 from campaign.errors import UsageError
@@ -70,6 +75,7 @@ class QueueRow:
 class QueueReport:
     rows: list[QueueRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the deadlines of the cases followed up
 
     def count(self, state: str) -> int:
         return sum(1 for row in self.rows if row.state == state)
@@ -79,6 +85,25 @@ class QueueReport:
 class Target:
     recipient: Recipient
     contact: Contact
+    cases: tuple[str, ...] = ()  # the cases the letter is about (ids)
+
+    @property
+    def cases_key(self) -> str:
+        return ",".join(sorted(set(self.cases)))
+
+
+@dataclass(frozen=True)
+class AttachedFile:
+    """A file that goes with a letter and is part of its identity (hashed with it)."""
+
+    data: bytes
+    filename: str
+    subtype: str  # application/<subtype>
+
+
+def case_subject(letter_id: str, cases: tuple[str, ...]) -> str:
+    """What the queue and the log show as the subject of a letter about cases."""
+    return f"{letter_id} [case {', '.join(sorted(set(cases)))}]"
 
 
 def targets(
@@ -116,10 +141,11 @@ def build_one(
     today: date,
     headers: dict[str, str] | None = None,
     original: OriginalLetter | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> tuple[EmailMessage, RenderedLetter]:
     """The message for one contact, with a deterministic MIME boundary."""
     rendered = renderer.render(
-        letter, target.recipient, target.contact, sender, lang=lang, today=today, original=original
+        letter, target.recipient, target.contact, sender, lang=lang, today=today, original=original, extra=extra
     )
     msg = build_message(
         rendered,
@@ -180,6 +206,8 @@ def queue_letter(
     extra_headers: Callable[[Target], dict[str, str]] | None = None,
     original_for: Callable[[Target], OriginalLetter | None] | None = None,
     attachment: Attachment | None = None,
+    context_for: Callable[[Target], Mapping[str, Any]] | None = None,
+    files_for: Callable[[Target, RenderedLetter], list[AttachedFile]] | None = None,
 ) -> QueueReport:
     """Render and queue ``letter`` for every target, all or nothing.
 
@@ -195,7 +223,7 @@ def queue_letter(
     with _Spool() as spool:
         for target in chosen:
             email_key = address_key(target.contact.email)
-            existing = known.get((target.recipient.id, email_key))
+            existing = known.get((target.recipient.id, email_key, target.cases_key))
             message_id = existing.message_id if existing else new_message_id(sender.domain)
             envid = existing.envid if existing else new_envid()
             day = from_rfc3339(existing.created_at).date() if existing else today
@@ -211,8 +239,17 @@ def queue_letter(
                 today=day,
                 headers=headers,
                 original=original,
+                extra=context_for(target) if context_for else None,
             )
+            used_lang, subject = rendered.lang, rendered.subject
+            if target.cases:
+                subject = case_subject(letter.id, target.cases)
             report.warnings.extend(w for w in rendered.warnings if w not in report.warnings)
+            files = files_for(target, rendered) if files_for else []
+            for file in files:
+                attach(msg, file.data, filename=file.filename, subtype=file.subtype)
+            if files:
+                msg.set_boundary(deterministic_boundary("files", message_id, *(sha256_hex(f.data) for f in files)))
             body = message_bytes(msg)
             # The identity of a letter is its text: an attachment re-made each time (a PDF
             # signature carries its signing time) must not make every letter look changed.
@@ -231,8 +268,8 @@ def queue_letter(
                 email_key=email_key,
                 domain=address_domain(target.contact.email),
                 contact_name=target.contact.name,
-                lang=rendered.lang,
-                subject=rendered.subject,
+                lang=used_lang,
+                subject=subject,
                 message_id=message_id,
                 envid=envid,
                 body=body,
@@ -241,11 +278,15 @@ def queue_letter(
                 not_before_ms=not_before_ms,
                 wait_reason=wait_reason,
                 in_reply_to=headers.get("In-Reply-To"),
+                cases=target.cases_key,
+                attachments=tuple(
+                    {"filename": f.filename, "sha256": sha256_hex(f.data), "size": len(f.data)} for f in files
+                ),
             )
             spool.put((new, existing, unchanged))
         with store.enqueue(now_ms) as session:
             for new, existing, unchanged in spool:
-                now = session.lookup(campaign, letter.id, new.recipient, new.email_key)
+                now = session.lookup(campaign, letter.id, new.recipient, new.email_key, new.cases)
                 state = _commit_one(session, new, existing, now, unchanged=unchanged, update=update)
                 shown = new.message_id if now is None else now.message_id
                 report.rows.append(QueueRow(new.recipient, new.email, new.lang, new.subject, state, shown))

@@ -26,7 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from campaign.errors import LetterError, RegistryError, SelectionError
+from campaign.errors import CampaignError, LetterError, RegistryError, SelectionError
 from campaign.models import (
     FrontMatter,
     Invalid,
@@ -53,7 +53,7 @@ def _yaml() -> YAML:
     return yaml
 
 
-def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError | LetterError]) -> str:
+def read_text(path: Path, *, label: str, limit: int, error: type[CampaignError]) -> str:
     """Read a UTF-8 file (BOM allowed, CRLF normalised) no larger than ``limit`` bytes."""
     try:
         size = path.stat().st_size
@@ -78,7 +78,7 @@ def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError |
     return text.replace("\r\n", "\n")
 
 
-def parse_yaml(text: str, label: str, error: type[RegistryError | LetterError], *, line_offset: int = 0) -> Any:
+def parse_yaml(text: str, label: str, error: type[CampaignError], *, line_offset: int = 0) -> Any:
     """Parse YAML 1.2 text; raise ``error`` with ``label:line`` on any syntax problem.
 
     ``line_offset``: lines of the file before ``text`` (a letter's opening ``---``)."""
@@ -149,6 +149,54 @@ def _plain(node: Any, budget: _Budget | None = None) -> Any:
     if isinstance(node, str):
         return str(node)
     return node
+
+
+def line_of(root: Any, loc: Sequence[str | int]) -> int | None:
+    """The 1-based line of ``loc`` (a path of keys and indexes) in a tree from :func:`parse_yaml`."""
+    return _line_of(root, loc)
+
+
+def plain_tree(tree: Any, label: str, error: type[CampaignError]) -> Any:
+    """A tree from :func:`parse_yaml` as plain dicts, lists and scalars; raises ``error``
+    for YAML aliases that expand to more than MAX_VALUES values."""
+    try:
+        return _plain(tree)
+    except OverflowError:
+        raise error(
+            f"{label}: YAML aliases expand to more than {MAX_VALUES:,} values",
+            hint="write the entries out instead of nesting anchors and aliases",
+        ) from None
+
+
+def append_yaml_item(text: str, key: str, item: dict[str, Any], *, label: str, error: type[CampaignError]) -> str:
+    """``text`` (a YAML mapping) with ``item`` appended to the list under ``key``, keeping
+    comments and layout elsewhere."""
+    import io
+
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    parse_yaml(text, label, error)  # errors as everywhere else
+    loader = _yaml()
+    loader.preserve_quotes = True  # "0123" must stay a string
+    tree = loader.load(text)
+    if not isinstance(tree, dict):
+        raise error(f"{label}:1: expected a mapping of fields")
+    if tree.get(key) is None:
+        tree[key] = CommentedSeq()
+    if not isinstance(tree[key], list):
+        raise error(f"{label}:{_line_of(tree, [key])}: {key}: expected a list")
+    entry = CommentedMap()
+    for name, value in item.items():
+        if value is not None:
+            entry[name] = value
+    tree[key].append(entry)
+    tree[key].fa.set_block_style()
+    dumper = YAML(typ="rt")
+    dumper.allow_unicode = True
+    dumper.indent(mapping=2, sequence=4, offset=2)
+    stream = io.StringIO()
+    dumper.dump(tree, stream)
+    return stream.getvalue()
 
 
 def _line_of(root: Any, loc: Sequence[str | int]) -> int | None:
@@ -447,7 +495,9 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
         meta = parse(FrontMatter, _plain(tree))
     except Invalid as err:
         raise validation_error(err, tree, label, LetterError, line_offset=1) from None  # +1: the opening ---
-    return LetterTemplate(lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line)
+    return LetterTemplate(
+        lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line, case=meta.case
+    )
 
 
 def get_letter(letters: dict[str, Letter], letter_id: str) -> Letter:

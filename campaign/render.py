@@ -343,6 +343,38 @@ def _syntax_error(err: jinja2.TemplateSyntaxError) -> LetterError:
     return LetterError(f"{name}:{err.lineno}: template syntax error: {err.message}")
 
 
+class _MissingValue(jinja2.Undefined):
+    """A value a template may test (``{% if case.x %}`` is false) but not print: printing
+    it is an error that says what is missing."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+        return ""  # not reached
+
+
+def missing_value(message: str) -> Any:
+    """A stand-in for a missing field: falsy in ``{% if %}``, an error naming ``message``
+    (no value, only what is missing) when a template prints it."""
+    return _MissingValue(hint=message)
+
+
+def country_name(code: str, lang: str = "en") -> str:
+    """The name of a country from its ISO 3166 code ("TJ" → "Tajikistan"), else the code."""
+    from babel import Locale
+
+    names = Locale.parse(_babel_locale(lang)).territories
+    return nfc(str(names.get(code.upper(), code)))
+
+
+def month_year(day: date, lang: str = "en") -> str:
+    """ "December 2026" (for subject lines that name the month)."""
+    from babel.dates import format_date as babel_format_date
+
+    return nfc(babel_format_date(day, format="LLLL y", locale=_babel_locale(lang)))
+
+
 @functools.lru_cache(maxsize=64)
 def _babel_locale(lang: str) -> str:
     from babel import Locale, UnknownLocaleError

@@ -28,8 +28,10 @@ LEVELS = {
     "imap": 3,
     "outbox": 4,
     "ledger": 4,
+    "cases": 4,
     "dispatch": 5,
     "receipts": 5,
+    "submission": 5,
     "api": 6,
     "cli": 7,
 }
@@ -55,6 +57,7 @@ HOMES = {
     "pikepdf": {"pdf"},
     "cryptography": {"pdf", "transport"},
     "imapclient": {"imap"},
+    "docx": {"submission"},
     "typer": {"cli"},
     "rich": {"cli"},
     "click": {"cli"},

@@ -12,6 +12,7 @@ Each case is ``tests/bad_inputs/NNN-short-name/`` with a ``case.toml``::
     env = { CAMPAIGN_SMTP_PORT = "x" }              # environment for the failing command only
     remove = ["campaign.toml"]                      # files/folders deleted from the workspace first
     generate = "big-registry"                       # an input too big (or too binary) to commit
+                                                    # ("case-files": the case's cases/*.yaml into .campaign/cases/)
     stdin = ""                                      # what the command reads on stdin (default: nothing)
     seconds = 3                                     # the failing command must give up within this time (default 30)
     xfail = "why"                                   # a known bug in the tool: the case says what SHOULD happen
@@ -115,12 +116,25 @@ def _truncated_pdf(ws: Path) -> None:
     pdf.write_bytes(data[: len(data) // 2])
 
 
+def _case_files(ws: Path, case_folder: Path) -> None:
+    """The case's ``cases/*.yaml`` as private case files in .campaign/cases/ (a folder the
+    repository ignores, so they cannot live under ``files/``)."""
+    target = ws / ".campaign" / "cases"
+    target.mkdir(parents=True, exist_ok=True)
+    (ws / ".campaign").chmod(0o700)
+    target.chmod(0o700)
+    for path in sorted((case_folder / "cases").glob("*.yaml")):
+        shutil.copy2(path, target / path.name)
+        (target / path.name).chmod(0o600)
+
+
 GENERATORS = {
     "big-registry": _big_registry,
     "newer-schema-db": _newer_schema_db,
     "garbage-db": _garbage_db,
     "truncated-db": _truncated_db,
     "truncated-pdf": _truncated_pdf,
+    "case-files": _case_files,
 }
 # Generators that need the state the setup commands created.
 AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf"}
@@ -170,7 +184,9 @@ def prepare(case: Case, root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             target.unlink()
     monkeypatch.setenv("CAMPAIGN_WORKSPACE", str(ws))
     generate = spec.get("generate")
-    if generate is not None and generate not in AFTER_SETUP:
+    if generate == "case-files":
+        _case_files(ws, case.folder)
+    elif generate is not None and generate not in AFTER_SETUP:
         GENERATORS[generate](ws)
     if spec.get("setup"):
         with monkeypatch.context() as m:

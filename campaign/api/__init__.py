@@ -132,10 +132,14 @@ class LetterCheck:
     rendered: int = 0
 
 
-def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
+def check_letters(
+    ws: Workspace, letter_ids: Iterable[str] = (), *, context: Mapping[str, Any] | None = None
+) -> LetterCheck:
     """Render every letter for every institution and language it would be sent in.
 
-    Problems in one letter do not hide the others: all are collected.
+    Problems in one letter do not hide the others: all are collected. ``context`` holds
+    the cases (`letters check --case`); a letter about a case is otherwise checked with
+    the fictional example case.
     """
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
@@ -145,6 +149,15 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
     for letter in chosen:
+        extra = context
+        if extra is None and letter.needs_case:
+            from campaign.api.cases import example_context
+
+            extra = example_context(ws)
+            report.warnings.append(
+                f"letters/{letter.id}/ is about a case: checked with the fictional example case; "
+                "check it with yours: `campaign letters check --case ID`"
+            )
         langs_needed: set[str] = set()
         for recipient in reg.recipients:
             try:
@@ -160,7 +173,7 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
                 for medium in ("email", "pdf"):
                     try:
                         rendered = renderer.render(
-                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium
+                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium, extra=extra
                         )
                         if contact is not None and medium == "email":
                             build_message(
@@ -185,6 +198,7 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
                     recipient.contacts[0] if recipient.contacts else None,
                     ws.settings.sender,
                     lang=lang,
+                    extra=extra,
                 )
                 report.rendered += 1
             except CampaignError as err:
@@ -300,6 +314,7 @@ class QueueRequest:
     role: str | None = None
     update: bool = False
     at: str | None = None
+    cases: list[str] = field(default_factory=list)  # --case: the letter is about these cases
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -318,8 +333,15 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     letter = registry_mod.get_letter(letters, request.letter)
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags, everyone=request.everyone)
     chosen, skipped = outbox.targets(recipients, contacts=request.contacts, role=request.role)
+    from campaign.api import cases as cases_api
+
+    context_for = None
+    if request.cases:  # consent must cover every institution, or nothing is queued
+        chosen, context_for = cases_api.prepare_queue(ws, request.cases, letter, chosen)
+    else:
+        cases_api.refuse_case_letter_without_case(letter)
     with _new_state_undone_on_error(ws):
-        report = _queue_into_store(ws, request, letter, chosen, not_before, wait_reason)
+        report = _queue_into_store(ws, request, letter, chosen, not_before, wait_reason, context_for)
     registry_mod.remember_registry(reg, ws.registry_path, ws.state_dir / "cache")
     report.rows.extend(skipped)
     return report
@@ -352,6 +374,7 @@ def _queue_into_store(
     chosen: list[Any],
     not_before: int | None,
     wait_reason: str | None,
+    context_for: Callable[..., Mapping[str, Any]] | None = None,
 ) -> QueueReport:
     from campaign import outbox
 
@@ -371,6 +394,7 @@ def _queue_into_store(
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
             attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
+            context_for=context_for,
         )
     finally:
         store.close()
@@ -562,12 +586,21 @@ class _SendSetup:
 def _prepare_send(
     ws: Workspace, request: SendRequest, *, connect: Callable[[], Connection] | None = None
 ) -> _SendSetup:
+    from campaign.api.cases import consent_gate
     from campaign.outbox import registry_gate
 
     config = smtp_config(ws) if connect is None else None  # the password: missing → one line, nothing touched
     registry = load_registry(ws)
     prefix = wire_prefix_for(ws)  # reads the DKIM key now: a problem stops us before anything is logged
-    return _SendSetup(config, _pacing(ws, request, registry), registry_gate(registry.recipients), prefix)
+    # Each letter is checked as it is claimed (a `send --wait` may run for days): its
+    # institution and address still in the registry, and, for a letter about a case, a
+    # consent that still covers that institution.
+    registry_check, consent_check = registry_gate(registry.recipients), consent_gate(ws, registry)
+
+    def gate(row: dict[str, Any]) -> tuple[str, str] | None:
+        return registry_check(row) or consent_check(row)
+
+    return _SendSetup(config, _pacing(ws, request, registry), gate, prefix)
 
 
 def _run_send(
@@ -763,6 +796,8 @@ class StatusReport:
     counts: dict[str, dict[str, int]]
     waiting: list[tuple[str, int, int]]  # (why, how many, earliest epoch ms)
     receipts: dict[str, dict[str, int]] = field(default_factory=dict)  # awaiting / delayed per campaign
+    deadlines: list[Any] = field(default_factory=list)  # follow-ups of cases (api.cases.DeadlineRow)
+    case_errors: list[str] = field(default_factory=list)
 
 
 def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
@@ -776,9 +811,17 @@ def status(ws: Workspace, campaign: str | None = None) -> StatusReport:
         ready = store.ready_by_recipient(campaign) if any(r == "ready" for r, _, _ in waiting) else []
         if ready:
             waiting = _explain_ready(ws, store, waiting, ready)
+        case_ids: list[str] | None = None
+        if campaign:
+            from campaign.store.cases import campaign_cases
+
+            case_ids = campaign_cases(store, campaign)
     if campaign and not counts:
         raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
-    return StatusReport(counts, waiting, receipts)
+    from campaign.api.cases import deadlines
+
+    due, broken = deadlines(ws, case_ids)
+    return StatusReport(counts, waiting, receipts, due, broken)
 
 
 def _explain_ready(
@@ -919,6 +962,8 @@ class DemoResult:
     messages: list[Message]
     verification: Verification
     receipts: int = 0
+    case_letters: int = 0  # letters about the fictional example case
+    submission: Path | None = None  # the example case's WGEID form
 
 
 def demo(
@@ -960,6 +1005,8 @@ def demo(
         letter_id = DEMO_LETTER if DEMO_LETTER in letters else sorted(letters)[0]
         report = queue(ws, QueueRequest(letter=letter_id, everyone=True))
         queued = report.count("new")
+        case_letters, submission = _demo_case(ws, letters)
+        queued += case_letters
         if on_start:
             on_start(queued)
         from campaign.config import SendLock
@@ -983,7 +1030,27 @@ def demo(
         messages=log(ws, LogQuery()),
         verification=verify_log(ws),
         receipts=receipts,
+        case_letters=case_letters,
+        submission=submission,
     )
+
+
+def _demo_case(ws: Workspace, letters: Mapping[str, Letter]) -> tuple[int, Path | None]:
+    """The fictional example case: its letter to the WGEID and the WGAD, and its WGEID form."""
+    from campaign.api import cases as cases_api
+    from campaign.api import submit as submit_api
+
+    reg = load_registry(ws)
+    bodies = [rid for rid in ("un-wgeid", "un-wgad") if (r := reg.get(rid)) is not None and r.contacts]
+    if submit_api.DEFAULT_LETTER not in letters or not bodies:
+        return 0, None  # a workspace without the UN bodies or the case letter
+    cases_api.new_case(ws, None, example=True)
+    report = queue(ws, QueueRequest(letter=submit_api.DEFAULT_LETTER, ids=bodies, cases=[cases_api.core.EXAMPLE_ID]))
+    form = None
+    if "un-wgeid" in bodies:
+        prepared = submit_api.prepare(ws, submit_api.PrepareRequest(case=cases_api.core.EXAMPLE_ID, to="un-wgeid"))
+        form = prepared.files[0]
+    return report.count("new"), form
 
 
 def _import_demo_reports(ws: Workspace, reports: Path) -> int:
@@ -1158,12 +1225,19 @@ class ExportResult:
     letters: int
     events: int
     head: str
+    left_out: int = 0  # letters about a case, left out without --with-case-letters
 
 
 def export_evidence(
-    ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None
+    ws: Workspace,
+    out: Path,
+    *,
+    campaign: str | None = None,
+    ids: list[int] | None = None,
+    with_case_letters: bool = False,
 ) -> ExportResult:
-    """Write an evidence bundle for a campaign or for message ids."""
+    """Write an evidence bundle for a campaign or for message ids. Letters about a case
+    carry case data in their bytes: they are left out unless ``with_case_letters``."""
     from campaign.ledger import BundleLetter, export_bundle
     from campaign.models import to_rfc3339
 
@@ -1172,6 +1246,15 @@ def export_evidence(
     store = open_store(ws, create=False)
     try:
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
+        about_cases = [m for m in messages if m.cases]
+        if about_cases and not with_case_letters:
+            if len(about_cases) == len(messages):
+                raise SelectionError(
+                    f"all {len(messages)} letters are about a case and carry its data in their bytes; "
+                    "nothing was written",
+                    hint="add --with-case-letters to export them (keep the bundle as private as the case files)",
+                )
+            messages = [m for m in messages if not m.cases]
         if not messages:
             raise SelectionError(
                 f"no letters in campaign {campaign!r}"
@@ -1189,7 +1272,7 @@ def export_evidence(
             raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
     finally:
         store.close()
-    return ExportResult(out, len(letters), events, head)
+    return ExportResult(out, len(letters), events, head, 0 if with_case_letters else len(about_cases))
 
 
 def verify_bundle(path: Path) -> BundleCheck:
@@ -1669,6 +1752,8 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
         for r in store.replies(campaign):
             raw = store.blob(r["report_sha256"]) or b""
             sender, subject = describe(raw)
+            if r.get("cases"):  # "Re: <subject>" may name the person the letter is about
+                subject = "(a reply to a letter about a case: subject not shown)"
             rows.append(
                 ReplyRow(
                     kind=r["kind"],
@@ -1724,22 +1809,30 @@ def followup(
         cutoff = datetime.now(UTC) - wait
         due = [m for m in originals if m.replied_at is None and m.sent_at is not None and m.sent_at <= cutoff]
         targets: list[outbox.Target] = []
-        by_key: dict[tuple[str, str], Message] = {}
+        by_key: dict[tuple[str, str, tuple[str, ...]], Message] = {}
+        from campaign.api.cases import FollowupCases
+
+        cases = FollowupCases(ws)
+        refused: list[outbox.QueueRow] = []
         for message in due:
             recipient = reg.get(message.recipient)
             if recipient is None:
                 continue  # the institution left the registry
+            problem = cases.problem(message.cases, recipient) if message.cases else None
+            if problem:  # consent checked again: a follow-up about a case needs it as much
+                refused.append(outbox.QueueRow(recipient.id, message.email, "", "", f"not queued: {problem}"))
+                continue
             contact = next((c for c in recipient.contacts if c.email.casefold() == message.email.casefold()), None)
-            targets.append(outbox.Target(recipient, contact or Contact(email=message.email)))
-            by_key[(recipient.id, message.email.casefold())] = message
+            targets.append(outbox.Target(recipient, contact or Contact(email=message.email), message.cases))
+            by_key[(recipient.id, message.email.casefold(), message.cases)] = message
 
         def original(target: outbox.Target) -> OriginalLetter:
-            m = by_key[(target.recipient.id, target.contact.email.casefold())]
+            m = by_key[(target.recipient.id, target.contact.email.casefold(), target.cases)]
             assert m.sent_at is not None
             return OriginalLetter(subject=m.subject, sent_on=format_date(m.sent_at, m.lang), message_id=m.message_id)
 
         def headers(target: outbox.Target) -> dict[str, str]:
-            mid = by_key[(target.recipient.id, target.contact.email.casefold())].message_id
+            mid = by_key[(target.recipient.id, target.contact.email.casefold(), target.cases)].message_id
             return {**_letter_headers(ws), "In-Reply-To": mid, "References": mid}
 
         report = outbox.queue_letter(
@@ -1753,7 +1846,15 @@ def followup(
             lang=lang,
             extra_headers=headers,
             original_for=original,
+            context_for=cases.context_for if any(t.cases for t in targets) else None,
         )
+        report.rows.extend(refused)
+        case_ids = sorted({c for m in due for c in m.cases})
     finally:
         store.close()
+    if case_ids:
+        from campaign.api.cases import deadlines
+
+        rows, _ = deadlines(ws, case_ids)
+        report.notes.extend(f"case {r.case}: {r.text}" for r in rows)
     return report

@@ -82,6 +82,7 @@ from campaign.cli import workspace as _workspace  # noqa: E402
 
 _workspace.register(app)
 
+from campaign.cli import cases as _cases  # noqa: E402
 from campaign.cli import controls as _controls  # noqa: E402
 from campaign.cli import outbox as _outbox  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
@@ -93,6 +94,7 @@ _controls.register(app)
 _receipts.register(app)
 _team.register(app)
 _pdf.register(app)
+_cases.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,6 +71,12 @@ def queue(
             metavar="TIME",
         ),
     ] = None,
+    case: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--case", help="The letter is about this case (repeat); consent must cover each body.", metavar="ID"
+        ),
+    ] = None,
 ) -> None:
     """Render a letter for the chosen institutions and put it in the durable queue.
 
@@ -97,6 +103,7 @@ def queue(
             role=role,
             update=update,
             at=at,
+            cases=case or [],
         ),
     )
     for w in report.warnings:
@@ -165,6 +172,8 @@ def followup(
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), row.state)
     out().print(t)
     out().print(f"{report.count('new')} follow-ups queued, {report.count('unchanged')} already queued")
+    for line in report.notes:
+        out().print(f"deadline: {plain(line)}")
 
 
 @smtp_app.command("dkim-keygen")
@@ -423,7 +432,8 @@ def print_send_summary(outcome: Any) -> None:
     t.add_row(str(p.sent), str(p.deferred), str(p.failed), str(p.held), str(p.unknown))
     out().print(t)
     for hold in report.gated:
-        out().print(f"held: message {hold.id} to {plain(hold.recipient)}: {plain(hold.reason)}")
+        after = " (`campaign release ID` once consent covers it again)" if hold.kind == "consent" else ""
+        out().print(f"held: message {hold.id} to {plain(hold.recipient)}: {plain(hold.reason)}{after}")
     for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
         out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
@@ -571,9 +581,15 @@ def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = 
                     {"reason": r, "count": n, "next_attempt_at": ms_to_dt(first).isoformat().replace("+00:00", "Z")}
                     for r, n, first in report.waiting
                 ],
+                "case_deadlines": [
+                    {"case": d.case, "body": d.body, "due": d.due, "text": d.text} for d in report.deadlines
+                ],
             }
         )
         return
+    for problem in report.case_errors:
+        warn(problem)
+    _print_deadlines(report.deadlines)
     if not counts:
         out().print("the queue is empty: queue a letter with `campaign queue LETTER --all`")
         return
@@ -599,6 +615,15 @@ def print_waiting(waiting: list[tuple[str, int, int]]) -> None:
     for reason, n, first in waiting:
         w.add_row(plain(reason), str(n), ms_to_dt(first).strftime("%Y-%m-%d %H:%M:%S"))
     out().print(w)
+
+
+def _print_deadlines(deadlines: list[Any]) -> None:
+    if not deadlines:
+        return
+    t = common.table("case", "body", "due", "follow-up")
+    for d in deadlines:
+        t.add_row(plain(d.case), plain(d.body), d.due or "", plain(d.text))
+    out().print(t)
 
 
 def message_row(m: Message) -> dict[str, Any]:
@@ -815,6 +840,12 @@ def log_export(
     output: Annotated[Path, typer.Option("--output", "-o", help="The bundle to write (.zip).", metavar="FILE")] = Path(
         "evidence.zip"
     ),
+    with_case_letters: Annotated[
+        bool,
+        typer.Option(
+            "--with-case-letters", help="Include letters about a case (their bytes carry the case's personal data)."
+        ),
+    ] = False,
 ) -> None:
     """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
 
@@ -828,8 +859,13 @@ def log_export(
     from campaign import api
 
     ws = state(ctx).workspace()
-    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None)
+    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None, with_case_letters=with_case_letters)
     out().print(f"wrote {plain(str(result.path))}: {result.letters} letters, {result.events} events")
+    if result.left_out:
+        warn(
+            f"left out {result.left_out} letters about a case: their bytes carry the case's personal data; "
+            "add --with-case-letters to include them"
+        )
     out().print(f"chain head {result.head}")
 
 
@@ -892,6 +928,13 @@ def demo(ctx: typer.Context) -> None:
     ws_label = result.workspace
     out().print(f"demo workspace: {plain(str(ws_label))}")
     out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
+    if result.case_letters:
+        out().print(
+            f"{result.case_letters} of them are about the FICTIONAL example case "
+            f"(.campaign/cases/example.yaml), to the WGEID and the WGAD"
+        )
+    if result.submission is not None:
+        out().print(f"the example case's WGEID form: {plain(str(result.submission))}")
     print_send_summary(result.outcome)
     t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:

@@ -133,20 +133,28 @@ def letters_check(
     ctx: typer.Context,
     letter: Annotated[list[str] | None, typer.Argument(help="Letters to check (default: all).")] = None,
     strict: StrictOpt = False,
+    case: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--case", help="Render with this case (repeat): a field the case lacks is an error.", metavar="ID"
+        ),
+    ] = None,
 ) -> None:
     """Render every letter for every institution and language it would go out in.
 
     Reports all problems at once: undefined variables (with template, line and
-    institution), missing subjects, missing translations.
+    institution), missing subjects, missing translations; with --case, every case field
+    a template prints that the case lacks.
 
     Example:
 
         campaign letters check peace-agreement --strict
     """
     from campaign import api
+    from campaign.api import cases as cases_api
 
     ws = state(ctx).workspace()
-    report = api.check_letters(ws, letter or [])
+    report = cases_api.check_letters(ws, letter or [], case) if case else api.check_letters(ws, letter or [])
     for w in report.warnings:
         warn(w)
     for problem in report.problems:

@@ -50,6 +50,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
     )
+    from campaign.pdf.estimate import PageEstimate, count_pages, estimate_pages
     from campaign.pdf.keystore import (
         SigningKey,
         init_keys,
@@ -81,10 +82,13 @@ __all__ = [
     "FIELD_NAME",
     "LetterContent",
     "Letterhead",
+    "PageEstimate",
     "PdfRenderer",
     "Signer",
     "SigningKey",
     "Verification",
+    "count_pages",
+    "estimate_pages",
     "init_keys",
     "issue_supporter",
     "load_p12",

@@ -54,6 +54,8 @@ class NewMessage:
     not_before_ms: int | None = None
     wait_reason: str | None = None
     in_reply_to: str | None = None
+    cases: str = ""  # the cases it is about: sorted ids, comma-separated (part of the key)
+    attachments: tuple[dict[str, Any], ...] = ()  # {filename, sha256, size} of files covered by content_sha256
 
 
 @dataclass(frozen=True)

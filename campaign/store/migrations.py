@@ -8,9 +8,12 @@ differently. A migration runs in one transaction together with its row in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 Dialect = str
+Step = str | Callable[[Any], None]
+"""A statement, or a function given the open transaction (for a step SQL alone cannot say)."""
 
 
 def _types(dialect: Dialect) -> dict[str, str]:
@@ -236,7 +239,68 @@ def m0009_campaign_controls(dialect: Dialect) -> list[str]:
     ]
 
 
-MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
+def _rebuild_messages_with_cases(tx: Any) -> None:
+    """SQLite cannot drop a UNIQUE constraint: rebuild ``messages`` (and the tables whose
+    foreign keys point at it) from the schema as it stands, with ``cases`` in the key.
+
+    Read from ``sqlite_master`` rather than written out, so columns, indexes and triggers
+    added by earlier migrations travel along. Children are rebuilt first, pointing at the
+    new table, because foreign keys are on and cannot be turned off inside a transaction."""
+    import re
+
+    def sql_of(name: str) -> str:
+        row = tx.one("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        assert row is not None, f"no table {name}"
+        return str(row["sql"])
+
+    parent = sql_of("messages")
+    key = "UNIQUE (campaign, letter, recipient, email_key)"
+    assert key in parent, "the messages key is not the one this migration knows"
+    children = [
+        str(r["name"])
+        for r in tx.rows("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name != 'messages'")
+        if re.search(r'REFERENCES\s+"?messages"?\s*\(', str(r["sql"]))
+    ]
+    extras = [
+        str(r["sql"])
+        for r in tx.rows(
+            "SELECT sql FROM sqlite_master WHERE type IN ('index', 'trigger') AND sql IS NOT NULL AND tbl_name IN "
+            f"({', '.join('?' for _ in ['messages', *children])})",
+            ("messages", *children),
+        )
+    ]
+    new_parent = re.sub(r'^CREATE TABLE "?messages"?', "CREATE TABLE messages_new", parent, count=1)
+    tx.execute(new_parent.replace(key, "UNIQUE (campaign, letter, recipient, email_key, cases)"))
+    columns = ", ".join(str(r["name"]) for r in tx.rows("PRAGMA table_info(messages)"))
+    tx.execute(f"INSERT INTO messages_new ({columns}) SELECT {columns} FROM messages")
+    for child in children:
+        text = re.sub(rf'^CREATE TABLE "?{child}"?', f"CREATE TABLE {child}_new", sql_of(child), count=1)
+        tx.execute(re.sub(r'REFERENCES\s+"?messages"?\s*\(', "REFERENCES messages_new (", text))
+        cols = ", ".join(str(r["name"]) for r in tx.rows(f"PRAGMA table_info({child})"))
+        tx.execute(f"INSERT INTO {child}_new ({cols}) SELECT {cols} FROM {child}")
+        tx.execute(f"DROP TABLE {child}")
+    tx.execute("DROP TABLE messages")
+    tx.execute("ALTER TABLE messages_new RENAME TO messages")
+    for child in children:
+        tx.execute(f"ALTER TABLE {child}_new RENAME TO {child}")
+    for statement in extras:
+        tx.execute(statement)
+
+
+def m0010_cases(dialect: Dialect) -> list[Step]:
+    """The cases a letter is about become part of its identity: two cases to one body in one
+    campaign are two letters. ``cases`` holds the sorted case ids, comma-separated ('' for
+    letters about no case)."""
+    if dialect == "postgres":
+        return [
+            "ALTER TABLE messages ADD COLUMN cases TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE messages DROP CONSTRAINT messages_campaign_letter_recipient_email_key_key",
+            "ALTER TABLE messages ADD CONSTRAINT messages_key UNIQUE (campaign, letter, recipient, email_key, cases)",
+        ]
+    return ["ALTER TABLE messages ADD COLUMN cases TEXT NOT NULL DEFAULT ''", _rebuild_messages_with_cases]
+
+
+MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
     ("0003_workers", m0003_workers),
@@ -245,4 +309,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0006_pacing_microseconds", m0006_pacing_microseconds),
     ("0007_outcome_key", m0007_outcome_key),
     ("0009_campaign_controls", m0009_campaign_controls),
+    ("0010_cases", m0010_cases),
 ]

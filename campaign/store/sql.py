@@ -57,7 +57,7 @@ MESSAGE_COLUMNS = (
     "created_at, updated_at, next_attempt_at, wait_reason, sent_at, last_code, last_status, "
     "last_reply, remote_id, possible_duplicate, in_reply_to, content_sha256, first_attempt_at, "
     "wire_sha256, domain, contact_name, delivery_status, delivery_detail, reporting_mta, receipt_at, "
-    "delayed_at, displayed_at, deleted_at, replied_at, auto_replied_at"
+    "delayed_at, displayed_at, deleted_at, replied_at, auto_replied_at, cases"
 )
 PENDING = tuple(s.value for s in transitions.PENDING)
 _PENDING_SQL = ", ".join(f"'{s}'" for s in PENDING)
@@ -269,11 +269,11 @@ class EnqueueSession:
     added: int = 0
     replaced: int = 0
 
-    def lookup(self, campaign: str, letter: str, recipient: str, email_key: str) -> Existing | None:
+    def lookup(self, campaign: str, letter: str, recipient: str, email_key: str, cases: str = "") -> Existing | None:
         row = self.tx.one(
             "SELECT id, message_id, envid, status, content_sha256, created_at FROM messages "
-            "WHERE campaign = ? AND letter = ? AND recipient = ? AND email_key = ?",
-            (campaign, letter, recipient, email_key),
+            "WHERE campaign = ? AND letter = ? AND recipient = ? AND email_key = ? AND cases = ?",
+            (campaign, letter, recipient, email_key, cases),
         )
         return Existing(**row) if row else None
 
@@ -283,8 +283,8 @@ class EnqueueSession:
         self.tx.execute(
             "INSERT INTO messages (campaign, letter, recipient, email, email_key, domain, contact_name, "
             "lang, subject, message_id, envid, content_sha256, smtputf8, status, attempts, "
-            "created_at, updated_at, next_attempt_at, wait_reason, in_reply_to) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?) RETURNING id",
+            "created_at, updated_at, next_attempt_at, wait_reason, in_reply_to, cases) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?, ?, ?, ?, ?) RETURNING id",
             (
                 msg.campaign,
                 msg.letter,
@@ -304,6 +304,7 @@ class EnqueueSession:
                 due,
                 msg.wait_reason,
                 msg.in_reply_to,
+                msg.cases,
             ),
         )
         row = self.tx.cursor.fetchone()
@@ -322,6 +323,10 @@ class EnqueueSession:
             data["not_before"] = iso(msg.not_before_ms)
         if msg.in_reply_to:
             data["in_reply_to"] = msg.in_reply_to
+        if msg.cases:
+            data["cases"] = msg.cases  # ids only: nothing about the people
+        if msg.attachments:
+            data["attachments"] = [dict(a) for a in msg.attachments]
         self.tx.append(self.now_ms, "queued", message=msg.message_id, campaign=msg.campaign, data=data)
         self.added += 1
         return self.added
@@ -461,7 +466,10 @@ class SqlStore(ControlStore):
                 if tx.one("SELECT name FROM schema_migrations WHERE name = ?", (name,)):
                     continue
                 for statement in migration(self.dialect):
-                    tx.execute(statement)
+                    if callable(statement):
+                        statement(tx)
+                    else:
+                        tx.execute(statement)
                 from campaign.models import utcnow
 
                 tx.execute(
@@ -480,17 +488,17 @@ class SqlStore(ControlStore):
         with self.transaction() as tx:
             yield EnqueueSession(tx, now_ms)
 
-    def queued_keys(self, campaign: str, letter: str) -> dict[tuple[str, str], Existing]:
-        """What is queued already for one campaign and letter, by (institution, address key):
-        a read, no lock (``queue`` re-checks inside its short write transaction)."""
+    def queued_keys(self, campaign: str, letter: str) -> dict[tuple[str, str, str], Existing]:
+        """What is queued already for one campaign and letter, by (institution, address key,
+        cases): a read, no lock (``queue`` re-checks inside its short write transaction)."""
         with self.reading() as tx:
             rows = tx.rows(
-                "SELECT id, message_id, envid, status, content_sha256, created_at, recipient, email_key "
+                "SELECT id, message_id, envid, status, content_sha256, created_at, recipient, email_key, cases "
                 "FROM messages WHERE campaign = ? AND letter = ?",
                 (campaign, letter),
             )
             return {
-                (r["recipient"], r["email_key"]): Existing(
+                (r["recipient"], r["email_key"], r["cases"]): Existing(
                     id=r["id"],
                     message_id=r["message_id"],
                     envid=r["envid"],
@@ -598,7 +606,7 @@ class SqlStore(ControlStore):
             if not first.ok:
                 return Claim([], first.until, first.reason)
             rows = tx.rows(
-                "SELECT id, message_id, envid, campaign, letter, recipient, email, email_key, domain, status, "
+                "SELECT id, message_id, envid, campaign, letter, recipient, email, email_key, domain, status, cases, "
                 "attempts, smtputf8, possible_duplicate, first_attempt_at, wire_prefix, wire_sha256 FROM messages "
                 f"WHERE {where} ORDER BY next_attempt_at, id LIMIT ?" + self.skip_locked,
                 (*params, scan),
@@ -845,7 +853,7 @@ class SqlStore(ControlStore):
                     raise StoreError(f"no message with id {mid}", hint="see the ids with `campaign log`")
                 if row["status"] not in ("held", "failed"):
                     raise StoreError(f"message {mid} is {row['status']}, not held or failed; nothing to release")
-                if row["status"] == "held" and row["hold_reason"] in ("registry", "consent"):
+                if row["status"] == "held" and row["hold_reason"] == "registry":
                     raise StoreError(
                         f"message {mid} is held because {row['wait_reason']}; release would send the old letter",
                         hint="queue it again for the institution as it is now (`campaign queue LETTER --to ID`), "
@@ -1100,7 +1108,8 @@ class SqlStore(ControlStore):
         """Replies and automatic replies with their letter, oldest first."""
         sql = (
             "SELECT r.kind, r.report_sha256, r.arrival, r.received_at, r.note, m.id AS message_row, m.message_id, "
-            "m.campaign, m.recipient, m.email, m.subject FROM receipts r JOIN messages m ON m.id = r.message_row "
+            "m.campaign, m.recipient, m.email, m.subject, m.cases "
+            "FROM receipts r JOIN messages m ON m.id = r.message_row "
             "WHERE r.kind IN ('reply', 'auto-reply')"
         )
         params: list[Any] = []
@@ -1185,6 +1194,7 @@ class SqlStore(ControlStore):
         data["next_attempt_at"] = from_rfc3339(iso(int(nxt))) if nxt is not None else None
         data["possible_duplicate"] = bool(data.get("possible_duplicate"))
         data["body_sha256"] = data.pop("content_sha256")
+        data["cases"] = tuple(c for c in (data.get("cases") or "").split(",") if c)
         for key in ("first_attempt_at", "wire_sha256", "domain", "contact_name"):
             data.pop(key, None)
         return Message.model_validate(data)
