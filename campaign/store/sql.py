@@ -1319,8 +1319,15 @@ class SqlStore(ControlStore):
         self, now_ms: int, campaign: str | None = None, recipients: Sequence[str] = ()
     ) -> tuple[int, int, int, int]:
         """(letters due now, their institutions, letters waiting for later, letters of paused
-        campaigns): what a send now would do, for its confirmation question."""
-        clauses = [f"status IN ({_PENDING_SQL})"]
+        campaigns): what a send now would do, for its confirmation question. Letters left
+        ``sending`` by a run that died are due (the send recovers them first): on SQLite
+        every one (a sender holds the lock), on a shared store those whose lease expired."""
+        crashed = "lease_expires IS NULL OR lease_expires < ?" if self.lock_path is None else "1 = 1"
+        due = (
+            f"(({NOT_PAUSED}) AND ((status IN ({_PENDING_SQL}) AND next_attempt_at <= ?) "
+            f"OR (status = 'sending' AND ({crashed}))))"
+        )
+        clauses = [f"status IN ({_PENDING_SQL}, 'sending')"]
         params: list[Any] = []
         if campaign:
             clauses.append("campaign = ?")
@@ -1328,15 +1335,16 @@ class SqlStore(ControlStore):
         if recipients:
             clauses.append(f"recipient IN ({', '.join('?' for _ in recipients)})")
             params.extend(recipients)
+        marks = [now_ms, now_ms] if self.lock_path is None else [now_ms]
         sql = (
-            f"SELECT SUM(CASE WHEN ({NOT_PAUSED}) AND next_attempt_at <= ? THEN 1 ELSE 0 END) AS due, "
-            f"COUNT(DISTINCT CASE WHEN ({NOT_PAUSED}) AND next_attempt_at <= ? THEN recipient END) AS r, "
-            f"SUM(CASE WHEN ({NOT_PAUSED}) AND next_attempt_at > ? THEN 1 ELSE 0 END) AS later, "
-            f"SUM(CASE WHEN ({NOT_PAUSED}) THEN 0 ELSE 1 END) AS paused "
+            f"SELECT SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due, "
+            f"COUNT(DISTINCT CASE WHEN {due} THEN recipient END) AS r, "
+            f"SUM(CASE WHEN ({NOT_PAUSED}) AND status IN ({_PENDING_SQL}) AND next_attempt_at > ? THEN 1 ELSE 0 END) "
+            f"AS later, SUM(CASE WHEN ({NOT_PAUSED}) THEN 0 ELSE 1 END) AS paused "
             f"FROM messages WHERE {' AND '.join(clauses)}"
         )
         with self.reading() as tx:
-            row = tx.one(sql, [now_ms, now_ms, now_ms, *params])
+            row = tx.one(sql, [*marks, *marks, now_ms, *params])
         assert row is not None
         return int(row["due"] or 0), int(row["r"] or 0), int(row["later"] or 0), int(row["paused"] or 0)
 
