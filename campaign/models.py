@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -302,10 +303,84 @@ def parse(model: type[M], data: Any) -> M:
         errors = err.errors()
         # A misspelt key shows up twice: as unknown, and as the missing real one. Say the first.
         first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        message = str(first["msg"])
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        raise Invalid(tuple(first["loc"]), message, str(first["type"])) from None
+        raise Invalid(tuple(first["loc"]), describe_error(first), str(first["type"])) from None
+
+
+def _kind_of(value: Any) -> str:
+    """What a value is, in the words of someone who wrote a YAML/TOML/CSV file."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}" if value.strip() else "empty text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping (key: value)"
+    return type(value).__name__
+
+
+_RANGE_WORDS = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+}
+
+
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error in our words: what was expected, and what was found.
+
+    The only place that translates pydantic's wording ("Input should be a valid
+    integer, unable to parse string as an integer", "Value error, ...") for users;
+    ``registry`` and ``config`` both get their messages from here.
+    """
+    kind = str(error.get("type", ""))
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    got = _kind_of(value)
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required, but missing"
+    if kind in ("value_error", "assertion_error"):
+        err = ctx.get("error")
+        message = str(err) if err is not None else str(error.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        return message
+    if kind in _RANGE_WORDS:
+        key, words = _RANGE_WORDS[kind]
+        return words.format(ctx.get(key)) + f", not {value}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {got}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"expected a number, got {got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {got}"
+    if kind in ("string_type", "string_unicode"):
+        return f"expected text, got {got}"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        return f"expected a list, e.g. [a, b], got {got}"
+    if kind in ("dict_type", "mapping_type", "model_type", "model_attributes_type", "dataclass_type"):
+        return f"expected a mapping (key: value), got {got}"
+    if kind.startswith(("date_", "datetime_")):
+        return f"expected a date written YYYY-MM-DD, got {got}"
+    if kind.startswith("time_"):
+        return f"expected a time written HH:MM, got {got}"
+    if kind in ("too_short", "too_long"):
+        size = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        if kind == "too_short":
+            return "must not be empty" if size in (None, 1) else f"needs at least {size} entries"
+        return f"has more than {size} entries"
+    if kind in ("literal_error", "enum"):
+        return f"must be {ctx.get('expected', 'one of the allowed values')}, not {value!r}"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ").replace("Input should be", "must be")
+    return message
 
 
 # ---------------------------------------------------------------------------

@@ -66,7 +66,10 @@ def read_text(path: Path, *, label: str, limit: int, error: type[RegistryError |
             f"{label}: {size:,} bytes is over the {limit // 1048576} MB limit ({limit:,} bytes); "
             "split it or remove what is not needed"
         )
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # a folder where a file should be, no permission, an I/O error
+        raise error(f"{label}: cannot read: {err.strerror or err}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -407,11 +410,19 @@ def load_letters(letters_dir: Path) -> dict[str, Letter]:
     if not letters_dir.is_dir():
         raise LetterError(f"{letters_dir.name}/: no such folder", hint="create it with a letter, see `campaign init`")
     letters: dict[str, Letter] = {}
-    for folder in sorted(p for p in letters_dir.iterdir() if p.is_dir()):
+    try:
+        folders = sorted(p for p in letters_dir.iterdir() if p.is_dir())
+    except OSError as err:
+        raise LetterError(f"{letters_dir.name}/: cannot read: {err.strerror or err}") from None
+    for folder in folders:
         if folder.name.startswith(("_", ".")):
             continue
         templates: dict[str, LetterTemplate] = {}
-        for file in sorted(folder.glob(f"*{TEMPLATE_SUFFIX}")):
+        try:
+            files = sorted(folder.glob(f"*{TEMPLATE_SUFFIX}"))
+        except OSError as err:
+            raise LetterError(f"{letters_dir.name}/{folder.name}/: cannot read: {err.strerror or err}") from None
+        for file in files:
             template = load_letter_template(letters_dir, file)
             templates[template.lang] = template
         if not templates:

@@ -154,8 +154,13 @@ class _LetterLoader(jinja2.BaseLoader):
         path = self.root.joinpath(*pieces)
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
-        mtime = path.stat().st_mtime
-        text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        try:
+            mtime = path.stat().st_mtime
+            text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        except OSError as err:
+            raise RenderError(f"letters/{'/'.join(pieces)}: cannot read: {err.strerror or err}") from None
+        except UnicodeDecodeError:
+            raise RenderError(f"letters/{'/'.join(pieces)}: not UTF-8 text", hint="save the file as UTF-8") from None
         front, body, body_line = split_front_matter(text)
         if front is not None:
             body = "\n" * (body_line - 1) + body

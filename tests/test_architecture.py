@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "campaign"
 # (and from inside its own package, e.g. store.sql → store).
 LEVELS = {
     "errors": 0,
+    "wording": 0,
     "models": 1,
     "chain": 1,
     "pacing": 2,

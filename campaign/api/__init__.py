@@ -1362,15 +1362,28 @@ def pdf_verify(ws: Workspace | None, paths: list[Path], trust: list[Path]) -> li
                 hint="pass --trust ROOT.pem (the organisation's published root), or run `campaign keys init`",
             )
         roots.append(pdf.root_certificate_pem(keys_folder(ws)))
+    names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
+    pdf.check_trust_roots(roots, names)  # a bad root is one error for the whole run
     results = []
     for path in paths:
+        # Every file is checked and reported, whatever happened to the one before it.
         try:
             data = path.read_bytes()
+            results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path), trust_names=names))
         except OSError as err:
-            raise SelectionError(f"{path}: cannot read: {err.strerror}") from None
-        names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
-        results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path), trust_names=names))
+            results.append(UnreadableFile(str(path), f"{path}: cannot read: {err.strerror or err}"))
+        except CampaignError as err:
+            results.append(UnreadableFile(str(path), err.message, err.hint))
     return results
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A file `pdf verify` could not check at all (missing, not a PDF, truncated)."""
+
+    file: str
+    message: str
+    hint: str | None = None
 
 
 @dataclass
@@ -1454,6 +1467,7 @@ def pdf_batch(
     ids: list[str],
     tags: list[str],
     passphrase: str,
+    everyone: bool = False,
     zip_output: bool = False,
     print_file: Path | None = None,
     processes: int | None = None,
@@ -1466,12 +1480,12 @@ def pdf_batch(
     from campaign import pdf
     from campaign.outbox import check_selection
 
-    check_selection(ids, tags, False)
+    check_selection(ids, tags, everyone)
     supporters = read_supporters(supporters_csv)
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
-    recipients = registry_mod.select_recipients(reg, ids=ids, tags=tags)
+    recipients = registry_mod.select_recipients(reg, ids=ids, tags=tags, everyone=everyone)
     pdf.load_seal(keys_folder(ws), passphrase)  # a wrong passphrase fails here, once, before any work
     today = utcnow().date()
     renderer = Renderer(ws.letters_dir)

@@ -12,6 +12,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, note, out, plain, print_json, state, warn
+from campaign.wording import clauses, plural
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress
@@ -130,7 +131,8 @@ def queue(
     out().print(summary)
     if changed:
         warn(
-            f"{len(changed)} queued letters differ from what the templates and registry give now "
+            f"{plural(len(changed), 'queued letter')} {'differs' if len(changed) == 1 else 'differ'} from what "
+            "the templates and registry give now "
             f"({', '.join(r.recipient for r in changed[:5])}{'…' if len(changed) > 5 else ''}); "
             "rerun with --update to replace the unsent ones"
         )
@@ -171,7 +173,7 @@ def followup(
     for row in report.rows:
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), row.state)
     out().print(t)
-    out().print(f"{report.count('new')} follow-ups queued, {report.count('unchanged')} already queued")
+    out().print(f"{plural(report.count('new'), 'follow-up')} queued, {report.count('unchanged')} already queued")
 
 
 @smtp_app.command("dkim-keygen")
@@ -248,8 +250,8 @@ def send(
         for path in outcome.written:
             out().print(f"wrote {plain(ws.relative(path))}")
         out().print(
-            f"{len(outcome.written)} letters written to {plain(ws.relative(ws.outbox_dir))}/; nothing was sent "
-            "or changed"
+            f"{plural(len(outcome.written), 'letter')} written to {plain(ws.relative(ws.outbox_dir))}/; "
+            "nothing was sent or changed"
         )
         return
     summary = api.send_summary(ws, campaign)
@@ -261,7 +263,10 @@ def send(
             err().print("[bold red]error:[/bold red] refusing to send without confirmation: no terminal to ask on")
             err().print("[dim]hint:[/dim] pass --yes to send without asking")
             raise typer.Exit(1)
-        question = f"Send {summary.letters} letters to {summary.institutions} institutions through {summary.server}?"
+        question = (
+            f"Send {plural(summary.letters, 'letter')} to {plural(summary.institutions, 'institution')} "
+            f"through {summary.server}?"
+        )
         if not typer.confirm(question, default=False):
             out().print("nothing sent")
             raise typer.Exit(1)
@@ -345,7 +350,8 @@ def print_send_summary(outcome: Any) -> None:
     p = report.progress
     if report.recovered:
         warn(
-            f"{len(report.recovered)} letters were being sent when a previous run stopped; "
+            f"{plural(len(report.recovered), 'letter')} {'was' if len(report.recovered) == 1 else 'were'} being sent "
+            "when a previous run stopped; "
             "they were sent again and may have reached the institution twice (logged as crash_recovered)"
         )
     t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
@@ -353,7 +359,7 @@ def print_send_summary(outcome: Any) -> None:
     out().print(t)
     for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
-        out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
+        out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(clauses(o.reply, hint))}")
     if outcome.remaining:
         t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
         for m in outcome.remaining[:50]:
@@ -368,7 +374,8 @@ def print_send_summary(outcome: Any) -> None:
         if len(outcome.remaining) > 50:
             out().print(f"… and {len(outcome.remaining) - 50} more (see `campaign log --status queued`)")
         out().print(
-            f"{len(outcome.remaining)} letters still to send; run `campaign send` again (or `campaign send --wait`)"
+            f"{plural(len(outcome.remaining), 'letter')} still to send; run `campaign send` again "
+            "(or `campaign send --wait`)"
         )
     if report.stopped is not None:
         common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
@@ -438,7 +445,9 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
         )
     out().print(t)
     first, last = result.rows[0].at_ms, result.rows[-1].at_ms
-    out().print(f"{len(result.rows)} letters from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC")
+    out().print(
+        f"{plural(len(result.rows), 'letter')} from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def release(
@@ -456,7 +465,10 @@ def release(
 
     ws = state(ctx).workspace()
     released = api.release(ws, ids, note_)
-    out().print(f"released {len(released)} letters: they go with the next `campaign send`")
+    out().print(
+        f"released {plural(len(released), 'letter')}: "
+        f"{'it goes' if len(released) == 1 else 'they go'} with the next `campaign send`"
+    )
 
 
 def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = False) -> None:
@@ -692,7 +704,9 @@ def log_verify(
     if bundle is not None:
         check = api.verify_bundle(bundle)
         if check.ok:
-            out().print(f"ok: {check.letters} letters, {check.events} events, chain head {check.head}")
+            out().print(
+                f"ok: {plural(check.letters, 'letter')}, {plural(check.events, 'event')}, chain head {check.head}"
+            )
             out().print("compare the chain head with one you received earlier by another way")
             return
         for problem in check.problems:
@@ -701,7 +715,7 @@ def log_verify(
     ws = state(ctx).workspace()
     result = api.verify_log(ws)
     if result.ok:
-        out().print(f"ok: {result.count} events, chain head {result.head}")
+        out().print(f"ok: {plural(result.count, 'event')}, chain head {result.head}")
         return
     err().print(
         f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}"
@@ -734,7 +748,9 @@ def log_export(
 
     ws = state(ctx).workspace()
     result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None)
-    out().print(f"wrote {plain(str(result.path))}: {result.letters} letters, {result.events} events")
+    out().print(
+        f"wrote {plain(str(result.path))}: {plural(result.letters, 'letter')}, {plural(result.events, 'event')}"
+    )
     out().print(f"chain head {result.head}")
 
 
@@ -796,7 +812,10 @@ def demo(ctx: typer.Context) -> None:
             drawer.__exit__(None, None, None)
     ws_label = result.workspace
     out().print(f"demo workspace: {plain(str(ws_label))}")
-    out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
+    out().print(
+        f"queued {plural(result.queued, 'letter')} ({plural(result.postal_only, 'institution')} "
+        f"{'is' if result.postal_only == 1 else 'are'} postal only)"
+    )
     print_send_summary(result.outcome)
     t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
@@ -809,7 +828,8 @@ def demo(ctx: typer.Context) -> None:
         )
     out().print(t)
     out().print(
-        f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
+        f"log: {plural(result.verification.count, 'event')}, "
+        f"chain verifies: {'yes' if result.verification.ok else 'NO'} "
         f"(head {result.verification.head[:16]}…)"
     )
     out().print(f"received messages: {plain(str(result.mailbox))}/")

@@ -9,6 +9,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, out, plain, state
+from campaign.wording import plural
 
 keys_app = typer.Typer(
     help="The organisation's root certificate, its seal key, and supporters' certificates.\n\n"
@@ -145,6 +146,7 @@ def pdf_batch(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")
     ] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every institution in recipients.yaml.")] = False,
     zip_: Annotated[bool, typer.Option("--zip", help="Also pack the individually signed files into one .zip.")] = False,
     print_file: Annotated[
         Path | None,
@@ -191,6 +193,7 @@ def pdf_batch(
             ids=to or [],
             tags=tag or [],
             passphrase=passphrase,
+            everyone=everyone,
             zip_output=zip_,
             print_file=print_file,
             processes=processes,
@@ -199,7 +202,7 @@ def pdf_batch(
     finally:
         if progress is not None:
             progress.stop()
-    out().print(f"wrote {len(result.files)} signed letters to {plain(str(out_dir))}/")
+    out().print(f"wrote {plural(len(result.files), 'signed letter')} to {plain(str(out_dir))}/")
     if result.zip_file:
         out().print(f"zip of the signed files: {plain(str(result.zip_file))}")
     if result.print_file:
@@ -224,18 +227,28 @@ def pdf_verify(
         campaign pdf verify letter.pdf --trust organisation-root.pem
     """
     from campaign import api
-    from campaign.errors import CampaignError
+    from campaign.errors import CampaignError, SelectionError
     from campaign.pdf import ASSURANCE
 
     try:
         ws = state(ctx).workspace()
-    except CampaignError:
+    except CampaignError as error:
         if not trust:
-            raise
+            raise SelectionError(
+                error.message,
+                hint="outside a workspace, pass --trust ROOT.pem: the organisation's root certificate "
+                "(`campaign keys export-root` writes it)",
+            ) from None
         ws = None
     results = api.pdf_verify(ws, files, trust or [])
     failed = 0
     for r in results:
+        if isinstance(r, api.UnreadableFile):
+            err().print(f"[bold red]error:[/bold red] {plain(r.message)}")
+            if r.hint:
+                err().print(f"[dim]hint:[/dim] {plain(r.hint)}")
+            failed += 1
+            continue
         mark = "[green]OK[/green]" if r.ok else "[bold red]NOT OK[/bold red]"
         out().print(f"{mark}  {plain(r.file)}")
         when = r.signing_time.strftime("%Y-%m-%d %H:%M UTC") if r.signing_time else "unknown"
@@ -246,8 +259,11 @@ def pdf_verify(
         for reason in r.reasons:
             out().print(f"    why: {plain(reason)}")
         failed += 0 if r.ok else 1
-    out().print(f"[dim]{plain(ASSURANCE)}[/dim]")
+    if failed < len(results):
+        out().print(f"[dim]{plain(ASSURANCE)}[/dim]")
     if failed:
+        if len(results) > 1:
+            out().print(f"{failed} of {plural(len(results), 'file')} did not verify")
         raise typer.Exit(1)
 
 

@@ -10,6 +10,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import out, plain, print_json, state, warn
+from campaign.wording import plural
 
 recipients_app = typer.Typer(
     help="The institutions in recipients.yaml.\n\nExample:\n\n    campaign recipients list --tag un",
@@ -81,7 +82,7 @@ def recipients_list(
         contacts = "\n".join(c.email for c in r.contacts) or "[dim]postal only[/dim]"
         t.add_row(plain(r.id), plain(r.name), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
     out().print(t)
-    out().print(f"{len(recipients)} institutions, {sum(1 for r in recipients if r.postal_only)} postal only")
+    out().print(f"{plural(len(recipients), 'institution')}, {sum(1 for r in recipients if r.postal_only)} postal only")
 
 
 @recipients_app.command("check")
@@ -102,7 +103,7 @@ def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
     for w in warnings:
         warn(str(w))
     count = len(api.list_recipients(ws))
-    out().print(f"recipients.yaml: {count} institutions valid, {len(warnings)} warnings")
+    out().print(f"recipients.yaml: {plural(count, 'institution')} valid, {plural(len(warnings), 'warning')}")
     if strict and warnings:
         raise typer.Exit(1)
 
@@ -151,7 +152,10 @@ def letters_check(
         warn(w)
     for problem in report.problems:
         common.err().print(f"[bold red]error:[/bold red] {plain(problem)}")
-    out().print(f"{report.rendered} renderings checked, {len(report.problems)} errors, {len(report.warnings)} warnings")
+    out().print(
+        f"{plural(report.rendered, 'rendering')} checked, {plural(len(report.problems), 'error')}, "
+        f"{plural(len(report.warnings), 'warning')}"
+    )
     if report.problems or (strict and report.warnings):
         raise typer.Exit(1)
 
