@@ -1364,7 +1364,7 @@ def pdf_verify(ws: Workspace | None, paths: list[Path], trust: list[Path]) -> li
         roots.append(pdf.root_certificate_pem(keys_folder(ws)))
     names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
     pdf.check_trust_roots(roots, names)  # a bad root is one error for the whole run
-    results = []
+    results: list[Any] = []
     for path in paths:
         # Every file is checked and reported, whatever happened to the one before it.
         try:
