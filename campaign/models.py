@@ -302,7 +302,12 @@ def parse(model: type[M], data: Any) -> M:
     except ValidationError as err:
         errors = err.errors()
         # A misspelt key shows up twice: as unknown, and as the missing real one. Say the first.
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+        # A value that fits no branch of a union (text or a mapping) is reported once per
+        # branch; the branch of the value's own kind says what is really wrong with it.
+        first = next(
+            (e for e in errors if e["type"] == "extra_forbidden"),
+            next((e for e in errors if not str(e["type"]).endswith("_type")), errors[0]),
+        )
         raise Invalid(tuple(first["loc"]), describe_error(first), str(first["type"])) from None
 
 
@@ -413,6 +418,60 @@ class OfficeHours(StrictModel):
 
 Salutation = OneLine | dict[Lang, OneLine]
 
+Localized = OneLine | dict[Lang, OneLine]
+"""A one-line text, or one per language: ``name: {en: …, ru: …, tg: …}``."""
+
+LocalizedText = Text | dict[Lang, Text]
+"""Free text (an address), or one per language."""
+
+
+def in_language(value: str | dict[str, str] | None, lang: str, preferred: list[str] | tuple[str, ...] = ()) -> str | None:
+    """The version of ``value`` for ``lang``: that language, else English, else the first of
+    ``preferred`` (the institution's languages) that exists, else the first given."""
+    if value is None or isinstance(value, str):
+        return value
+    for candidate in (lang, "en", *preferred):
+        if candidate in value:
+            return value[candidate]
+    return next(iter(value.values()), None)
+
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_RESERVED_FIELDS = frozenset(name for name in dir(dict) if not name.startswith("_"))
+
+
+def _field_name(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _FIELD_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a field name: use lowercase letters, digits and underscores, "
+                "starting with a letter (e.g. reference_number), so templates can write recipient.fields.NAME"
+            )
+        if value in _RESERVED_FIELDS:
+            raise ValueError(f"{value!r} cannot be a field name (templates use it for something else); choose another")
+    return value
+
+
+def _field_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float | date):
+        return str(value)
+    if isinstance(value, str):
+        value = nfc(value.strip())
+        if not value:
+            raise ValueError("is empty; leave the field out instead")
+        return value
+    raise ValueError(f"a field holds one value (text or a number), not {_kind_of(value)}")
+
+
+FieldName = Annotated[str, AfterValidator(_field_name)]
+FieldValue = Annotated[str, BeforeValidator(_field_value)]
+Fields = dict[FieldName, FieldValue]
+"""Custom facts about an institution or a contact (``fields:``), for templates as
+``recipient.fields.NAME``. Facts about institutions only: data about people belongs in the
+private case store, never in the git-tracked registry."""
+
 
 class Contact(StrictModel):
     """One address at an institution."""
@@ -423,6 +482,7 @@ class Contact(StrictModel):
     salutation: Salutation | None = None
     source: OneLine | None = None
     checked: date | None = None
+    fields: Fields = Field(default_factory=dict)
 
     def salutation_for(self, lang: str) -> str | None:
         if isinstance(self.salutation, str):
@@ -436,18 +496,39 @@ class Recipient(StrictModel):
     """An institution in recipients.yaml."""
 
     id: Slug
-    name: OneLine
+    name: Localized
     tags: list[Slug] = Field(default_factory=list)
     languages: list[Lang] = Field(min_length=1)
     contacts: list[Contact] = Field(default_factory=list)
     country: Country | None = None
     timezone: TimeZoneName | None = None
-    postal_address: Text | None = None
+    postal_address: LocalizedText | None = None
     website: OneLine | None = None
     source: OneLine | None = None
     checked: date | None = None
     max_per_day: Annotated[int, Field(ge=1, le=10000)] | None = None
     office_hours: OfficeHours | None = None
+    fields: Fields = Field(default_factory=dict)
+
+    @field_validator("name", "postal_address")
+    @classmethod
+    def _some_language(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("give the text, or one per language: {en: …, ru: …}")
+        return value
+
+    def name_in(self, lang: str) -> str:
+        """The institution's name in ``lang`` (else English, else its first language)."""
+        return in_language(self.name, lang, self.languages) or ""
+
+    def address_in(self, lang: str) -> str | None:
+        """The postal address in ``lang`` (else English, else its first language), or None."""
+        return in_language(self.postal_address, lang, self.languages)
+
+    @property
+    def label(self) -> str:
+        """The name to show in lists: English where given, else the first."""
+        return self.name_in("en")
 
     @field_validator("contacts")
     @classmethod

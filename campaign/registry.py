@@ -343,6 +343,7 @@ def check_registry(registry: Registry, *, today: date, label: str = "recipients.
     """Warn about contacts nobody sourced or confirmed recently, and postal-only institutions."""
     warnings: list[Finding] = []
     for recipient in registry.recipients:
+        warnings.extend(_missing_translations(recipient, label))
         if recipient.postal_only:
             warnings.append(Finding(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post"))
         for contact in recipient.contacts:
@@ -360,6 +361,26 @@ def check_registry(registry: Registry, *, today: date, label: str = "recipients.
                     Finding(where, f"last confirmed {checked.isoformat()}, over a year ago: confirm it again")
                 )
     return warnings
+
+
+def _missing_translations(recipient: Recipient, label: str) -> list[Finding]:
+    """A name or address given per language that lacks one of the institution's languages."""
+    found = []
+    for key in ("name", "postal_address"):
+        value = getattr(recipient, key)
+        if not isinstance(value, dict):
+            continue
+        missing = [lang for lang in recipient.languages if lang not in value]
+        if missing:
+            fallback = "en" if "en" in value else next(iter(value))
+            found.append(
+                Finding(
+                    f"{label}: {recipient.id}",
+                    f"{key} has no {', '.join(missing)} version; letters in "
+                    f"{'that language' if len(missing) == 1 else 'those languages'} use the {fallback} one",
+                )
+            )
+    return found
 
 
 def select_recipients(

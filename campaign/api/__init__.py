@@ -166,7 +166,7 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
                             build_message(
                                 rendered,
                                 sender=ws.settings.sender,
-                                to_name=contact.name or recipient.name,
+                                to_name=contact.name or recipient.name_in(rendered.lang),
                                 to_address=contact.email,
                                 message_id=new_message_id(ws.settings.sender.domain),
                             )
@@ -225,16 +225,16 @@ def preview(
         msg = build_message(
             rendered,
             sender=ws.settings.sender,
-            to_name=contact.name or recipient.name,
+            to_name=contact.name or recipient.name_in(rendered.lang),
             to_address=contact.email,
             message_id=new_message_id(ws.settings.sender.domain),
         )
         return message_bytes(msg).decode("utf-8", "surrogateescape"), rendered
     header = f"Subject: {rendered.subject}\nLanguage: {rendered.lang}\n"
     if contact is not None:
-        header = f"To: {contact.name or recipient.name} <{contact.email}>\n" + header
+        header = f"To: {contact.name or recipient.name_in(rendered.lang)} <{contact.email}>\n" + header
     else:
-        header = f"To: {recipient.name} (postal only)\n" + header
+        header = f"To: {recipient.name_in(rendered.lang)} (postal only)\n" + header
     return header + "\n" + rendered.text, rendered
 
 
@@ -1283,11 +1283,12 @@ def _pdf_content(
 
     contact = recipient.contacts[0] if recipient.contacts else None
     rendered = renderer.render(letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
-    address = recipient.postal_address
+    name = recipient.name_in(rendered.lang)
+    address = recipient.address_in(rendered.lang)
     if address:
         lines = address.strip().splitlines()
         # Registries often repeat the institution's name as the first address line.
-        if lines and " ".join(lines[0].split()).casefold() == " ".join(recipient.name.split()).casefold():
+        if lines and " ".join(lines[0].split()).casefold() == " ".join(name.split()).casefold():
             address = "\n".join(lines[1:]) or None
     return pdf.LetterContent(
         lang=rendered.lang,
@@ -1295,7 +1296,7 @@ def _pdf_content(
         body_html=rendered.body_html,
         date_text=format_date(today, rendered.lang),
         reference=reference,
-        recipient_name=recipient.name,
+        recipient_name=name,
         postal_address=address,
     )
 

@@ -80,7 +80,7 @@ def recipients_list(
     t = common.table("id", "name", "languages", "contacts", "tags")
     for r in recipients:
         contacts = "\n".join(c.email for c in r.contacts) or "[dim]postal only[/dim]"
-        t.add_row(plain(r.id), plain(r.name), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
+        t.add_row(plain(r.id), plain(r.label), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
     out().print(t)
     out().print(f"{plural(len(recipients), 'institution')}, {sum(1 for r in recipients if r.postal_only)} postal only")
 
