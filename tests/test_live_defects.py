@@ -1,0 +1,356 @@
+"""Issue 17, "Running a live campaign": the defects a new user hit, each through the real CLI.
+
+One test (or a few) per numbered defect; the number is in the test's name. The bad-input
+corpus (tests/bad_inputs/250-299) holds the one-line refusals.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli, tree_digest
+from tests.support.smtp import Script, ScriptedServer
+
+# ---------------------------------------------------------------------------
+# 1. An unreadable or directory recipients.yaml or letter template is one line
+
+
+def _one_line_error(result: object, fragment: str) -> None:
+    code, stderr = result.code, result.stderr  # type: ignore[attr-defined]
+    assert code == 1, result
+    assert "Traceback" not in result.output  # type: ignore[attr-defined]
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines and lines[0].startswith("error:") and fragment in lines[0], stderr
+    assert len(lines) <= 2
+
+
+def test_1_registry_that_is_a_folder_is_one_line(workspace: Path) -> None:
+    (workspace / "recipients.yaml").unlink()
+    (workspace / "recipients.yaml").mkdir()
+    before = tree_digest(workspace)
+    for args in (["recipients", "list"], ["letters", "check"], ["queue", "peace-agreement", "--all"]):
+        _one_line_error(run_cli(*args), "recipients.yaml: cannot read: Is a directory")
+    assert tree_digest(workspace) == before
+
+
+def test_1_template_or_partial_that_is_a_folder_is_one_line(workspace: Path) -> None:
+    template = workspace / "letters" / "peace-agreement" / "en.md.j2"
+    template.unlink()
+    template.mkdir()
+    _one_line_error(run_cli("letters", "check"), "letters/peace-agreement/en.md.j2: cannot read: Is a directory")
+    shutil.rmtree(template)
+    shutil.copy2(ROOT / "letters" / "peace-agreement" / "en.md.j2", template)
+    partial = workspace / "letters" / "_partials" / "closing.en.md.j2"
+    partial.unlink()
+    partial.mkdir()
+    result = run_cli("preview", "peace-agreement", "--to", "ohchr")
+    assert result.code == 1 and "Traceback" not in result.output
+    assert "_partials/closing.en.md.j2" in result.stderr
+
+
+def _unreadable_run(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real program without the right to read others' files. Root reads everything,
+    so as root the capabilities that allow it are dropped (util-linux setpriv)."""
+    command = [sys.executable, "-m", "campaign", *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot make a file unreadable")
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+    env = {**os.environ, "CAMPAIGN_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+
+@pytest.mark.parametrize(
+    ("path", "args", "fragment"),
+    [
+        ("recipients.yaml", ("recipients", "list"), "recipients.yaml: cannot read: Permission denied"),
+        (
+            "letters/peace-agreement/ru.md.j2",
+            ("letters", "check"),
+            "letters/peace-agreement/ru.md.j2: cannot read: Permission denied",
+        ),
+        (
+            "letters/_partials/closing.ru.md.j2",
+            ("preview", "peace-agreement", "--to", "mid"),
+            "letters/_partials/closing.ru.md.j2: cannot read: Permission denied",
+        ),
+    ],
+)
+def test_1_unreadable_file_is_one_line(workspace: Path, path: str, args: tuple[str, ...], fragment: str) -> None:
+    (workspace / path).chmod(0)
+    try:
+        result = _unreadable_run(workspace, *args)
+    finally:
+        (workspace / path).chmod(0o644)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------------------
+# 3. Replies with raw UTF-8 headers (RFC 6532)
+
+
+def test_3_raw_utf8_reply_headers_are_readable(smtp_server: ScriptedServer, workspace: Path, tmp_path: Path) -> None:
+    assert run_cli("queue", "peace-agreement", "--to", "mid").code == 0
+    assert run_cli("send", "--yes").code == 0
+    sent = json.loads(run_cli("log", "--json").stdout)[0]
+    raw = (
+        "From: Иван Петров <info@mid.example>\r\n"
+        "To: letters@campaign.example\r\n"
+        "Subject: Ответ на ваше письмо =?utf-8?b?KNCc0JjQlCk=?=\r\n"
+        "Date: Mon, 30 Nov 2026 10:00:00 +0300\r\n"
+        "Message-ID: <answer-1@mid.example>\r\n"
+        f"In-Reply-To: {sent['message_id']}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n"
+        "Content-Transfer-Encoding: 8bit\r\n"
+        "\r\n"
+        "Ваше письмо получено.\r\n"
+    ).encode()
+    (tmp_path / "answer.eml").write_bytes(raw)
+    assert run_cli("receipts", "import", str(tmp_path / "answer.eml")).code == 0
+    listed = json.loads(run_cli("replies", "--json").stdout)
+    assert listed[0]["sender"] == "Иван Петров <info@mid.example>"
+    assert listed[0]["reply_subject"] == "Ответ на ваше письмо (МИД)"
+    table = run_cli("replies").stdout
+    assert "Ответ на ваше письмо (МИД)" in table and "Иван Петров" in table
+    assert "\ufffd" not in table + json.dumps(listed, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------------------
+# 4. pdf batch --all
+
+
+def test_4_pdf_batch_takes_all(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGN_KEY_PASSPHRASE", "organisation-pass-1")
+    assert run_cli("keys", "init").code == 0
+    (tmp_path / "supporters.csv").write_text("name,city\nMaria Ivanova,Berlin\n")
+    out = tmp_path / "signed"
+    result = run_cli(
+        "pdf", "batch", "peace-agreement", "--all", "--supporters", str(tmp_path / "supporters.csv"),
+        "--out-dir", str(out), "--processes", "1",
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    assert len(list(out.glob("*.pdf"))) == 6  # every institution of the test registry
+    assert "wrote 6 signed letters" in result.stdout
+    neither = run_cli("pdf", "batch", "peace-agreement", "--supporters", "x.csv", "--out-dir", str(out))
+    assert neither.code == 2 and "--all" in neither.stderr
+
+
+# ---------------------------------------------------------------------------
+# 5. pdf verify checks every file; outside a workspace it says to pass --trust
+
+
+def test_5_pdf_verify_reports_every_file(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAMPAIGN_KEY_PASSPHRASE", "organisation-pass-1")
+    assert run_cli("keys", "init").code == 0
+    good = tmp_path / "good.pdf"
+    result = run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "Maria Ivanova", "-o", str(good))
+    assert result.code == 0, result.output
+    (tmp_path / "word.pdf").write_text("not a pdf at all")
+    result = run_cli("pdf", "verify", str(tmp_path / "word.pdf"), str(tmp_path / "missing.pdf"), str(good))
+    assert result.code == 1
+    assert "Traceback" not in result.output
+    assert "word.pdf: not a PDF file" in result.stderr
+    assert "missing.pdf: cannot read: No such file or directory" in result.stderr
+    assert f"OK  {good}" in result.stdout  # the good file after two bad ones was still checked
+    assert "2 of 3 files did not verify" in result.stdout
+    all_good = run_cli("pdf", "verify", str(good), str(good))
+    assert all_good.code == 0 and all_good.stdout.count("OK  ") == 2
+
+    monkeypatch.delenv("CAMPAIGN_WORKSPACE")
+    monkeypatch.chdir(tmp_path)
+    outside = run_cli("pdf", "verify", str(good))
+    assert outside.code == 1
+    assert "not a campaign workspace" in outside.stderr and "pass --trust" in outside.stderr
+
+
+# ---------------------------------------------------------------------------
+# 6. Run-together sentences, broken plurals, internal wording
+
+
+def test_6_server_reply_and_hint_do_not_run_together(workspace: Path) -> None:
+    with ScriptedServer(Script(rcpt=["550 5.1.1 <registry@ohchr.example>: User unknown"])) as server:
+        from tests.conftest import set_smtp_port
+
+        set_smtp_port(workspace, server.port)
+        assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
+        result = run_cli("send", "--yes")
+    assert result.code == 3, result.output
+    line = next(line for line in result.stdout.splitlines() if line.startswith("failed:"))
+    assert "User unknown; the address was refused" in line, line
+
+
+def test_6_counts_agree_with_their_nouns(workspace: Path) -> None:
+    (workspace / "recipients.yaml").write_text(
+        "recipients:\n  - id: solo\n    name: Solo\n    languages: [en]\n    contacts: [{email: a@solo.example}]\n"
+    )
+    listed = run_cli("recipients", "list")
+    assert "1 institution, 0 postal only" in listed.stdout
+    checked = run_cli("recipients", "check")
+    assert "1 institution valid, 2 warnings" in checked.stdout
+    with ScriptedServer(Script(data_end=["554 5.7.1 policy"])) as server:
+        from tests.conftest import set_smtp_port
+
+        set_smtp_port(workspace, server.port)
+        assert run_cli("queue", "peace-agreement", "--all").code == 0
+        assert run_cli("send", "--yes").code == 3
+    released = run_cli("release", "1")
+    assert released.code == 0, released.output
+    assert "released 1 letter: it goes with the next `campaign send`" in released.stdout
+
+
+COUNTED_NOUNS = (
+    "letters", "institutions", "warnings", "errors", "events", "messages", "entries", "replies",
+    "renderings", "follow-ups", "files", "reports", "rows", "contacts", "signed letters",
+)  # fmt: skip
+
+
+def test_6_no_count_is_glued_to_a_plural_noun_in_the_source() -> None:
+    """The mechanism: counts go through campaign.wording.plural, never f"{n} letters"."""
+    offenders = []
+    for path in sorted((ROOT / "campaign").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.JoinedStr):
+                continue
+            parts = node.values
+            for before, after in zip(parts, parts[1:], strict=False):
+                if isinstance(before, ast.FormattedValue) and isinstance(after, ast.Constant):
+                    text = str(after.value)
+                    expr = ast.unparse(before.value)
+                    counted = re.match(r"^(len\(|n$|count|.*\.(count|letters|institutions|events|recorded)\b)", expr)
+                    if counted and any(text.startswith(f" {noun}") for noun in COUNTED_NOUNS):
+                        offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {{{expr}}}{text[:20]}")
+    assert not offenders, "use campaign.wording.plural:\n" + "\n".join(offenders)
+
+
+def test_6_plural_helper() -> None:
+    from campaign.wording import clauses, plural
+
+    assert plural(1, "letter") == "1 letter" and plural(0, "letter") == "0 letters"
+    assert plural(2, "reply") == "2 replies" and plural(2, "automatic reply") == "2 automatic replies"
+    assert plural(3, "address") == "3 addresses" and plural(2, "day") == "2 days"
+    assert plural(1200, "event") == "1,200 events"
+    assert plural(2, "letter in the queue") == "2 letters in the queue"
+    assert clauses("550 5.1.1 User unknown.", None, "", "the address was refused") == (
+        "550 5.1.1 User unknown; the address was refused"
+    )
+
+
+@pytest.mark.parametrize(
+    ("registry", "expected", "internal"),
+    [
+        ("max_per_day: lots", "max_per_day: expected a whole number, got the text 'lots'", "Input should be"),
+        ("max_per_day: 0", "max_per_day: must be at least 1, not 0", "greater than or equal"),
+        ("checked: yesterday", "checked: expected a date written YYYY-MM-DD", "valid date or datetime"),
+        ("tags: un", "tags: expected a list, e.g. [a, b], got the text 'un'", "valid list"),
+        ("name: {EN: Solo}", "'EN' is not an ISO 639-1 language code", "valid string"),
+        ("fields: {desk: [a, b]}", "a field holds one value (text or a number), not a list", "Value error"),
+    ],
+)
+def test_6_registry_errors_are_in_our_words(workspace: Path, registry: str, expected: str, internal: str) -> None:
+    base = "recipients:\n  - id: solo\n    name: Solo\n    languages: [en]\n"
+    text = base.replace("    name: Solo\n", "") if registry.startswith("name:") else base
+    (workspace / "recipients.yaml").write_text(text + f"    {registry}\n")
+    result = run_cli("recipients", "list")
+    assert result.code == 1
+    assert expected in result.stderr, result.stderr
+    assert internal not in result.stderr and "Value error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["send", "--limit", "0"], "Invalid value for '--limit': must be at least 1, not 0"),
+        (["send", "--rate", "fast"], "Invalid value for '--rate': expected a number, got the text 'fast'"),
+        (["release", "abc"], "Invalid value for 'ID...': expected a whole number, got the text 'abc'"),
+    ],
+)
+def test_6_option_values_are_checked_in_our_words(workspace: Path, args: list[str], expected: str) -> None:
+    result = run_cli(*args)
+    assert result.code == 2
+    assert expected in result.stderr and "Input should be" not in result.stderr
+
+
+def test_6_config_errors_are_in_our_words(workspace: Path) -> None:
+    config = workspace / "campaign.toml"
+    config.write_text(config.read_text().replace("port = 2525", 'port = "many"'))
+    result = run_cli("status")
+    assert result.code == 1
+    assert "smtp.port: expected a whole number, got the text 'many'" in result.stderr
+
+
+def test_6_a_misspelt_template_field_is_named_with_a_suggestion(workspace: Path) -> None:
+    letter = workspace / "letters" / "peace-agreement" / "en.md.j2"
+    letter.write_text(letter.read_text().replace("{{ salutation }}", "{{ salutation }} {{ recipient.nme }}", 1))
+    result = run_cli("letters", "check", "peace-agreement")
+    assert result.code == 1
+    assert "recipient has no field 'nme' (did you mean 'name'?)" in result.stderr
+    assert "campaign.models" not in result.stderr and "object' has no attribute" not in result.stderr
+
+
+# ---------------------------------------------------------------------------
+# 7. Help rendering
+
+
+def _all_help_paths() -> list[tuple[str, ...]]:
+    from tests.test_help import ALL
+
+    return [(), *(path for path, _ in ALL)]
+
+
+def test_7_no_python_types_in_any_help() -> None:
+    for path in _all_help_paths():
+        result = run_cli(*path, "--help")
+        assert result.code == 0, path
+        text = result.stdout
+        for python_type in ("<bool>", "<list[", "<int", "<str>", "<float", "<path>", "[x>=", "[x<=", "range>"):
+            assert python_type not in text, f"campaign {' '.join(path)} --help shows {python_type}:\n{text}"
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert "{" not in usage, usage
+
+
+def test_7_paragraphs_are_reflowed_and_examples_kept() -> None:
+    text = run_cli("--help").stdout
+    lines = [line.strip() for line in text.splitlines()]
+    # "letters/" ended a hand-wrapped source line; reflowed, the sentence goes on after it
+    assert any("letters/ (Jinja2" in line for line in lines), text
+    release = run_cli("release", "--help").stdout
+    assert "    campaign release 12" in release  # the example keeps its indentation
+    assert "Usage: campaign release [OPTIONS] ID..." in release
+
+
+def test_7_reflow_convention() -> None:
+    from campaign.cli.helpformat import reflow
+
+    doc = """Summary line.
+
+    A paragraph wrapped
+    by hand in the source.
+
+    Example:
+
+        campaign queue x --to y
+    """
+    assert reflow(doc).startswith("Summary line.\n\nA paragraph wrapped by hand in the source.\n\nExample:\n\n")
+    assert "\n    campaign queue x --to y" in reflow(doc)
+
+
+def test_7_no_command_prints_help_and_exits_2() -> None:
+    result = run_cli()
+    assert result.code == 2
+    assert result.stdout.count("Usage: campaign") == 1  # printed once, not twice
+    group = run_cli("recipients")
+    assert group.code == 2 and "Usage: campaign recipients" in group.stdout
