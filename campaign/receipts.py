@@ -198,7 +198,7 @@ def _decoded(value: object) -> str:
         if not text.isascii():  # raw UTF-8 text, perhaps with encoded words inside it
             return _text(_ENCODED_WORD.sub(lambda m: str(make_header(decode_header(m.group(0)))), text))
         return _text(str(make_header(decode_header(text))))
-    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+    except (UnicodeError, LookupError, ValueError, email.errors.MessageError):
         return _text(value)
 
 

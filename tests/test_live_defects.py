@@ -354,3 +354,23 @@ def test_7_no_command_prints_help_and_exits_2() -> None:
     assert result.stdout.count("Usage: campaign") == 1  # printed once, not twice
     group = run_cli("recipients")
     assert group.code == 2 and "Usage: campaign recipients" in group.stdout
+
+
+# ---------------------------------------------------------------------------
+# 8. campaign log fits 80 columns; --wide shows everything
+
+
+def test_8_log_fits_80_columns_and_wide_shows_all(smtp_server: ScriptedServer, workspace: Path) -> None:
+    smtp_server.script.rcpt = ["451 4.7.1 Greylisted for a very long time, please come back much later today"]
+    assert run_cli("queue", "peace-agreement", "--all").code == 0
+    assert run_cli("send", "--yes").code == 0
+    result = run_cli("log")
+    assert result.code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 + 5  # header, rule, one line per letter: nothing folded
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    assert "…" in result.stdout  # the long reply is cut, not broken over lines
+    assert "<" not in result.stdout  # no Message-ID in the compact view
+    wide = run_cli("log", "--wide").stdout
+    assert "Message-ID" in wide and "tries" in wide and "Greylisted for a very long time" in wide
+    assert "registry@ohchr.example" in wide

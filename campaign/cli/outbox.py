@@ -584,10 +584,17 @@ def log(
     events: Annotated[
         bool, typer.Option("--events", help="Show the event history instead of one row per letter.")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="All columns: address, attempts, full reply, receipt, flags, Message-ID."),
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
-    """One row per letter: institution, address, state, attempts, last server reply.
+    """One row per letter: institution, state, when, and what the server or the receipt said.
+
+    The default view fits an 80-column terminal (long replies end in "…"); --wide shows
+    every column, --json and --csv everything.
 
     Example:
 
@@ -640,6 +647,9 @@ def log(
     if not rows:
         out().print("no letters match")
         return
+    if not wide:
+        out().print(compact_log(messages))
+        return
     t = common.table(
         "id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "receipt", "flags", "Message-ID"
     )
@@ -668,6 +678,35 @@ def log(
             plain(m.message_id),
         )
     out().print(t)
+
+
+COMPACT_WIDTH = 80
+
+
+def compact_log(messages: list[Message]) -> Any:
+    """The default `campaign log` table: five columns that fit an 80-column terminal, long
+    values cut with "…" instead of folded over several lines."""
+    from rich.table import Table
+
+    t = Table(show_edge=False, header_style="bold", pad_edge=False, width=min(COMPACT_WIDTH, out().width))
+    t.add_column("id", justify="right", no_wrap=True, min_width=2)
+    t.add_column("institution", no_wrap=True, overflow="ellipsis", max_width=20)
+    t.add_column("state", no_wrap=True, min_width=9)
+    t.add_column("when (UTC)", no_wrap=True, min_width=11)
+    t.add_column("note", no_wrap=True, overflow="ellipsis", ratio=1)
+    for m in messages:
+        pending = m.status.value in ("queued", "deferred")
+        moment = m.next_attempt_at if pending else (m.sent_at or m.updated_at)
+        said = m.wait_reason if pending and m.wait_reason else m.last_reply
+        receipt = m.delivery_detail if m.delivery_status else None
+        t.add_row(
+            str(m.id),
+            plain(m.recipient),
+            m.status.value,
+            moment.strftime("%m-%d %H:%M") if moment else "",
+            plain(clauses(_flags(m), f"{m.attempts} tries" if m.attempts > 1 else None, receipt or said, sep=" · ")),
+        )
+    return t
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
