@@ -425,7 +425,9 @@ LocalizedText = Text | dict[Lang, Text]
 """Free text (an address), or one per language."""
 
 
-def in_language(value: str | dict[str, str] | None, lang: str, preferred: list[str] | tuple[str, ...] = ()) -> str | None:
+def in_language(
+    value: str | dict[str, str] | None, lang: str, preferred: list[str] | tuple[str, ...] = ()
+) -> str | None:
     """The version of ``value`` for ``lang``: that language, else English, else the first of
     ``preferred`` (the institution's languages) that exists, else the first given."""
     if value is None or isinstance(value, str):

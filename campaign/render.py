@@ -296,7 +296,9 @@ class ContactView:
     @classmethod
     def of(cls, recipient: Recipient, contact: Contact) -> ContactView:
         owner = f"contact {contact.email} of {recipient.id}"
-        return cls(contact.email, contact.name, contact.role, FieldMap(contact.fields, owner=owner, where="contact.fields"))
+        return cls(
+            contact.email, contact.name, contact.role, FieldMap(contact.fields, owner=owner, where="contact.fields")
+        )
 
 
 _VARIABLES = ("recipient", "contact", "salutation", "sender", "lang", "today", "letter", "medium", "original")

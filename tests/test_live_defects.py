@@ -374,3 +374,56 @@ def test_8_log_fits_80_columns_and_wide_shows_all(smtp_server: ScriptedServer, w
     wide = run_cli("log", "--wide").stdout
     assert "Message-ID" in wide and "tries" in wide and "Greylisted for a very long time" in wide
     assert "registry@ohchr.example" in wide
+
+
+# ---------------------------------------------------------------------------
+# 9. The plain-text part is clean text, rendered from the Markdown tree
+
+
+def test_9_text_part_has_no_markdown_markers(smtp_server: ScriptedServer, workspace: Path) -> None:
+    import email
+    import email.policy
+
+    letter = workspace / "letters" / "peace-agreement" / "en.md.j2"
+    letter.write_text(
+        letter.read_text().replace(
+            "{{ salutation }}",
+            "{{ salutation }}\n\nTo the **OSCE Office for Democratic Institutions** and _its_ "
+            "[Director](https://osce.example/odihr):\n\n- first point\n- second point\n\nOffice 1\\\nStreet 2",
+            1,
+        )
+    )
+    assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
+    assert run_cli("send", "--yes").code == 0
+    msg = email.message_from_bytes(smtp_server.accepted[0].data, policy=email.policy.default)
+    text = msg.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
+    html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "To the OSCE Office for Democratic Institutions and its Director (https://osce.example/odihr):" in text
+    assert "- first point\n- second point" in text
+    assert "Office 1\nStreet 2" in text
+    for marker in ("**", "_its_", "](", "\\\n"):
+        assert marker not in text, marker
+    assert "<strong>OSCE Office for Democratic Institutions</strong>" in html
+
+
+# ---------------------------------------------------------------------------
+# 10. preview --format eml shows the queued bytes, or says it is a preview
+
+
+def test_10_preview_eml_is_the_queued_letter_or_says_it_is_not(smtp_server: ScriptedServer, workspace: Path) -> None:
+    fresh = run_cli("preview", "peace-agreement", "--to", "ohchr", "--format", "eml")
+    assert fresh.code == 0
+    assert "note: a preview: nothing is queued" in fresh.stderr
+    assert "Date:" not in fresh.stdout
+
+    assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
+    queued = run_cli("preview", "peace-agreement", "--to", "ohchr", "--format", "eml")
+    assert "the bytes of queued message 1" in queued.stderr and "Date is added" in queued.stderr
+    again = run_cli("preview", "peace-agreement", "--to", "ohchr", "--format", "eml")
+    assert again.stdout == queued.stdout  # the same Message-ID and boundary every time
+
+    assert run_cli("send", "--yes").code == 0
+    sent = run_cli("preview", "peace-agreement", "--to", "ohchr", "--format", "eml")
+    wire = smtp_server.accepted[0].data.replace(b"\r\n", b"\n").decode()
+    assert sent.stdout.replace("\r\n", "\n") == wire  # exactly what the institution got, Date included
+    assert sent.stdout.startswith("Date: ")

@@ -196,6 +196,15 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
 PreviewFormat = Literal["text", "html", "eml", "markdown"]
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What `campaign preview` shows, and what it is: a queued letter or a rendering."""
+
+    text: str
+    rendered: RenderedLetter
+    note: str | None = None  # where the bytes come from (eml only)
+
+
 def preview(
     ws: Workspace,
     letter_id: str,
@@ -204,8 +213,71 @@ def preview(
     lang: str | None = None,
     fmt: PreviewFormat = "text",
     contact_email: str | None = None,
+    campaign: str | None = None,
+) -> Preview:
+    """What one institution would receive, as text, HTML or Markdown; with eml, the exact
+    bytes of the queued letter when there is one (else a fresh rendering, said to be one)."""
+    text, rendered = _render_preview(ws, letter_id, recipient_id, lang=lang, fmt=fmt, contact_email=contact_email)
+    if fmt != "eml":
+        return Preview(text, rendered)
+    queued = _queued_bytes(
+        ws, letter_id, recipient_id, rendered.lang, _contact_email(ws, recipient_id, contact_email), campaign
+    )
+    if queued is None:
+        return Preview(
+            text,
+            rendered,
+            "a preview: nothing is queued for this letter and contact yet; the queued letter gets its own "
+            "Message-ID and MIME boundary, and Date when it is first sent",
+        )
+    message, data, has_date = queued
+    return Preview(
+        data.decode("utf-8", "surrogateescape"),
+        rendered,
+        f"the bytes of queued message {message.id} (campaign {message.campaign}, {message.status.value})"
+        + ("" if has_date else "; Date is added when it is first sent"),
+    )
+
+
+def _contact_email(ws: Workspace, recipient_id: str, contact_email: str | None) -> str | None:
+    recipient = registry_mod.select_recipients(load_registry(ws), ids=[recipient_id])[0]
+    contact = pick_contact(recipient, contact_email)
+    return contact.email if contact is not None else None
+
+
+def _queued_bytes(
+    ws: Workspace, letter_id: str, recipient_id: str, lang: str, email: str | None, campaign: str | None
+) -> tuple[Message, bytes, bool] | None:
+    """The newest queued letter for this letter, institution, contact and language, with
+    the bytes it was (or will be) sent as; None when there is none."""
+    if email is None:
+        return None
+    store = open_store(ws, create=False)
+    try:
+        found = [
+            m
+            for m in store.messages(MessageFilter(campaign=campaign, recipient=recipient_id))
+            if m.letter == letter_id and m.lang == lang and m.email.casefold() == email.casefold()
+        ]
+        if not found:
+            return None
+        message = found[-1]
+        prefix, body = store.wire_bytes(message.id)
+    finally:
+        store.close()
+    return message, (prefix or b"") + body, prefix is not None
+
+
+def _render_preview(
+    ws: Workspace,
+    letter_id: str,
+    recipient_id: str,
+    *,
+    lang: str | None = None,
+    fmt: PreviewFormat = "text",
+    contact_email: str | None = None,
 ) -> tuple[str, RenderedLetter]:
-    """What one institution would receive, as text, HTML, Markdown or the .eml bytes."""
+    """A fresh rendering of one letter for one institution."""
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)

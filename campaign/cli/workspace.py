@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from campaign.cli import common
-from campaign.cli.common import out, plain, print_json, state, warn
+from campaign.cli.common import note, out, plain, print_json, state, warn
 from campaign.wording import plural
 
 recipients_app = typer.Typer(
@@ -171,8 +171,18 @@ def preview(
         PreviewFormat, typer.Option("--format", help="text, html, markdown, or eml (the MIME bytes).")
     ] = PreviewFormat.text,
     contact: Annotated[str | None, typer.Option("--contact", help="Contact e-mail (default: the first).")] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign", help="With --format eml: the campaign of the queued letter (default: any).", metavar="NAME"
+        ),
+    ] = None,
 ) -> None:
-    """Show exactly what one institution would receive.
+    """Show what one institution would receive.
+
+    With --format eml, a letter that is already queued is shown as the exact bytes that
+    are (or will be) sent; otherwise the output is a fresh rendering, and a note on
+    stderr says so.
 
     Example:
 
@@ -181,11 +191,14 @@ def preview(
     from campaign import api
 
     ws = state(ctx).workspace()
-    text, rendered = api.preview(ws, letter, to, lang=lang, fmt=fmt.value, contact_email=contact)
-    for w in rendered.warnings:
+    shown = api.preview(ws, letter, to, lang=lang, fmt=fmt.value, contact_email=contact, campaign=campaign)
+    for w in shown.rendered.warnings:
         warn(w)
+    if shown.note:
+        note(f"note: {shown.note}")
     import sys
 
+    text = shown.text
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
