@@ -590,11 +590,22 @@ def split_front_matter(text: str) -> tuple[str | None, str, int]:
     return front, text[match.end() :], text[: match.end()].count("\n") + 1
 
 
+def _voice(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("i", "we"):
+        return "I" if value.strip().lower() == "i" else "we"
+    return value
+
+
+Voice = Annotated[Literal["I", "we"], BeforeValidator(_voice)]
+"""Who speaks in a letter: "I" (one person) or "we" (the organisation)."""
+
+
 class FrontMatter(StrictModel):
     """The YAML block at the top of a letter template."""
 
     subject: OneLine
     description: OneLine | None = None
+    voice: Voice | None = None  # None: "we" when the organisation sends, "I" when a supporter signs
 
 
 class LetterTemplate(StrictModel):
@@ -605,6 +616,7 @@ class LetterTemplate(StrictModel):
     subject: str
     description: str | None = None
     body_line: int  # 1-based line where the body starts in the file
+    voice: str | None = None  # "I" or "we" from the front matter; None: by who signs
 
 
 class Letter(StrictModel):

@@ -479,7 +479,9 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
         meta = parse(FrontMatter, _plain(tree))
     except Invalid as err:
         raise validation_error(err, tree, label, LetterError, line_offset=1) from None  # +1: the opening ---
-    return LetterTemplate(lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line)
+    return LetterTemplate(
+        lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line, voice=meta.voice
+    )
 
 
 def get_letter(letters: dict[str, Letter], letter_id: str) -> Letter:

@@ -53,6 +53,7 @@ from campaign.models import (
 from campaign.wording import did_you_mean
 
 Medium = Literal["email", "pdf"]
+Speaker = Literal["organisation", "supporter"]
 
 _ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender", "disposition-notification-to"}
 _TEXT_HEADERS = {"subject", "comments", "content-description"}
@@ -301,7 +302,7 @@ class ContactView:
         )
 
 
-_VARIABLES = ("recipient", "contact", "salutation", "sender", "lang", "today", "letter", "medium", "original")
+_VARIABLES = ("recipient", "contact", "salutation", "sender", "lang", "today", "letter", "medium", "voice", "original")
 _LABELS = {"RecipientView": "recipient", "ContactView": "contact", "Sender": "sender", "OriginalLetter": "original"}
 
 
@@ -437,8 +438,13 @@ class Renderer:
         today: date | None = None,
         original: OriginalLetter | None = None,
         extra: Mapping[str, Any] | None = None,
+        speaker: Speaker = "organisation",
     ) -> RenderedLetter:
-        """Render ``letter`` for one contact. Raises RenderError naming template and line."""
+        """Render ``letter`` for one contact. Raises RenderError naming template and line.
+
+        ``speaker``: who signs, which sets ``voice`` ("we" for the organisation's letters,
+        by e-mail or as its sealed PDF; "I" for a supporter's PDF) unless the letter's
+        front matter fixes it with ``voice:``."""
         chosen, warning = choose_language(letter, recipient, lang)
         template = letter.templates[chosen]
         today = today or datetime.now(UTC).date()
@@ -454,6 +460,7 @@ class Renderer:
             "today": format_date(today, chosen),
             "letter": letter.id,
             "medium": medium,
+            "voice": template.voice or ("I" if speaker == "supporter" else "we"),
             "original": original,
             **(extra or {}),
         }
@@ -580,12 +587,28 @@ def _babel_locale(lang: str) -> str:
 
 
 def format_date(day: date | datetime, lang: str = "en") -> str:
-    """A date written out for the language (``28 ноября 2026 г.``)."""
+    """A date written out for the language (``28 ноября 2026 г.``, ``6 декабри 2026``)."""
     from babel.dates import format_date as babel_format_date
 
     if isinstance(day, datetime):
         day = day.date()
+    if lang in _RUNNING_TEXT_DATES:
+        return _RUNNING_TEXT_DATES[lang](day)
     return nfc(babel_format_date(day, format="long", locale=_babel_locale(lang)))
+
+
+def _tajik_date(day: date) -> str:
+    """Babel's Tajik (CLDR ``tg``) long date is "06 Декабр 2026": a leading zero and the
+    capitalised nominative month of a calendar heading. In running text and letters Tajik
+    writes the day without a zero and the month in lower case with the izofat -и before
+    the year: "6 декабри 2026"."""
+    from babel.dates import get_month_names
+
+    month = str(get_month_names("wide", context="format", locale="tg")[day.month]).lower()
+    return nfc(f"{day.day} {month}и {day.year}")
+
+
+_RUNNING_TEXT_DATES = {"tg": _tajik_date}
 
 
 # ---------------------------------------------------------------------------

@@ -144,6 +144,13 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
         return LetterCheck(problems=["letters/: no letters found (letters/<id>/<lang>.md.j2)"])
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
+    # The e-mail, a supporter's signed PDF, and (with attach_pdf) the organisation's sealed PDF.
+    ways: list[tuple[Literal["email", "pdf"], Literal["organisation", "supporter"]]] = [
+        ("email", "organisation"),
+        ("pdf", "supporter"),
+    ]
+    if ws.settings.letters.attach_pdf:
+        ways.append(("pdf", "organisation"))
     for letter in chosen:
         langs_needed: set[str] = set()
         for recipient in reg.recipients:
@@ -157,10 +164,10 @@ def check_letters(ws: Workspace, letter_ids: Iterable[str] = ()) -> LetterCheck:
             langs_needed.add(lang)
             contacts: list[Contact | None] = list(recipient.contacts) or [None]
             for contact in contacts:
-                for medium in ("email", "pdf"):
+                for medium, speaker in ways:
                     try:
                         rendered = renderer.render(
-                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium
+                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium, speaker=speaker
                         )
                         if contact is not None and medium == "email":
                             build_message(
@@ -474,6 +481,7 @@ def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple
             lang=rendered.lang,
             today=day,
             reference=reference_for(letter.id, target.recipient.id, day),
+            speaker="organisation",  # the seal attached to the organisation's e-mail: the same voice
         )
         data = pdf.render_signed(
             renderer, _letterhead(ws), content, signer, key, timestamp_url=ws.settings.pdf.timestamp_url
@@ -1302,12 +1310,17 @@ def keys_folder(ws: Workspace) -> Path:
 
 
 def keys_init(ws: Workspace, passphrase: str) -> str:
-    """Create the organisation's root certificate and seal key; return the root fingerprint."""
+    """Create the organisation's root certificate and seal key, and the public copy of the
+    root certificate (organisation-root.pem); return the root fingerprint."""
     from campaign import pdf
+    from campaign.api import keys
 
+    keys.check_public_root_free(ws)
     with _new_state_undone_on_error(ws):
         ws.ensure_state_dir()
-        return pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+        fingerprint = pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+    keys.export_root(ws)
+    return fingerprint
 
 
 def keys_issue(ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path) -> Path:
@@ -1349,12 +1362,15 @@ def _pdf_content(
     lang: str | None,
     today: date,
     reference: str,
+    speaker: Literal["organisation", "supporter"] = "supporter",
 ) -> Any:
     from campaign import pdf
     from campaign.render import format_date
 
     contact = recipient.contacts[0] if recipient.contacts else None
-    rendered = renderer.render(letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
+    rendered = renderer.render(
+        letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today, speaker=speaker
+    )
     name = recipient.name_in(rendered.lang)
     address = recipient.address_in(rendered.lang)
     if address:
@@ -1410,7 +1426,7 @@ def pdf_export(
     content = _pdf_content(
         ws, renderer, letter, recipient, lang=lang, today=today, reference=reference_for(letter.id, recipient.id, today)
     )
-    person = pdf.Signer(signer.name, signer.title, signer.city, signer.signature_image)
+    person = pdf.Signer(signer.name, signer.title, signer.city or ws.settings.pdf.city, signer.signature_image)
     data = pdf.render_signed(
         pdf.PdfRenderer(), _letterhead(ws), content, person, key, timestamp_url=ws.settings.pdf.timestamp_url
     )
@@ -1565,7 +1581,9 @@ def pdf_batch(
     head = _letterhead(ws)
     jobs, names = [], []
     for n, supporter in enumerate(supporters, start=1):
-        person = pdf.Signer(supporter.name, supporter.title, supporter.city, supporter.signature_image)
+        person = pdf.Signer(
+            supporter.name, supporter.title, supporter.city or ws.settings.pdf.city, supporter.signature_image
+        )
         for recipient in recipients:
             content = _pdf_content(
                 ws,

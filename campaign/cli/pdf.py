@@ -50,12 +50,43 @@ def keys_init(ctx: typer.Context) -> None:
         campaign keys init
     """
     from campaign import api
+    from campaign.api import keys as keys_api
 
     ws = state(ctx).workspace()
     passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys", confirm=True)
     fingerprint = api.keys_init(ws, passphrase)
     out().print(f"created {plain(ws.relative(api.keys_folder(ws)))}/ (files mode 0600)")
+    out().print(
+        f"wrote {plain(keys_api.ROOT_FILE)}: the root certificate; give it to the institutions you write to "
+        f"(they check letters with `campaign pdf verify --trust {keys_api.ROOT_FILE}`)"
+    )
     out().print(f"root certificate fingerprint (SHA-256), publish it: {fingerprint}")
+
+
+@keys_app.command("export-root")
+def keys_export_root(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write it (default: organisation-root.pem here).", metavar="FILE"),
+    ] = None,
+) -> None:
+    """Write the organisation's root certificate for institutions to trust.
+
+    The certificate is public: send it with your letters or publish it, together with the
+    fingerprint printed here, so anyone can check a signed letter with
+    `campaign pdf verify letter.pdf --trust organisation-root.pem`.
+
+    Example:
+
+        campaign keys export-root -o organisation-root.pem
+    """
+    from campaign.api import keys as keys_api
+
+    ws = state(ctx).workspace()
+    path, fingerprint = keys_api.export_root(ws, output)
+    out().print(f"wrote {plain(str(path))} (public)")
+    out().print(f"root certificate fingerprint (SHA-256): {fingerprint}")
 
 
 @keys_app.command("issue")
