@@ -427,3 +427,139 @@ def test_10_preview_eml_is_the_queued_letter_or_says_it_is_not(smtp_server: Scri
     wire = smtp_server.accepted[0].data.replace(b"\r\n", b"\n").decode()
     assert sent.stdout.replace("\r\n", "\n") == wire  # exactly what the institution got, Date included
     assert sent.stdout.startswith("Date: ")
+
+
+# ---------------------------------------------------------------------------
+# 11. The PDF: the whole return address, the Tajik date, the stamp's issuer and fingerprint
+
+
+def _pdf_text(path: Path) -> str:
+    """Page text (pypdf) plus, where poppler is installed, the stamp's appearance text."""
+    import unicodedata
+
+    from pypdf import PdfReader
+
+    text = "\n".join(page.extract_text() or "" for page in PdfReader(str(path)).pages)
+    if shutil.which("pdftotext"):
+        done = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, check=True)
+        text += "\n" + done.stdout.decode()
+    return unicodedata.normalize("NFC", text)
+
+
+@pytest.fixture
+def keyed(workspace: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CAMPAIGN_KEY_PASSPHRASE", "organisation-pass-1")
+    config = workspace / "campaign.toml"
+    config.write_text(
+        config.read_text().replace(
+            'reply_to = "office@campaign.example"\n',
+            'reply_to = "office@campaign.example"\naddress = """\nExample Street 1\n10115 Berlin\nGermany"""\n',
+        )
+        + '\n[pdf]\ncity = "Berlin"\n'
+    )
+    result = run_cli("keys", "init")
+    assert result.code == 0, result.output
+    return workspace
+
+
+def test_11_pdf_return_address_date_and_stamp(keyed: Path, tmp_path: Path) -> None:
+    from campaign.pdf import root_fingerprint
+
+    out = tmp_path / "tg.pdf"
+    result = run_cli(
+        "pdf", "export", "peace-agreement", "--to", "tj-embassy", "--signer", "Ҷамшед Қодиров", "-o", str(out)
+    )
+    assert result.code == 0, result.output
+    text = _pdf_text(out)
+    flat = " ".join(text.split())
+    # the return-address line is whole (it used to end in "10115 Ber…")
+    assert "Civic Platform (test) · Example Street 1 · 10115 Berlin · Germany" in flat
+    assert "Ber…" not in flat
+    # the Tajik date: no leading zero, the month in lower case with its izofat
+    assert re.search(
+        r"\b[1-9]\d? (январ|феврал|март|апрел|май|июн|июл|август|сентябр|октябр|ноябр|декабр)и 20\d\d\b", text
+    )
+    assert not re.search(r"\b0\d (Январ|Феврал|Март|Апрел|Май|Июн|Июл|Август|Сентябр|Октябр|Ноябр|Декабр)\b", text)
+    if shutil.which("pdftotext"):
+        fingerprint = root_fingerprint(keyed / ".campaign" / "keys").split(":")
+        assert "Сертификат: Civic Platform (test) Root" in flat
+        assert f"SHA-256: {':'.join(fingerprint[:4])} … {':'.join(fingerprint[-4:])}" in flat
+
+
+def test_11_tajik_and_russian_dates() -> None:
+    from datetime import date
+
+    from campaign.render import format_date
+
+    assert format_date(date(2026, 12, 6), "tg") == "6 декабри 2026"
+    assert format_date(date(2026, 5, 1), "tg") == "1 майи 2026"
+    assert format_date(date(2026, 12, 6), "ru").replace("\u00a0", " ") == "6 декабря 2026 г."
+
+
+# ---------------------------------------------------------------------------
+# 12. [pdf] city by default; one voice for the e-mail and its PDF; the root certificate's name
+
+
+def test_12_pdf_city_from_settings(keyed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "en.pdf"
+    result = run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "Maria Ivanova", "-o", str(out))
+    assert result.code == 0, result.output
+    assert re.search(r"Maria Ivanova\s*\n\s*Berlin", _pdf_text(out))
+    other = tmp_path / "other.pdf"
+    flag = ("--city", "Vienna")
+    assert (
+        run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "M", *flag, "-o", str(other)).code == 0
+    )
+    assert "Vienna" in _pdf_text(other)
+
+
+def test_12_email_and_attached_pdf_speak_with_one_voice(keyed: Path, tmp_path: Path) -> None:
+    import email
+    import email.policy
+
+    from tests.conftest import set_smtp_port
+
+    config = keyed / "campaign.toml"
+    config.write_text(config.read_text() + "\n[letters]\nattach_pdf = true\n")
+    assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
+    with ScriptedServer(Script()) as server:
+        set_smtp_port(keyed, server.port)
+        assert run_cli("send", "--yes").code == 0
+        raw = server.accepted[0].data
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    body = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    attached = tmp_path / "attached.pdf"
+    attached.write_bytes(next(msg.iter_attachments()).get_content())
+    pdf_text = " ".join(_pdf_text(attached).split())
+    assert "We are writing on behalf of" in body
+    assert "We are writing on behalf of" in pdf_text and "I am writing" not in pdf_text
+    # a supporter's own PDF speaks in the first person
+    mine = tmp_path / "mine.pdf"
+    assert run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "M", "-o", str(mine)).code == 0
+    assert "I am writing in support of the appeal" in " ".join(_pdf_text(mine).split())
+    # a letter may fix its voice for every medium
+    letter = keyed / "letters" / "peace-agreement" / "en.md.j2"
+    letter.write_text(letter.read_text().replace("---\n{% set", "voice: we\n---\n{% set", 1))
+    fixed = tmp_path / "fixed.pdf"
+    assert run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "M", "-o", str(fixed)).code == 0
+    assert "We are writing on behalf of" in " ".join(_pdf_text(fixed).split())
+
+
+def test_12_root_certificate_has_the_readme_name(keyed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "--trust organisation-root.pem" in readme and "campaign keys export-root" in readme
+    public = keyed / "organisation-root.pem"
+    assert public.is_file() and oct(public.stat().st_mode & 0o777) == "0o644"
+    assert b"BEGIN CERTIFICATE" in public.read_bytes() and b"PRIVATE" not in public.read_bytes()
+    exported = tmp_path / "for-ohchr.pem"
+    result = run_cli("keys", "export-root", "-o", str(exported))
+    assert result.code == 0 and "fingerprint" in result.stdout
+    assert exported.read_bytes() == public.read_bytes()
+    letter = tmp_path / "letter.pdf"
+    assert run_cli("pdf", "export", "peace-agreement", "--to", "ohchr", "--signer", "M", "-o", str(letter)).code == 0
+    monkeypatch.delenv("CAMPAIGN_WORKSPACE")
+    monkeypatch.chdir(tmp_path)
+    checked = run_cli("pdf", "verify", str(letter), "--trust", str(exported))
+    assert checked.code == 0 and "trusted (certificate from the organisation you trust): yes" in checked.stdout
+    again = run_cli("-C", str(keyed), "keys", "export-root", "-o", str(tmp_path / "letter.pdf"))
+    assert again.code == 1 and "already exists; not overwritten" in again.stderr
