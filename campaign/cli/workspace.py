@@ -108,6 +108,95 @@ def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@recipients_app.command("import")
+def recipients_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A CSV file (or .xlsx workbook) with one row per contact.")],
+    update: Annotated[
+        bool, typer.Option("--update", help="Change institutions whose id recipients.yaml already has.")
+    ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding", help="The file's encoding, when it is neither UTF-8 nor Windows-1251.", metavar="NAME"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row and show what would change; write nothing.")
+    ] = False,
+) -> None:
+    """Add institutions from a spreadsheet to recipients.yaml, keeping its comments.
+
+    Every row is checked with the same rules and words as recipients.yaml (errors name the
+    row and column) before anything is written; then the new institutions are appended.
+    The file may be UTF-8 (with or without a byte-order mark) or Windows-1251, as Excel
+    writes CSV in Russian locales, separated by commas or semicolons. Rows with the same
+    id add contacts to one institution. An id already in recipients.yaml is refused
+    unless --update.
+
+    Columns: id, name (or name.en, name.ru, ...), tags, languages, country, timezone,
+    website, postal_address (or postal_address.LANG), source, checked, max_per_day,
+    office_hours ("mon-fri 09:00-17:00"), field.KEY; for the contact: email,
+    contact_name, role, salutation (or salutation.LANG), contact_source,
+    contact_checked, contact_field.KEY.
+
+    Example:
+
+        campaign recipients import institutions.csv --dry-run
+    """
+    from campaign.api import recipients as recipients_api
+
+    ws = state(ctx).workspace()
+    report = recipients_api.import_recipients(ws, file, update=update, encoding=encoding, dry_run=dry_run)
+    t = common.table("id", "name", "contacts", "rows", "recipients.yaml")
+    for row in report.institutions:
+        rows = ", ".join(map(str, row.rows))
+        action = f"would be {row.action}" if dry_run else row.action
+        t.add_row(plain(row.id), plain(row.name), str(row.contacts), rows, action)
+    out().print(t)
+    added, updated = report.count("added"), report.count("updated")
+    verb = "would add" if dry_run else "added"
+    summary = f"{verb} {plural(added, 'institution')}"
+    if updated:
+        summary += f", {'would update' if dry_run else 'updated'} {updated}"
+    out().print(f"{summary} (read {plain(report.file)} as {report.read_as})")
+    if not dry_run:
+        out().print("next: `campaign recipients check`, then `campaign letters check`")
+
+
+@recipients_app.command("export")
+def recipients_export(
+    ctx: typer.Context,
+    csv_: Annotated[bool, typer.Option("--csv", help="Write CSV (the only format so far).")] = True,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (UTF-8 with a byte-order mark for spreadsheets) instead of printing.",
+            metavar="FILE",
+        ),
+    ] = None,
+) -> None:
+    """Write recipients.yaml as CSV: one row per contact, every translation and field in its
+    own column, in the columns `recipients import` reads.
+
+    Example:
+
+        campaign recipients export --csv -o institutions.csv
+    """
+    import sys
+
+    from campaign.api import recipients as recipients_api
+
+    ws = state(ctx).workspace()
+    text, count = recipients_api.export_recipients(ws, output)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    out().print(f"wrote {plain(str(output))}: {plural(count, 'institution')}")
+
+
 @letters_app.command("list")
 def letters_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """List letters and the languages each is written in.
