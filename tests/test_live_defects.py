@@ -563,3 +563,65 @@ def test_12_root_certificate_has_the_readme_name(keyed: Path, tmp_path: Path, mo
     assert checked.code == 0 and "trusted (certificate from the organisation you trust): yes" in checked.stdout
     again = run_cli("-C", str(keyed), "keys", "export-root", "-o", str(tmp_path / "letter.pdf"))
     assert again.code == 1 and "already exists; not overwritten" in again.stderr
+
+
+# ---------------------------------------------------------------------------
+# 14, 15. The demo: Russian and Tajik letters, a signed PDF, a closing hint that works as shown
+
+
+def _demo_workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "clone"
+    ws.mkdir()
+    shutil.copytree(ROOT / "letters", ws / "letters")
+    shutil.copy2(ROOT / "recipients.yaml", ws / "recipients.yaml")
+    shutil.copy2(ROOT / "campaign.toml", ws / "campaign.toml")
+    return ws
+
+
+@pytest.mark.slow
+def test_14_15_demo_sends_russian_tajik_and_a_signed_pdf_and_its_hint_works(tmp_path: Path) -> None:
+    from campaign.api.demo import pdf_unavailable
+
+    ws = _demo_workspace(tmp_path)
+    program = ROOT / ".venv" / "bin" / "campaign"
+    if not program.exists():
+        pytest.skip("the console script is installed by `make` in .venv/bin")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_")}
+    env["PATH"] = "/usr/bin:/bin"  # as on a fresh clone: .venv/bin is not on PATH
+    done = subprocess.run([str(program), "demo"], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert re.search(r"letters sent: \d+ in en, 1 in ru, 1 in tg", out), out
+    messages = json.loads(
+        subprocess.run(
+            [str(program), "-C", ".campaign/demo", "log", "--json"], cwd=ws, env=env, capture_output=True, text=True
+        ).stdout
+    )
+    assert {m["lang"] for m in messages} >= {"en", "ru", "tg"}
+    assert all(m["status"] == "delivered" for m in messages)
+    if pdf_unavailable() is None:
+        signed = ws / ".campaign" / "demo" / "signed-letter.pdf"
+        assert signed.is_file() and "signed PDF attached to the letter to demo-reads-tajik" in out
+        check = next(line for line in out.splitlines() if line.startswith("check it: "))
+        verified = subprocess.run(check.removeprefix("check it: "), shell=True, cwd=ws, env=env, capture_output=True)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    else:
+        assert "scripts/system-deps.sh" in done.stdout + done.stderr
+    hint = next(line for line in out.splitlines() if line.startswith("explore: "))
+    command = hint.removeprefix("explore: ")
+    shown = subprocess.run(command, shell=True, cwd=ws, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0, (command, shown.stderr)  # pasted as printed, it runs
+    assert "demo-reads-tajik" in shown.stdout
+    on_path = {**env, "PATH": f"{program.parent}:/usr/bin:/bin"}
+    again = subprocess.run(["campaign", "demo"], cwd=ws, env=on_path, capture_output=True, text=True, timeout=600)
+    assert "explore: campaign -C .campaign/demo log" in again.stdout
+
+
+def test_14_readme_quick_start_puts_the_venv_on_path() -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("## Quick start")
+    quick = readme[start : readme.index("\n## ", start + 5)]
+    assert "make demo" in quick and "make test" in quick
+    block = quick[quick.index("```sh") : quick.index("```", quick.index("```sh") + 5)]
+    assert block.count("\nmake ") == 2  # still two commands
+    assert ".venv/bin" in quick.replace(block, "") and "PATH" in quick.replace(block, "")

@@ -379,6 +379,7 @@ class QueueRequest:
     role: str | None = None
     update: bool = False
     at: str | None = None
+    key_passphrase: str | None = None  # [letters] attach_pdf: the seal's passphrase (else CAMPAIGN_KEY_PASSPHRASE)
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -449,18 +450,22 @@ def _queue_into_store(
             not_before_ms=not_before,
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
-            attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
+            attachment=_sealed_pdf_attachment(ws, letter, request.key_passphrase)
+            if ws.settings.letters.attach_pdf
+            else None,
         )
     finally:
         store.close()
 
 
-def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple[bytes, str]]:
+def _sealed_pdf_attachment(
+    ws: Workspace, letter: Letter, passphrase: str | None = None
+) -> Callable[..., tuple[bytes, str]]:
     """[letters] attach_pdf: each letter gets its organisation-sealed PDF attached."""
     from campaign import pdf
     from campaign.errors import SecretError
 
-    passphrase = passphrase_from_env("CAMPAIGN_KEY_PASSPHRASE")
+    passphrase = passphrase or passphrase_from_env("CAMPAIGN_KEY_PASSPHRASE")
     if passphrase is None:
         raise SecretError(
             "[letters] attach_pdf needs the organisation seal: CAMPAIGN_KEY_PASSPHRASE is not set",
@@ -957,116 +962,7 @@ def smtp_login(ws: Workspace, password: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The demo
-
-
-DEMO_LETTER = "peace-agreement"
-
-
-@dataclass
-class DemoResult:
-    workspace: Path
-    mailbox: Path
-    reports: Path
-    queued: int
-    postal_only: int
-    outcome: SendOutcome
-    messages: list[Message]
-    verification: Verification
-    receipts: int = 0
-
-
-def demo(
-    directory: str | os.PathLike[str] | None = None,
-    *,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> DemoResult:
-    """Queue and send the shipped letter to an SMTP server inside this program.
-
-    Works in ``.campaign/demo/`` (recreated each time) so the real state is untouched.
-    """
-    import shutil
-
-    from campaign.config import ensure_private_dir, resolve_root
-    from campaign.localserver import LocalServer, MailboxHandler
-
-    root = resolve_root(directory, os.environ)
-    for needed in ("recipients.yaml", "letters"):
-        if not (root / needed).exists():
-            raise WorkspaceError(
-                f"{root}: no {needed} here to build the demo from",
-                hint="run `campaign demo` in the repository root or a workspace made by `campaign init`",
-            )
-    source = load_workspace(root) if (root / "campaign.toml").exists() else None
-    demo_dir = root / ".campaign" / "demo"
-    if demo_dir.exists():
-        shutil.rmtree(demo_dir)
-    ensure_private_dir(demo_dir)
-    shutil.copy2(root / "recipients.yaml", demo_dir / "recipients.yaml")
-    shutil.copytree(root / "letters", demo_dir / "letters")
-    mailbox, reports = demo_dir / "mailbox", demo_dir / "reports"
-    handler = MailboxHandler(mailbox=mailbox, reports=reports)
-    with LocalServer(handler) as server:
-        sender = source.settings.sender if source else None
-        (demo_dir / "campaign.toml").write_text(_demo_config(sender, server.port), encoding="utf-8")
-        ws = load_workspace(demo_dir, env={})
-        letters = registry_mod.load_letters(ws.letters_dir)
-        letter_id = DEMO_LETTER if DEMO_LETTER in letters else sorted(letters)[0]
-        report = queue(ws, QueueRequest(letter=letter_id, everyone=True))
-        queued = report.count("new")
-        if on_start:
-            on_start(queued)
-        store = open_store(ws)
-        try:
-            with _send_lock(ws):
-                outcome = _run_send(ws, store, SendRequest(etiquette=False), on_progress=on_progress, on_interrupt=None)
-        finally:
-            store.close()
-    receipts = _import_demo_reports(ws, reports)
-    return DemoResult(
-        workspace=demo_dir,
-        mailbox=mailbox,
-        reports=reports,
-        queued=queued,
-        postal_only=report.count("postal-only"),
-        outcome=outcome,
-        messages=log(ws, LogQuery()),
-        verification=verify_log(ws),
-        receipts=receipts,
-    )
-
-
-def _import_demo_reports(ws: Workspace, reports: Path) -> int:
-    """Import the demo server's simulated delivery reports (clearly labelled as simulated)."""
-    files = sorted(reports.glob("*.eml")) if reports.is_dir() else []
-    if not files:
-        return 0
-    return import_receipts(ws, files).recorded
-
-
-def _demo_config(sender: Any, port: int) -> str:
-    name = sender.name if sender else "Demo Organisation"
-    email = sender.email if sender else "letters@campaign.example"
-    return f'''# Written by `campaign demo`: a throwaway workspace; the server runs inside the program.
-[sender]
-name = "{name.replace('"', "'")}"
-email = "{email}"
-
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-timeout = "10s"
-data_timeout = "30s"
-
-[sending]
-rate = 50
-per_domain_rate = 20
-
-[receipts]
-return_path = "receipts@{email.rpartition("@")[2]}"
-'''
+# The demo: campaign/api/demo.py
 
 
 # ---------------------------------------------------------------------------

@@ -115,3 +115,39 @@ def table(*columns: str, title: str | None = None) -> Table:
 
 def is_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def invocation() -> str:
+    """How to run this program again from the current folder, as the person typed it:
+    ``campaign`` when that name on PATH is this program, else the path they used
+    (``.venv/bin/campaign``), so a printed hint works when pasted."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "campaign"
+    if argv0.endswith(("__main__.py", "-c")):
+        return f"{sys.executable} -m campaign"
+    found = shutil.which("campaign")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "campaign"
+    except OSError:
+        pass
+    if os.sep not in argv0:
+        return "campaign" if found else f"{sys.executable} -m campaign"
+    path = os.path.relpath(argv0)
+    if path.startswith(".."):
+        return os.path.abspath(argv0)
+    return path if os.sep in path else "./" + path
+
+
+def shown_path(path: Any) -> str:
+    """A path as short as it can be while still working from the current folder."""
+    import os
+
+    text = str(path)
+    try:
+        relative = os.path.relpath(text)
+    except ValueError:
+        return text
+    return relative if not relative.startswith("..") else text

@@ -821,16 +821,19 @@ def smtp_login(ctx: typer.Context) -> None:
 def demo(ctx: typer.Context) -> None:
     """Run everything end to end on this machine, with nothing leaving it.
 
-    Builds a workspace in .campaign/demo/ from this workspace's registry and letters,
-    starts an SMTP server on 127.0.0.1 inside the program, queues the shipped letter
-    to every institution with an e-mail, sends it, and shows the log. Your own
-    .campaign/state.db is never touched.
+    Builds a workspace in .campaign/demo/ from this workspace's registry and letters
+    (with two clearly fictional institutions added to its copy, so that letters go out
+    in Russian and Tajik too), starts an SMTP server on 127.0.0.1 inside the program,
+    queues the shipped letter to every institution with an e-mail, attaches a signed PDF
+    made with throwaway keys to one letter (where WeasyPrint's system libraries are
+    installed), sends, imports the simulated delivery reports and shows the log. Your
+    own .campaign/state.db is never touched.
 
     Example:
 
         campaign demo && campaign -C .campaign/demo log verify
     """
-    from campaign import api
+    from campaign.api import demo as demo_api
 
     root = state(ctx).directory
     drawer: ProgressDrawer | None = None
@@ -845,36 +848,53 @@ def demo(ctx: typer.Context) -> None:
         drawer = ProgressDrawer(total).__enter__()
 
     try:
-        result = api.demo(root, on_start=started, on_progress=progress)
+        result = demo_api.run(root, on_start=started, on_progress=progress)
     finally:
         if drawer is not None:
             drawer.__exit__(None, None, None)
-    ws_label = result.workspace
-    out().print(f"demo workspace: {plain(str(ws_label))}")
+    here = common.shown_path(result.workspace)
+    out().print(f"demo workspace: {plain(here)}")
+    if result.added:
+        out().print(
+            f"added to the demo's copy of recipients.yaml (fictional, tagged demo): {plain(', '.join(result.added))}"
+        )
     out().print(
         f"queued {plural(result.queued, 'letter')} ({plural(result.postal_only, 'institution')} "
         f"{'is' if result.postal_only == 1 else 'are'} postal only)"
     )
     print_send_summary(result.outcome)
-    t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
+    t = common.table("institution", "lang", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
         t.add_row(
             plain(m.recipient),
-            plain(m.email),
+            m.lang,
             m.status.value,
             plain(m.last_reply or ""),
             plain(f"{m.delivery_status} {m.delivery_detail or ''}" if m.delivery_status else ""),
         )
     out().print(t)
-    out().print(
-        f"log: {plural(result.verification.count, 'event')}, "
-        f"chain verifies: {'yes' if result.verification.ok else 'NO'} "
-        f"(head {result.verification.head[:16]}…)"
-    )
-    out().print(f"received messages: {plain(str(result.mailbox))}/")
+    languages = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
+    out().print(f"letters sent: {languages or 'none'}")
+    if result.verification is not None:
+        out().print(
+            f"log: {plural(result.verification.count, 'event')}, "
+            f"chain verifies: {'yes' if result.verification.ok else 'NO'} (head {result.verification.head[:16]}…)"
+        )
+    out().print(f"received messages: {plain(common.shown_path(result.mailbox))}/")
     if result.receipts:
-        out().print(f"simulated delivery reports: {plain(str(result.reports))}/ (imported: {result.receipts})")
-    out().print(f"explore: campaign -C {plain(str(result.workspace))} log --events")
+        out().print(
+            f"simulated delivery reports: {plain(common.shown_path(result.reports))}/ (imported: {result.receipts})"
+        )
+    me = common.invocation()
+    if result.signed_pdf is not None:
+        pdf_path = common.shown_path(result.signed_pdf)
+        out().print(
+            f"signed PDF attached to the letter to {plain(result.signed_for or '')} (throwaway keys): {plain(pdf_path)}"
+        )
+        out().print(f"check it: {plain(me)} -C {plain(here)} pdf verify {plain(pdf_path)}")
+    elif result.pdf_note:
+        note(result.pdf_note)
+    out().print(f"explore: {plain(me)} -C {plain(here)} log")
 
 
 SENDING = "Send: queue, schedule, send and follow up"
