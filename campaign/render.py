@@ -351,7 +351,7 @@ class _Undefined(jinja2.StrictUndefined):
                 hint=f"add it under `fields:` in recipients.yaml, or write "
                 f"{{% if {self._undefined_obj._where}.{self._undefined_name} is defined %}} around it",
             )
-        raise jinja2.UndefinedError(self._undefined_message)
+        raise self._undefined_exception(self._undefined_message)  # SecurityError for the sandbox's refusals
 
 
 # Jinja binds its operators (str(), ==, +, [...] ...) to the base class's failing method
