@@ -167,7 +167,9 @@ def recipients_import(
 @recipients_app.command("export")
 def recipients_export(
     ctx: typer.Context,
-    csv_: Annotated[bool, typer.Option("--csv", help="Write CSV (the only format so far).")] = True,
+    csv_: Annotated[
+        bool, typer.Option("--csv", help="Write CSV (the default, and the only format so far).", show_default=False)
+    ] = False,
     output: Annotated[
         Path | None,
         typer.Option(
