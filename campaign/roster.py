@@ -28,12 +28,13 @@ The columns (``LANG`` is a language code, ``KEY`` a field name)::
 from __future__ import annotations
 
 import codecs
+import copy
 import csv
 import io
 import re
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -278,8 +279,25 @@ def _value(base: str, text: str) -> Any:
     return text.replace("\r\n", "\n")
 
 
-def entries_from_rows(table: Table) -> list[Imported]:
+def first_rows(table: Table) -> dict[str, int]:
+    """Each id in the table and the spreadsheet row where it first appears."""
+    column = table.header.index("id") if "id" in table.header else None
+    found: dict[str, int] = {}
+    if column is None:
+        return found
+    for offset, cells in enumerate(table.rows):
+        rid = cells[column].strip() if column < len(cells) else ""
+        if rid:
+            found.setdefault(rid, offset + 2)
+    return found
+
+
+def entries_from_rows(table: Table, existing: Mapping[str, Recipient] | None = None) -> list[Imported]:
     """Validate every row; return one entry per institution in the order first seen.
+
+    With ``existing`` (``--update``), a row for a known id changes only the cells it
+    fills: per-language values and fields are merged, contacts matched by address, and
+    the returned entry holds only what the rows gave (for the writer to change in place).
 
     Raises RegistryError for the first problem, naming row and column (and how many
     other rows have problems too)."""
@@ -337,14 +355,24 @@ def entries_from_rows(table: Table) -> list[Imported]:
     imported: list[Imported] = []
     for rid, (entry, where) in grouped.items():
         entry.setdefault("contacts", [])
+        known = (existing or {}).get(rid)
+        merged, positions = _merged(_dump(known), entry) if known is not None else (entry, {})
         try:
-            recipient = parse(Recipient, entry)
+            recipient = parse(Recipient, merged)
         except Invalid as err:
             loc, message = describe_invalid(err)
+            if known is not None and loc[:1] == ["contacts"] and len(loc) > 1:
+                back = {m: i for i, m in positions.items()}
+                loc = ["contacts", back[loc[1]], *loc[2:]] if loc[1] in back else ["contacts"]
             row, column = _locate(loc, where, table.header)
             problems.append((row, column, message))
             continue
-        imported.append(Imported(rid, _dump(recipient), recipient, tuple(where.rows)))
+        dumped = _dump(recipient)
+        if known is not None:  # only what the rows gave, for the writer to change in place
+            given = {k: dumped[k] for k in entry if k not in ("id", "contacts") and k in dumped}
+            contacts = [dumped["contacts"][positions[i]] for i in range(len(entry["contacts"]))]
+            dumped = {"id": rid, **given, "contacts": contacts}
+        imported.append(Imported(rid, dumped, recipient, tuple(where.rows)))
     if problems:
         problems.sort()
         row, column, message = problems[0]
@@ -358,6 +386,35 @@ def entries_from_rows(table: Table) -> list[Imported]:
     if not imported:
         raise RegistryError(f"{table.label}: no institutions (only a header)", hint="add one row per institution")
     return imported
+
+
+def _merged(base: dict[str, Any], entry: dict[str, Any]) -> tuple[dict[str, Any], dict[int, int]]:
+    """``base`` (an institution as recipients.yaml has it) with the table's cells on top;
+    and where each of the table's contacts landed in the merged contact list."""
+    merged = copy.deepcopy(base)
+    for key, value in entry.items():
+        if key in ("id", "contacts"):
+            continue
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and key != "office_hours":
+            merged[key] = {**old, **value}
+        else:
+            merged[key] = value
+    contacts: list[dict[str, Any]] = merged.setdefault("contacts", [])
+    positions: dict[int, int] = {}
+    for index, contact in enumerate(entry["contacts"]):
+        email = str(contact.get("email", "")).strip().casefold()
+        found = next((n for n, c in enumerate(contacts) if str(c.get("email", "")).casefold() == email), None)
+        if found is None:
+            contacts.append(dict(contact))
+            positions[index] = len(contacts) - 1
+            continue
+        old_contact = contacts[found]
+        for key, value in contact.items():
+            old = old_contact.get(key)
+            old_contact[key] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+        positions[index] = found
+    return merged, positions
 
 
 def _locate(loc: list[str | int], where: _Where, header: list[str]) -> tuple[int, str]:

@@ -309,3 +309,29 @@ def test_shipped_registry_exports_and_imports(tmp_path: Path) -> None:
     exported = run_cli("-C", str(ROOT), "recipients", "export", "--csv")
     assert exported.code == 0
     assert "ru-mfa" in exported.stdout and "Министерство иностранных дел Российской Федерации" in exported.stdout
+
+
+def test_update_changes_only_the_cells_given(ws: Path, tmp_path: Path) -> None:
+    source = tmp_path / "partial.csv"
+    source.write_text(
+        "id,name.tg,field.desk,email,contact_name\n"
+        "mid,Вазорати корҳои хориҷии Федератсияи Россия,Human rights (2),press@mid.example,Press\n"
+        "mid,,,info@mid.example,Information desk\n",
+        encoding="utf-8",
+    )
+    result = run_cli("recipients", "import", str(source), "--update")
+    assert result.code == 0, result.output
+    mid = {r["id"]: r for r in json.loads(run_cli("recipients", "list", "--json").stdout)}["mid"]
+    assert mid["name"] == {
+        "en": "Ministry of Foreign Affairs of the Russian Federation",
+        "ru": "Министерство иностранных дел Российской Федерации",
+        "tg": "Вазорати корҳои хориҷии Федератсияи Россия",
+    }
+    assert mid["languages"] == ["ru"] and mid["postal_address"]["ru"].startswith("Смоленская")
+    assert mid["fields"] == {"reference_number": "MID-2026/17", "desk": "Human rights (2)"}
+    contacts = {c["email"]: c for c in mid["contacts"]}
+    assert contacts["info@mid.example"]["name"] == "Information desk"
+    assert contacts["info@mid.example"]["fields"] == {"desk": "Department of Humanitarian Cooperation"}
+    assert contacts["press@mid.example"]["name"] == "Press"
+    text = (ws / "recipients.yaml").read_text()
+    assert "name:   # one name per language" in text and "# a plain name still works" in text

@@ -49,18 +49,18 @@ def import_recipients(
     An id that recipients.yaml already has is refused unless ``update``. Raises
     RegistryError naming the file, row and column."""
     table = roster.read_table(path, encoding=encoding, label=path.name)
-    imported = roster.entries_from_rows(table)
     current = registry_mod.load_registry(ws.registry_path)
-    known = {r.id for r in current.recipients}
-    report = ImportReport(path.name, table.described)
-    clashes = [i for i in imported if i.id in known]
+    known = {r.id: r for r in current.recipients}
+    clashes = [(rid, row) for rid, row in roster.first_rows(table).items() if rid in known]
     if clashes and not update:
-        first = clashes[0]
+        rid, row = clashes[0]
         more = f" (and {plural(len(clashes) - 1, 'other')})" if len(clashes) > 1 else ""
         raise RegistryError(
-            f"{path.name}: row {first.rows[0]}, column id: {first.id!r} is already in recipients.yaml{more}",
+            f"{path.name}: row {row}, column id: {rid!r} is already in recipients.yaml{more}",
             hint="nothing was imported; add --update to change existing institutions, or use new ids",
         )
+    imported = roster.entries_from_rows(table, known if update else None)
+    report = ImportReport(path.name, table.described)
     for item in imported:
         report.institutions.append(
             ImportedRow(
