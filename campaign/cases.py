@@ -620,10 +620,11 @@ def case_key(ids: Sequence[str]) -> str:
 
 
 def subject_for(
-    case: Case, case_id: str, recipient: Recipient, *, organisation: str, today: date, session: str | None = None
+    case: Case, case_id: str, recipient: Any, *, organisation: str, today: date, session: str | None = None
 ) -> str | None:
     """The body's subject pattern filled in (no personal data: mandate, State, month).
-    None when the body has no pattern, or it names the session and none was given."""
+    None when the body has no pattern, or it names the session and none was given.
+    ``recipient`` is a registry Recipient or the template's view of one."""
     profile = recipient.submission
     if profile is None or profile.subject is None:
         return None

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from campaign.errors import ConfigError, SecretError, SendLockError, UsageError, WorkspaceError
-from campaign.models import Duration, Email, OneLine, Sender, StrictModel
+from campaign.models import Duration, Email, OneLine, Sender, StrictModel, describe_error
 
 CONFIG_FILE = "campaign.toml"
 REGISTRY_FILE = "recipients.yaml"
@@ -426,14 +426,7 @@ def _toml_error_line(message: str) -> int | None:
 
 
 def _pydantic_message(error: Mapping[str, Any]) -> str:
-    message = str(error["msg"])
-    if message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] == "missing":
-        return "required, but missing"
-    return message
+    return describe_error(error)
 
 
 def locate_toml_key(text: str, path: list[str]) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal, TypeVar, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -302,11 +303,90 @@ def parse(model: type[M], data: Any) -> M:
     except ValidationError as err:
         errors = err.errors()
         # A misspelt key shows up twice: as unknown, and as the missing real one. Say the first.
-        first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-        message = str(first["msg"])
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        raise Invalid(tuple(first["loc"]), message, str(first["type"])) from None
+        # A value that fits no branch of a union (text or a mapping) is reported once per
+        # branch; the branch of the value's own kind says what is really wrong with it.
+        first = next(
+            (e for e in errors if e["type"] == "extra_forbidden"),
+            next((e for e in errors if not str(e["type"]).endswith("_type")), errors[0]),
+        )
+        raise Invalid(tuple(first["loc"]), describe_error(first), str(first["type"])) from None
+
+
+def _kind_of(value: Any) -> str:
+    """What a value is, in the words of someone who wrote a YAML/TOML/CSV file."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value[:40]!r}" if value.strip() else "empty text"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping (key: value)"
+    return type(value).__name__
+
+
+_RANGE_WORDS = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+}
+
+
+def describe_error(error: Mapping[str, Any]) -> str:
+    """One pydantic error in our words: what was expected, and what was found.
+
+    The only place that translates pydantic's wording ("Input should be a valid
+    integer, unable to parse string as an integer", "Value error, ...") for users;
+    ``registry`` and ``config`` both get their messages from here.
+    """
+    kind = str(error.get("type", ""))
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    got = _kind_of(value)
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required, but missing"
+    if kind in ("value_error", "assertion_error"):
+        err = ctx.get("error")
+        message = str(err) if err is not None else str(error.get("msg", ""))
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        return message
+    if kind in _RANGE_WORDS:
+        key, words = _RANGE_WORDS[kind]
+        return words.format(ctx.get(key)) + f", not {value}"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"expected a whole number, got {got}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"expected a number, got {got}"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"expected true or false, got {got}"
+    if kind in ("string_type", "string_unicode"):
+        return f"expected text, got {got}"
+    if kind in ("list_type", "tuple_type", "set_type"):
+        return f"expected a list, e.g. [a, b], got {got}"
+    if kind in ("dict_type", "mapping_type", "model_type", "model_attributes_type", "dataclass_type"):
+        return f"expected a mapping (key: value), got {got}"
+    if kind.startswith(("date_", "datetime_")):
+        return f"expected a date written YYYY-MM-DD, got {got}"
+    if kind.startswith("time_"):
+        return f"expected a time written HH:MM, got {got}"
+    if kind in ("too_short", "too_long"):
+        size = ctx.get("min_length") if kind == "too_short" else ctx.get("max_length")
+        if kind == "too_short":
+            return "must not be empty" if size in (None, 1) else f"needs at least {size} entries"
+        return f"has more than {size} entries"
+    if kind in ("literal_error", "enum"):
+        return f"must be {ctx.get('expected', 'one of the allowed values')}, not {value!r}"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ").replace("Input should be", "must be")
+    return message
 
 
 # ---------------------------------------------------------------------------
@@ -438,6 +518,62 @@ SUBJECT_FIELDS = ("mandate", "country", "organisation", "month_year", "session",
 
 Salutation = OneLine | dict[Lang, OneLine]
 
+Localized = OneLine | dict[Lang, OneLine]
+"""A one-line text, or one per language: ``name: {en: …, ru: …, tg: …}``."""
+
+LocalizedText = Text | dict[Lang, Text]
+"""Free text (an address), or one per language."""
+
+
+def in_language(
+    value: str | dict[str, str] | None, lang: str, preferred: list[str] | tuple[str, ...] = ()
+) -> str | None:
+    """The version of ``value`` for ``lang``: that language, else English, else the first of
+    ``preferred`` (the institution's languages) that exists, else the first given."""
+    if value is None or isinstance(value, str):
+        return value
+    for candidate in (lang, "en", *preferred):
+        if candidate in value:
+            return value[candidate]
+    return next(iter(value.values()), None)
+
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+_RESERVED_FIELDS = frozenset(name for name in dir(dict) if not name.startswith("_"))
+
+
+def _field_name(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _FIELD_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a field name: use lowercase letters, digits and underscores, "
+                "starting with a letter (e.g. reference_number), so templates can write recipient.fields.NAME"
+            )
+        if value in _RESERVED_FIELDS:
+            raise ValueError(f"{value!r} cannot be a field name (templates use it for something else); choose another")
+    return value
+
+
+def _field_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float | date):
+        return str(value)
+    if isinstance(value, str):
+        value = nfc(value.strip())
+        if not value:
+            raise ValueError("is empty; leave the field out instead")
+        return value
+    raise ValueError(f"a field holds one value (text or a number), not {_kind_of(value)}")
+
+
+FieldName = Annotated[str, AfterValidator(_field_name)]
+FieldValue = Annotated[str, BeforeValidator(_field_value)]
+Fields = dict[FieldName, FieldValue]
+"""Custom facts about an institution or a contact (``fields:``), for templates as
+``recipient.fields.NAME``. Facts about institutions only: data about people belongs in the
+private case store, never in the git-tracked registry."""
+
 
 class Contact(StrictModel):
     """One address at an institution."""
@@ -448,6 +584,7 @@ class Contact(StrictModel):
     salutation: Salutation | None = None
     source: OneLine | None = None
     checked: date | None = None
+    fields: Fields = Field(default_factory=dict)
 
     def salutation_for(self, lang: str) -> str | None:
         if isinstance(self.salutation, str):
@@ -461,19 +598,40 @@ class Recipient(StrictModel):
     """An institution in recipients.yaml."""
 
     id: Slug
-    name: OneLine
+    name: Localized
     tags: list[Slug] = Field(default_factory=list)
     languages: list[Lang] = Field(min_length=1)
     contacts: list[Contact] = Field(default_factory=list)
     country: Country | None = None
     timezone: TimeZoneName | None = None
-    postal_address: Text | None = None
+    postal_address: LocalizedText | None = None
     website: OneLine | None = None
     source: OneLine | None = None
     checked: date | None = None
     max_per_day: Annotated[int, Field(ge=1, le=10000)] | None = None
     office_hours: OfficeHours | None = None
     submission: SubmissionProfile | None = None
+    fields: Fields = Field(default_factory=dict)
+
+    @field_validator("name", "postal_address")
+    @classmethod
+    def _some_language(cls, value: Any) -> Any:
+        if isinstance(value, dict) and not value:
+            raise ValueError("give the text, or one per language: {en: …, ru: …}")
+        return value
+
+    def name_in(self, lang: str) -> str:
+        """The institution's name in ``lang`` (else English, else its first language)."""
+        return in_language(self.name, lang, self.languages) or ""
+
+    def address_in(self, lang: str) -> str | None:
+        """The postal address in ``lang`` (else English, else its first language), or None."""
+        return in_language(self.postal_address, lang, self.languages)
+
+    @property
+    def label(self) -> str:
+        """The name to show in lists: English where given, else the first."""
+        return self.name_in("en")
 
     @field_validator("contacts")
     @classmethod
@@ -533,12 +691,23 @@ def split_front_matter(text: str) -> tuple[str | None, str, int]:
     return front, text[match.end() :], text[: match.end()].count("\n") + 1
 
 
+def _voice(value: Any) -> Any:
+    if isinstance(value, str) and value.strip().lower() in ("i", "we"):
+        return "I" if value.strip().lower() == "i" else "we"
+    return value
+
+
+Voice = Annotated[Literal["I", "we"], BeforeValidator(_voice)]
+"""Who speaks in a letter: "I" (one person) or "we" (the organisation)."""
+
+
 class FrontMatter(StrictModel):
     """The YAML block at the top of a letter template."""
 
     subject: OneLine
     description: OneLine | None = None
     case: bool = False  # a letter about a case: queued with --case ID
+    voice: Voice | None = None  # None: "we" when the organisation sends, "I" when a supporter signs
 
 
 class LetterTemplate(StrictModel):
@@ -550,6 +719,7 @@ class LetterTemplate(StrictModel):
     description: str | None = None
     body_line: int  # 1-based line where the body starts in the file
     case: bool = False
+    voice: str | None = None  # "I" or "we" from the front matter; None: by who signs
 
 
 class Letter(StrictModel):

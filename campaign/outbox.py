@@ -150,7 +150,7 @@ def build_one(
     msg = build_message(
         rendered,
         sender=sender,
-        to_name=target.contact.name or target.recipient.name,
+        to_name=target.contact.name or target.recipient.name_in(rendered.lang),
         to_address=target.contact.email,
         message_id=message_id,
         headers=headers,

@@ -31,7 +31,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from email.header import decode_header, make_header
+from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -179,13 +179,26 @@ def _text(value: object) -> str:
     return " ".join(text.split())
 
 
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
 def _decoded(value: object) -> str:
     """An RFC 2047 header (Subject, From) as text."""
     if value is None:
         return ""
+    if isinstance(value, Header):
+        # compat32 keeps a raw UTF-8 header (RFC 6532) as undecoded 8-bit bytes;
+        # str() of it would print every byte as U+FFFD.
+        value = b"".join(
+            part if isinstance(part, bytes) else part.encode("utf-8", "surrogateescape")
+            for part, _charset in decode_header(value)
+        ).decode("utf-8", "replace")
+    text = str(value)
     try:
-        return _text(str(make_header(decode_header(str(value)))))
-    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        if not text.isascii():  # raw UTF-8 text, perhaps with encoded words inside it
+            return _text(_ENCODED_WORD.sub(lambda m: str(make_header(decode_header(m.group(0)))), text))
+        return _text(str(make_header(decode_header(text))))
+    except (UnicodeError, LookupError, ValueError, email.errors.MessageError):
         return _text(value)
 
 

@@ -66,7 +66,10 @@ def read_text(path: Path, *, label: str, limit: int, error: type[CampaignError])
             f"{label}: {size:,} bytes is over the {limit // 1048576} MB limit ({limit:,} bytes); "
             "split it or remove what is not needed"
         )
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:  # a folder where a file should be, no permission, an I/O error
+        raise error(f"{label}: cannot read: {err.strerror or err}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -373,6 +376,136 @@ def _check_duplicates(tree: Any, label: str) -> None:
                     emails.add(key)
 
 
+# ---------------------------------------------------------------------------
+# Writing: new institutions appended, existing ones updated, comments kept
+
+_BLOCK_ORDER = (
+    "id", "name", "tags", "languages", "country", "timezone", "website", "postal_address",
+    "source", "checked", "max_per_day", "office_hours", "fields", "contacts",
+)  # fmt: skip
+_FLOW_KEYS = {"tags", "languages", "office_hours"}
+
+
+def _yaml_value(key: str, value: Any) -> Any:
+    """A plain value as ruamel will write it in the house style of recipients.yaml:
+    short lists and office hours in flow style, multi-line text as a literal block."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarstring import DoubleQuotedScalarString, LiteralScalarString
+
+    if isinstance(value, str):
+        return LiteralScalarString(value.rstrip("\n") + "\n") if "\n" in value.strip() else value
+    if isinstance(value, list):
+        seq = CommentedSeq([_yaml_value(key, v) for v in value])
+        if key in _FLOW_KEYS or (key == "contacts" and not value):
+            seq.fa.set_flow_style()
+        return seq
+    if isinstance(value, dict) and key == "office_hours":  # quoted, as YAML 1.1 tools would read 09:00 as a number
+        mapping = CommentedMap((k, DoubleQuotedScalarString(str(v))) for k, v in value.items())
+        mapping.fa.set_flow_style()
+        return mapping
+    if isinstance(value, dict):
+        mapping = CommentedMap((k, _yaml_value(k if key != "fields" else "", v)) for k, v in value.items())
+        if key in _FLOW_KEYS:
+            mapping.fa.set_flow_style()
+        return mapping
+    return value
+
+
+def _entry_map(entry: dict[str, Any]) -> Any:
+    from ruamel.yaml.comments import CommentedMap
+
+    ordered = sorted(entry, key=lambda k: _BLOCK_ORDER.index(k) if k in _BLOCK_ORDER else len(_BLOCK_ORDER))
+    return CommentedMap((k, _yaml_value(k, entry[k])) for k in ordered)
+
+
+def _detect_indent(text: str) -> tuple[int, int, int]:
+    """(mapping, sequence, offset) indentation as recipients.yaml writes its list."""
+    match = re.search(r"^recipients:[ \t]*(?:#.*)?\n(?:[ \t]*(?:#.*)?\n)*([ ]*)-([ ]+)\S", text, re.M)
+    if not match:
+        return 2, 4, 2
+    offset, gap = len(match.group(1)), len(match.group(2))
+    return 2, offset + 1 + gap, offset
+
+
+def write_registry_entries(path: Path, entries: Sequence[dict[str, Any]], *, label: str | None = None) -> str:
+    """Add institutions to recipients.yaml, keeping every comment and the rest of the file.
+
+    ``entries`` are plain values as a validated :class:`Recipient` dumps them. An entry
+    whose id exists replaces the keys it gives (contacts matched by address: updated, or
+    added); any other is appended. The new text is validated as a whole before the file
+    is replaced (atomically, keeping its mode), and returned. Raises RegistryError."""
+    import io
+
+    label = label or path.name
+    text = read_text(path, label=label, limit=MAX_REGISTRY_BYTES, error=RegistryError)
+    yaml = _yaml()
+    mapping, sequence, offset = _detect_indent(text)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    yaml.width = 4096  # never re-wrap anyone's long lines
+    yaml.preserve_quotes = True  # "09:00" stays quoted, as the author wrote it
+    parse_yaml(text, label, RegistryError)  # syntax problems named like everywhere else
+    tree = yaml.load(text)
+    if not isinstance(tree, dict) or not isinstance(tree.get("recipients"), list):
+        raise RegistryError(f"{label}:1: expected a top-level `recipients:` list", hint="fix it, then import again")
+    items = tree["recipients"]
+    by_id = {item.get("id"): item for item in items if isinstance(item, dict)}
+    spaced = re.search(r"\n[ \t]*\n[ \t]*-[ \t]+id:", text) is not None  # a blank line between institutions
+    for entry in entries:
+        existing = by_id.get(entry["id"])
+        if existing is None:
+            items.append(_entry_map(entry))
+            if spaced:
+                items.yaml_set_comment_before_after_key(len(items) - 1, before="\n", indent=offset)
+            continue
+        for key, value in entry.items():
+            if key == "contacts":
+                _merge_contacts(existing, value)
+            elif key != "id":
+                existing[key] = _yaml_value(key, value)
+    yaml.version = None  # no "%YAML 1.2" line: the file is read as YAML 1.2 anyway
+    out = io.StringIO()
+    yaml.dump(tree, out)
+    new_text = out.getvalue()
+    _parse_registry(new_text, label)  # the same checks as any registry, before writing
+    _replace_file(path, new_text)
+    return new_text
+
+
+def _merge_contacts(existing: Any, contacts: list[dict[str, Any]]) -> None:
+    current = existing.get("contacts")
+    if not isinstance(current, list) or not current:
+        existing["contacts"] = _yaml_value("contacts", contacts)
+        return
+    by_email = {str(c.get("email", "")).casefold(): c for c in current if isinstance(c, dict)}
+    for contact in contacts:
+        found = by_email.get(str(contact["email"]).casefold())
+        if found is None:
+            current.append(_yaml_value("contact", contact))
+        else:
+            for key, value in contact.items():
+                found[key] = _yaml_value(key, value)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and move it over (same mode)."""
+    try:
+        mode = path.stat().st_mode & 0o777
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        raise RegistryError(f"{path.name}: cannot write: {err.strerror or err}") from err
+
+
+def describe_invalid(err: Invalid) -> tuple[list[str | int], str]:
+    """(location without pydantic's markers, message): the words every registry error uses."""
+    return _clean_loc(err.loc), _message(err)
+
+
 @dataclass(frozen=True)
 class Finding:
     """Something worth a look that does not stop anything."""
@@ -388,6 +521,7 @@ def check_registry(registry: Registry, *, today: date, label: str = "recipients.
     """Warn about contacts nobody sourced or confirmed recently, and postal-only institutions."""
     warnings: list[Finding] = []
     for recipient in registry.recipients:
+        warnings.extend(_missing_translations(recipient, label))
         if recipient.postal_only:
             warnings.append(Finding(f"{label}: {recipient.id}", "postal only: no e-mail contact; letters go by post"))
         for contact in recipient.contacts:
@@ -405,6 +539,26 @@ def check_registry(registry: Registry, *, today: date, label: str = "recipients.
                     Finding(where, f"last confirmed {checked.isoformat()}, over a year ago: confirm it again")
                 )
     return warnings
+
+
+def _missing_translations(recipient: Recipient, label: str) -> list[Finding]:
+    """A name or address given per language that lacks one of the institution's languages."""
+    found = []
+    for key in ("name", "postal_address"):
+        value = getattr(recipient, key)
+        if not isinstance(value, dict):
+            continue
+        missing = [lang for lang in recipient.languages if lang not in value]
+        if missing:
+            fallback = "en" if "en" in value else next(iter(value))
+            found.append(
+                Finding(
+                    f"{label}: {recipient.id}",
+                    f"{key} has no {', '.join(missing)} version; letters in "
+                    f"{'that language' if len(missing) == 1 else 'those languages'} use the {fallback} one",
+                )
+            )
+    return found
 
 
 def select_recipients(
@@ -455,11 +609,19 @@ def load_letters(letters_dir: Path) -> dict[str, Letter]:
     if not letters_dir.is_dir():
         raise LetterError(f"{letters_dir.name}/: no such folder", hint="create it with a letter, see `campaign init`")
     letters: dict[str, Letter] = {}
-    for folder in sorted(p for p in letters_dir.iterdir() if p.is_dir()):
+    try:
+        folders = sorted(p for p in letters_dir.iterdir() if p.is_dir())
+    except OSError as err:
+        raise LetterError(f"{letters_dir.name}/: cannot read: {err.strerror or err}") from None
+    for folder in folders:
         if folder.name.startswith(("_", ".")):
             continue
         templates: dict[str, LetterTemplate] = {}
-        for file in sorted(folder.glob(f"*{TEMPLATE_SUFFIX}")):
+        try:
+            files = sorted(folder.glob(f"*{TEMPLATE_SUFFIX}"))
+        except OSError as err:
+            raise LetterError(f"{letters_dir.name}/{folder.name}/: cannot read: {err.strerror or err}") from None
+        for file in files:
             template = load_letter_template(letters_dir, file)
             templates[template.lang] = template
         if not templates:
@@ -496,7 +658,13 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
     except Invalid as err:
         raise validation_error(err, tree, label, LetterError, line_offset=1) from None  # +1: the opening ---
     return LetterTemplate(
-        lang=lang, path=rel, subject=meta.subject, description=meta.description, body_line=body_line, case=meta.case
+        lang=lang,
+        path=rel,
+        subject=meta.subject,
+        description=meta.description,
+        body_line=body_line,
+        voice=meta.voice,
+        case=meta.case,
     )
 
 

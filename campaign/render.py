@@ -50,8 +50,10 @@ from campaign.models import (
     nfc,
     split_front_matter,
 )
+from campaign.wording import did_you_mean
 
 Medium = Literal["email", "pdf"]
+Speaker = Literal["organisation", "supporter"]
 
 _ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender", "disposition-notification-to"}
 _TEXT_HEADERS = {"subject", "comments", "content-description"}
@@ -111,7 +113,6 @@ DEFAULT_SALUTATIONS = {
 BABEL_LOCALES = {"en": "en_GB"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&=])")
-_MD_UNESCAPE = re.compile(r"\\([!-/:-@\[-`{-~]|\n)")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
 
 
@@ -124,8 +125,100 @@ def md_escape(value: Any) -> str:
 
 
 def markdown_to_text(markdown: str) -> str:
-    """The plain-text part: the Markdown source without backslash escapes."""
-    return _MD_UNESCAPE.sub(lambda m: m.group(1), markdown)
+    """The plain-text part, rendered from the Markdown syntax tree (markdown-it tokens):
+    no ``**`` or ``_`` markers, no backslash escapes; paragraphs separated by a blank
+    line, the author's line breaks kept, lists as ``-`` / ``1.``, quotes as ``>``,
+    links as "text (address)"."""
+    text = _TextWriter().write(_MARKDOWN.parse(markdown))
+    return text + "\n" if markdown.endswith("\n") and text else text
+
+
+def _inline_text(children: list[Any]) -> str:
+    out: list[str] = []
+    links: list[str | None] = []
+    for token in children:
+        kind = token.type
+        if kind in ("text", "code_inline", "html_inline"):
+            out.append(token.content)
+        elif kind in ("softbreak", "hardbreak"):
+            out.append("\n")
+        elif kind == "image":
+            out.append(token.content or str(token.attrs.get("alt") or ""))
+        elif kind == "link_open":
+            links.append(str(token.attrs.get("href") or "") or None)
+            out.append("\x00")  # where the link text starts
+        elif kind == "link_close":
+            href = links.pop() if links else None
+            start = len(out) - 1 - out[::-1].index("\x00")
+            label = "".join(out[start + 1 :])
+            out[start:] = [label if not href or href in (label, f"mailto:{label}") else f"{label} ({href})"]
+    return "".join(out)
+
+
+class _TextWriter:
+    """Walks the block tokens once, keeping the prefixes of quotes and list items."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.blank = False  # a blank line is due before the next block
+        self.quote = 0
+        self.lists: list[list[Any]] = []  # [ordered, next number, indent of its items]
+        self.marker: str | None = None  # the marker of a list item whose first line is next
+        self.indent = ""
+
+    def _prefix(self) -> str:
+        return "> " * self.quote
+
+    def _emit(self, lines: list[str]) -> None:
+        if self.blank and self.lines:
+            self.lines.append(self._prefix().rstrip())
+        self.blank = False
+        for number, line in enumerate(lines):
+            if number == 0 and self.marker is not None:
+                lead = self.indent[: len(self.indent) - len(self.marker)] + self.marker
+                self.marker = None
+            else:
+                lead = self.indent
+            self.lines.append((self._prefix() + lead + line).rstrip())
+
+    def write(self, tokens: list[Any]) -> str:
+        for token in tokens:
+            kind = token.type
+            if kind == "inline":
+                self._emit(_inline_text(token.children or []).split("\n"))
+            elif kind == "paragraph_close" and not token.hidden:
+                self.blank = True
+            elif kind == "heading_close":
+                self.blank = True
+            elif kind in ("bullet_list_open", "ordered_list_open"):
+                start = int(token.attrs.get("start") or 1) if kind == "ordered_list_open" else 0
+                self.lists.append([kind == "ordered_list_open", start, self.indent])
+            elif kind in ("bullet_list_close", "ordered_list_close"):
+                self.indent = self.lists.pop()[2]
+                self.blank = True
+            elif kind == "list_item_open":
+                level = self.lists[-1]
+                if level[0]:
+                    self.marker = f"{level[1]}. "
+                    level[1] += 1
+                else:
+                    self.marker = "- "
+                self.indent = level[2] + " " * len(self.marker)
+            elif kind == "blockquote_open":
+                if self.blank and self.lines:
+                    self.lines.append(self._prefix().rstrip())
+                self.blank = False
+                self.quote += 1
+            elif kind == "blockquote_close":
+                self.quote -= 1
+                self.blank = True
+            elif kind in ("code_block", "fence"):
+                self._emit(["    " + line for line in token.content.rstrip("\n").split("\n")])
+                self.blank = True
+            elif kind == "hr":
+                self._emit(["* * *"])
+                self.blank = True
+        return "\n".join(self.lines).strip("\n")
 
 
 def _finalize_markdown(value: Any) -> Any:
@@ -142,6 +235,135 @@ def _finalize_plain(value: Any) -> Any:
     return nfc(str(value))
 
 
+# ---------------------------------------------------------------------------
+# What templates see: the recipient in the letter's language, and readable "undefined"
+
+
+class FieldMap(dict[str, str]):
+    """``recipient.fields`` / ``contact.fields``: custom facts from recipients.yaml."""
+
+    def __init__(self, values: Mapping[str, str], *, owner: str, where: str) -> None:
+        super().__init__(values)
+        self._owner = owner  # "institution ohchr", "contact registry@ohchr.example of ohchr"
+        self._where = where  # "recipient.fields"
+
+
+@dataclass(frozen=True)
+class RecipientView:
+    """The institution as a template sees it: ``name`` and ``postal_address`` in the
+    letter's language (``names`` holds every translation), ``fields`` the institution's
+    custom fields with the contact's own on top."""
+
+    id: str
+    name: str
+    names: Mapping[str, str]
+    tags: list[str]
+    languages: list[str]
+    country: str | None
+    timezone: str | None
+    postal_address: str | None
+    website: str | None
+    fields: FieldMap
+    postal_only: bool
+    submission: Any = None  # the body's submission profile (cases: subject patterns, mandate)
+
+    @classmethod
+    def of(cls, recipient: Recipient, contact: Contact | None, lang: str) -> RecipientView:
+        merged = {**recipient.fields, **(contact.fields if contact is not None else {})}
+        names = recipient.name if isinstance(recipient.name, dict) else {lang: recipient.name}
+        return cls(
+            id=recipient.id,
+            name=recipient.name_in(lang),
+            names=dict(names),
+            tags=list(recipient.tags),
+            languages=list(recipient.languages),
+            country=recipient.country,
+            timezone=recipient.timezone,
+            postal_address=recipient.address_in(lang),
+            website=recipient.website,
+            fields=FieldMap(merged, owner=f"institution {recipient.id}", where="recipient.fields"),
+            postal_only=recipient.postal_only,
+            submission=recipient.submission,
+        )
+
+
+@dataclass(frozen=True)
+class ContactView:
+    """The contact as a template sees it (``contact.fields``: its own custom fields)."""
+
+    email: str
+    name: str | None
+    role: str | None
+    fields: FieldMap
+
+    @classmethod
+    def of(cls, recipient: Recipient, contact: Contact) -> ContactView:
+        owner = f"contact {contact.email} of {recipient.id}"
+        return cls(
+            contact.email, contact.name, contact.role, FieldMap(contact.fields, owner=owner, where="contact.fields")
+        )
+
+
+_VARIABLES = ("recipient", "contact", "salutation", "sender", "lang", "today", "letter", "medium", "voice", "original")
+_LABELS = {"RecipientView": "recipient", "ContactView": "contact", "Sender": "sender", "OriginalLetter": "original"}
+
+
+def _known_names(obj: Any) -> list[str]:
+    if isinstance(obj, FieldMap):
+        return list(obj)
+    fields = getattr(type(obj), "model_fields", None) or getattr(type(obj), "__dataclass_fields__", None) or {}
+    return [name for name in fields if not name.startswith("_")]
+
+
+class _FieldUndefinedError(jinja2.UndefinedError):
+    """A template used a custom field that an institution or contact lacks."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined that says what is missing in our words: "recipient has no field
+    'nme' (did you mean 'name'?)", not "'campaign.models.Recipient object' has no
+    attribute 'nme'"."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        if self._undefined_hint:
+            return self._undefined_hint
+        name = str(self._undefined_name)
+        obj = self._undefined_obj
+        if obj is jinja2.utils.missing:
+            return f"{name!r} is not a variable here{did_you_mean(name, _VARIABLES)}"
+        if isinstance(obj, FieldMap):
+            have = ", ".join(sorted(obj)) or "none"
+            return f"{obj._where}.{name}: {obj._owner} has no field {name!r} (its fields: {have})"
+        label = _LABELS.get(type(obj).__name__)
+        if label is None:
+            return f"{type(obj).__name__} value has no {name!r}"
+        return f"{label} has no field {name!r}{did_you_mean(name, _known_names(obj))}"
+
+    def _fail_with_undefined_error(self, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(self._undefined_obj, FieldMap):
+            raise _FieldUndefinedError(
+                self._undefined_message,
+                hint=f"add it under `fields:` in recipients.yaml, or write "
+                f"{{% if {self._undefined_obj._where}.{self._undefined_name} is defined %}} around it",
+            )
+        raise self._undefined_exception(self._undefined_message)  # SecurityError for the sandbox's refusals
+
+
+# Jinja binds its operators (str(), ==, +, [...] ...) to the base class's failing method
+# by value; point them at ours so every use of an undefined value speaks our words.
+for _base in (jinja2.Undefined, jinja2.StrictUndefined):
+    for _name, _value in vars(_base).items():
+        if _value is jinja2.Undefined._fail_with_undefined_error and _name != "_fail_with_undefined_error":
+            setattr(_Undefined, _name, _Undefined._fail_with_undefined_error)
+
+
 class _LetterLoader(jinja2.BaseLoader):
     """Loads templates relative to letters/, with front matter blanked out so that
     line numbers in errors match the file."""
@@ -154,8 +376,13 @@ class _LetterLoader(jinja2.BaseLoader):
         path = self.root.joinpath(*pieces)
         if not path.is_file():
             raise jinja2.TemplateNotFound(template)
-        mtime = path.stat().st_mtime
-        text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        try:
+            mtime = path.stat().st_mtime
+            text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
+        except OSError as err:
+            raise RenderError(f"letters/{'/'.join(pieces)}: cannot read: {err.strerror or err}") from None
+        except UnicodeDecodeError:
+            raise RenderError(f"letters/{'/'.join(pieces)}: not UTF-8 text", hint="save the file as UTF-8") from None
         front, body, body_line = split_front_matter(text)
         if front is not None:
             body = "\n" * (body_line - 1) + body
@@ -184,7 +411,7 @@ class Renderer:
         loader = _LetterLoader(letters_dir)
         common: dict[str, Any] = {
             "loader": loader,
-            "undefined": jinja2.StrictUndefined,
+            "undefined": _Undefined,
             "autoescape": False,
             "keep_trailing_newline": True,
             "auto_reload": False,
@@ -213,8 +440,13 @@ class Renderer:
         today: date | None = None,
         original: OriginalLetter | None = None,
         extra: Mapping[str, Any] | None = None,
+        speaker: Speaker = "organisation",
     ) -> RenderedLetter:
-        """Render ``letter`` for one contact. Raises RenderError naming template and line."""
+        """Render ``letter`` for one contact. Raises RenderError naming template and line.
+
+        ``speaker``: who signs, which sets ``voice`` ("we" for the organisation's letters,
+        by e-mail or as its sealed PDF; "I" for a supporter's PDF) unless the letter's
+        front matter fixes it with ``voice:``."""
         chosen, warning = choose_language(letter, recipient, lang)
         template = letter.templates[chosen]
         today = today or datetime.now(UTC).date()
@@ -222,14 +454,15 @@ class Renderer:
             chosen, DEFAULT_SALUTATIONS["en"]
         )
         context: dict[str, Any] = {
-            "recipient": recipient,
-            "contact": contact,
+            "recipient": RecipientView.of(recipient, contact, chosen),
+            "contact": ContactView.of(recipient, contact) if contact is not None else None,
             "salutation": salutation,
             "sender": sender,
             "lang": chosen,
             "today": format_date(today, chosen),
             "letter": letter.id,
             "medium": medium,
+            "voice": template.voice or ("I" if speaker == "supporter" else "we"),
             "original": original,
             **(extra or {}),
         }
@@ -307,7 +540,7 @@ def _run(template: jinja2.Template, context: dict[str, Any], source: str, where:
         line = _template_line(err)
         raise RenderError(
             f"{source}{line}: undefined: {err.message} {where}",
-            hint="use only the variables listed in letters/README.md",
+            hint=getattr(err, "hint", None) or "use only the variables listed in letters/README.md",
         ) from None
     except SecurityError as err:
         line = _template_line(err)
@@ -388,12 +621,28 @@ def _babel_locale(lang: str) -> str:
 
 
 def format_date(day: date | datetime, lang: str = "en") -> str:
-    """A date written out for the language (``28 ноября 2026 г.``)."""
+    """A date written out for the language (``28 ноября 2026 г.``, ``6 декабри 2026``)."""
     from babel.dates import format_date as babel_format_date
 
     if isinstance(day, datetime):
         day = day.date()
+    if lang in _RUNNING_TEXT_DATES:
+        return _RUNNING_TEXT_DATES[lang](day)
     return nfc(babel_format_date(day, format="long", locale=_babel_locale(lang)))
+
+
+def _tajik_date(day: date) -> str:
+    """Babel's Tajik (CLDR ``tg``) long date is "06 Декабр 2026": a leading zero and the
+    capitalised nominative month of a calendar heading. In running text and letters Tajik
+    writes the day without a zero and the month in lower case with the izofat -и before
+    the year: "6 декабри 2026"."""
+    from babel.dates import get_month_names
+
+    month = str(get_month_names("wide", context="format", locale="tg")[day.month]).lower()
+    return nfc(f"{day.day} {month}и {day.year}")
+
+
+_RUNNING_TEXT_DATES = {"tg": _tajik_date}
 
 
 # ---------------------------------------------------------------------------

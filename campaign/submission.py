@@ -402,7 +402,7 @@ def build_submission(
     if rows:
         sections.append(Section(w["attachments"], rows))
 
-    body_name = recipient.name
+    body_name = recipient.name_in(lang)
     title = w["title"].format(body=body_name)
     subtitle = profile.form
     if case.country:
@@ -414,7 +414,7 @@ def build_submission(
         lang=lang,
         title=title,
         subtitle=subtitle,
-        to=recipient.name,
+        to=recipient.name_in(lang),
         date_text=format_date(today, lang),
         sender=sender.name,
         sections=sections,

@@ -327,7 +327,7 @@ def test_fetch_files_processed_messages(tmp_path: Path, monkeypatch: pytest.Monk
     mailserver.wait_for_messages(mta.return_path_maildir, 1, 30)
     result = run_cli("receipts", "fetch", "--move-to", "Processed")
     assert result.code == 0, result.output
-    assert "moved 1 messages to Processed" in result.stdout
+    assert "moved 1 message to Processed" in result.stdout
     assert rows()["good"]["status"] == "delivered"
 
 

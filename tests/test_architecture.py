@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "campaign"
 LEVELS = {
     "errors": 0,
     "transitions": 0,
+    "wording": 0,
     "models": 1,
     "chain": 1,
     "pacing": 2,
@@ -29,6 +30,7 @@ LEVELS = {
     "outbox": 4,
     "ledger": 4,
     "cases": 4,
+    "roster": 4,
     "dispatch": 5,
     "receipts": 5,
     "submission": 5,
@@ -58,6 +60,7 @@ HOMES = {
     "cryptography": {"pdf", "transport"},
     "imapclient": {"imap"},
     "docx": {"submission"},
+    "openpyxl": {"roster"},
     "typer": {"cli"},
     "rich": {"cli"},
     "click": {"cli"},

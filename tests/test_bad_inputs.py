@@ -128,7 +128,24 @@ def _case_files(ws: Path, case_folder: Path) -> None:
         (target / path.name).chmod(0o600)
 
 
+def _registry_folder(ws: Path) -> None:
+    """recipients.yaml replaced by a folder (an unzip or a sync tool made one)."""
+    (ws / "recipients.yaml").unlink()
+    (ws / "recipients.yaml").mkdir()
+    (ws / "recipients.yaml" / "README.txt").write_text("a folder where the registry should be\n")
+
+
+def _template_folder(ws: Path) -> None:
+    """letters/peace-agreement/en.md.j2 replaced by a folder."""
+    template = ws / "letters" / "peace-agreement" / "en.md.j2"
+    template.unlink()
+    template.mkdir()
+    (template / "README.txt").write_text("not a template\n")
+
+
 GENERATORS = {
+    "registry-folder": _registry_folder,
+    "template-folder": _template_folder,
     "big-registry": _big_registry,
     "newer-schema-db": _newer_schema_db,
     "garbage-db": _garbage_db,

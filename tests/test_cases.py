@@ -273,7 +273,7 @@ def test_followup_checks_consent_again_and_carries_the_case(ws: Path, monkeypatc
         result = run_cli("followup", "case-submission", "--campaign", "case-submission", "--after", "0s")
         assert result.code == 0, result.output
         assert "not queued: case c1: consent for un-wgad was withdrawn on 2026-11-20" in result.stdout
-        assert "1 follow-ups queued" in result.stdout
+        assert "1 follow-up queued" in result.stdout
         assert "WGEID: the case stays open" in result.stdout
         rows = json.loads(run_cli("log", "--json", "--campaign", "case-submission-followup").stdout)
         assert [r["recipient"] for r in rows] == ["un-wgeid"]
@@ -364,7 +364,7 @@ def test_log_export_leaves_case_letters_out_unless_asked(ws: Path, tmp_path: Pat
         ok("queue", "case-submission", "--to", "un-wgeid", "--case", "c1", "--campaign", "mixed")
         ok("send", "--yes")
     out = ok("log", "export", "--campaign", "mixed", "-o", str(tmp_path / "a.zip"))
-    assert "1 letters" in out and "left out 1 letters about a case" in out
+    assert "1 letter," in out and "left out 1 letter about a case" in out
     names = zipfile.ZipFile(tmp_path / "a.zip").namelist()
     out = ok("log", "export", "--campaign", "mixed", "--with-case-letters", "-o", str(tmp_path / "b.zip"))
     assert "2 letters" in out

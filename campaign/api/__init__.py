@@ -34,6 +34,7 @@ from campaign.errors import (
 from campaign.models import Contact, Event, Letter, Message, Recipient, Registry, utcnow
 from campaign.render import RenderedLetter, Renderer, build_message, message_bytes, new_message_id
 from campaign.store import MessageFilter
+from campaign.wording import plural
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
@@ -148,6 +149,13 @@ def check_letters(
         return LetterCheck(problems=["letters/: no letters found (letters/<id>/<lang>.md.j2)"])
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
+    # The e-mail, a supporter's signed PDF, and (with attach_pdf) the organisation's sealed PDF.
+    ways: list[tuple[Literal["email", "pdf"], Literal["organisation", "supporter"]]] = [
+        ("email", "organisation"),
+        ("pdf", "supporter"),
+    ]
+    if ws.settings.letters.attach_pdf:
+        ways.append(("pdf", "organisation"))
     for letter in chosen:
         extra = context
         if extra is None and letter.needs_case:
@@ -170,16 +178,23 @@ def check_letters(
             langs_needed.add(lang)
             contacts: list[Contact | None] = list(recipient.contacts) or [None]
             for contact in contacts:
-                for medium in ("email", "pdf"):
+                for medium, speaker in ways:
                     try:
                         rendered = renderer.render(
-                            letter, recipient, contact, ws.settings.sender, lang=lang, medium=medium, extra=extra
+                            letter,
+                            recipient,
+                            contact,
+                            ws.settings.sender,
+                            lang=lang,
+                            medium=medium,
+                            speaker=speaker,
+                            extra=extra,
                         )
                         if contact is not None and medium == "email":
                             build_message(
                                 rendered,
                                 sender=ws.settings.sender,
-                                to_name=contact.name or recipient.name,
+                                to_name=contact.name or recipient.name_in(rendered.lang),
                                 to_address=contact.email,
                                 message_id=new_message_id(ws.settings.sender.domain),
                             )
@@ -210,6 +225,15 @@ def check_letters(
 PreviewFormat = Literal["text", "html", "eml", "markdown"]
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What `campaign preview` shows, and what it is: a queued letter or a rendering."""
+
+    text: str
+    rendered: RenderedLetter
+    note: str | None = None  # where the bytes come from (eml only)
+
+
 def preview(
     ws: Workspace,
     letter_id: str,
@@ -218,8 +242,71 @@ def preview(
     lang: str | None = None,
     fmt: PreviewFormat = "text",
     contact_email: str | None = None,
+    campaign: str | None = None,
+) -> Preview:
+    """What one institution would receive, as text, HTML or Markdown; with eml, the exact
+    bytes of the queued letter when there is one (else a fresh rendering, said to be one)."""
+    text, rendered = _render_preview(ws, letter_id, recipient_id, lang=lang, fmt=fmt, contact_email=contact_email)
+    if fmt != "eml":
+        return Preview(text, rendered)
+    queued = _queued_bytes(
+        ws, letter_id, recipient_id, rendered.lang, _contact_email(ws, recipient_id, contact_email), campaign
+    )
+    if queued is None:
+        return Preview(
+            text,
+            rendered,
+            "a preview: nothing is queued for this letter and contact yet; the queued letter gets its own "
+            "Message-ID and MIME boundary, and Date when it is first sent",
+        )
+    message, data, has_date = queued
+    return Preview(
+        data.decode("utf-8", "surrogateescape"),
+        rendered,
+        f"the bytes of queued message {message.id} (campaign {message.campaign}, {message.status.value})"
+        + ("" if has_date else "; Date is added when it is first sent"),
+    )
+
+
+def _contact_email(ws: Workspace, recipient_id: str, contact_email: str | None) -> str | None:
+    recipient = registry_mod.select_recipients(load_registry(ws), ids=[recipient_id])[0]
+    contact = pick_contact(recipient, contact_email)
+    return contact.email if contact is not None else None
+
+
+def _queued_bytes(
+    ws: Workspace, letter_id: str, recipient_id: str, lang: str, email: str | None, campaign: str | None
+) -> tuple[Message, bytes, bool] | None:
+    """The newest queued letter for this letter, institution, contact and language, with
+    the bytes it was (or will be) sent as; None when there is none."""
+    if email is None:
+        return None
+    store = open_store(ws, create=False)
+    try:
+        found = [
+            m
+            for m in store.messages(MessageFilter(campaign=campaign, recipient=recipient_id))
+            if m.letter == letter_id and m.lang == lang and m.email.casefold() == email.casefold()
+        ]
+        if not found:
+            return None
+        message = found[-1]
+        prefix, body = store.wire_bytes(message.id)
+    finally:
+        store.close()
+    return message, (prefix or b"") + body, prefix is not None
+
+
+def _render_preview(
+    ws: Workspace,
+    letter_id: str,
+    recipient_id: str,
+    *,
+    lang: str | None = None,
+    fmt: PreviewFormat = "text",
+    contact_email: str | None = None,
 ) -> tuple[str, RenderedLetter]:
-    """What one institution would receive, as text, HTML, Markdown or the .eml bytes."""
+    """A fresh rendering of one letter for one institution."""
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
@@ -239,16 +326,16 @@ def preview(
         msg = build_message(
             rendered,
             sender=ws.settings.sender,
-            to_name=contact.name or recipient.name,
+            to_name=contact.name or recipient.name_in(rendered.lang),
             to_address=contact.email,
             message_id=new_message_id(ws.settings.sender.domain),
         )
         return message_bytes(msg).decode("utf-8", "surrogateescape"), rendered
     header = f"Subject: {rendered.subject}\nLanguage: {rendered.lang}\n"
     if contact is not None:
-        header = f"To: {contact.name or recipient.name} <{contact.email}>\n" + header
+        header = f"To: {contact.name or recipient.name_in(rendered.lang)} <{contact.email}>\n" + header
     else:
-        header = f"To: {recipient.name} (postal only)\n" + header
+        header = f"To: {recipient.name_in(rendered.lang)} (postal only)\n" + header
     return header + "\n" + rendered.text, rendered
 
 
@@ -315,6 +402,7 @@ class QueueRequest:
     update: bool = False
     at: str | None = None
     cases: list[str] = field(default_factory=list)  # --case: the letter is about these cases
+    key_passphrase: str | None = None  # [letters] attach_pdf: the seal's passphrase (else CAMPAIGN_KEY_PASSPHRASE)
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -393,19 +481,23 @@ def _queue_into_store(
             not_before_ms=not_before,
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
-            attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
+            attachment=_sealed_pdf_attachment(ws, letter, request.key_passphrase)
+            if ws.settings.letters.attach_pdf
+            else None,
             context_for=context_for,
         )
     finally:
         store.close()
 
 
-def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple[bytes, str]]:
+def _sealed_pdf_attachment(
+    ws: Workspace, letter: Letter, passphrase: str | None = None
+) -> Callable[..., tuple[bytes, str]]:
     """[letters] attach_pdf: each letter gets its organisation-sealed PDF attached."""
     from campaign import pdf
     from campaign.errors import SecretError
 
-    passphrase = passphrase_from_env("CAMPAIGN_KEY_PASSPHRASE")
+    passphrase = passphrase or passphrase_from_env("CAMPAIGN_KEY_PASSPHRASE")
     if passphrase is None:
         raise SecretError(
             "[letters] attach_pdf needs the organisation seal: CAMPAIGN_KEY_PASSPHRASE is not set",
@@ -426,6 +518,7 @@ def _sealed_pdf_attachment(ws: Workspace, letter: Letter) -> Callable[..., tuple
             lang=rendered.lang,
             today=day,
             reference=reference_for(letter.id, target.recipient.id, day),
+            speaker="organisation",  # the seal attached to the organisation's e-mail: the same voice
         )
         data = pdf.render_signed(
             renderer, _letterhead(ws), content, signer, key, timestamp_url=ws.settings.pdf.timestamp_url
@@ -945,144 +1038,7 @@ def smtp_login(ws: Workspace, password: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# The demo
-
-
-DEMO_LETTER = "peace-agreement"
-
-
-@dataclass
-class DemoResult:
-    workspace: Path
-    mailbox: Path
-    reports: Path
-    queued: int
-    postal_only: int
-    outcome: SendOutcome
-    messages: list[Message]
-    verification: Verification
-    receipts: int = 0
-    case_letters: int = 0  # letters about the fictional example case
-    submission: Path | None = None  # the example case's WGEID form
-
-
-def demo(
-    directory: str | os.PathLike[str] | None = None,
-    *,
-    on_start: Callable[[int], None] | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> DemoResult:
-    """Queue and send the shipped letter to an SMTP server inside this program.
-
-    Works in ``.campaign/demo/`` (recreated each time) so the real state is untouched.
-    """
-    import shutil
-
-    from campaign.config import ensure_private_dir, resolve_root
-    from campaign.localserver import LocalServer, MailboxHandler
-
-    root = resolve_root(directory, os.environ)
-    for needed in ("recipients.yaml", "letters"):
-        if not (root / needed).exists():
-            raise WorkspaceError(
-                f"{root}: no {needed} here to build the demo from",
-                hint="run `campaign demo` in the repository root or a workspace made by `campaign init`",
-            )
-    source = load_workspace(root) if (root / "campaign.toml").exists() else None
-    demo_dir = root / ".campaign" / "demo"
-    if demo_dir.exists():
-        shutil.rmtree(demo_dir)
-    ensure_private_dir(demo_dir)
-    shutil.copy2(root / "recipients.yaml", demo_dir / "recipients.yaml")
-    shutil.copytree(root / "letters", demo_dir / "letters")
-    mailbox, reports = demo_dir / "mailbox", demo_dir / "reports"
-    handler = MailboxHandler(mailbox=mailbox, reports=reports)
-    with LocalServer(handler) as server:
-        sender = source.settings.sender if source else None
-        (demo_dir / "campaign.toml").write_text(_demo_config(sender, server.port), encoding="utf-8")
-        ws = load_workspace(demo_dir, env={})
-        letters = registry_mod.load_letters(ws.letters_dir)
-        letter_id = DEMO_LETTER if DEMO_LETTER in letters else sorted(letters)[0]
-        report = queue(ws, QueueRequest(letter=letter_id, everyone=True))
-        queued = report.count("new")
-        case_letters, submission = _demo_case(ws, letters)
-        queued += case_letters
-        if on_start:
-            on_start(queued)
-        from campaign.config import SendLock
-
-        store = open_store(ws)
-        try:
-            request = SendRequest(etiquette=False)
-            setup = _prepare_send(ws, request)
-            with SendLock(store.lock_path, shown=ws.relative):
-                outcome = _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=None)
-        finally:
-            store.close()
-    receipts = _import_demo_reports(ws, reports)
-    return DemoResult(
-        workspace=demo_dir,
-        mailbox=mailbox,
-        reports=reports,
-        queued=queued,
-        postal_only=report.count("postal-only"),
-        outcome=outcome,
-        messages=log(ws, LogQuery()),
-        verification=verify_log(ws),
-        receipts=receipts,
-        case_letters=case_letters,
-        submission=submission,
-    )
-
-
-def _demo_case(ws: Workspace, letters: Mapping[str, Letter]) -> tuple[int, Path | None]:
-    """The fictional example case: its letter to the WGEID and the WGAD, and its WGEID form."""
-    from campaign.api import cases as cases_api
-    from campaign.api import submit as submit_api
-
-    reg = load_registry(ws)
-    bodies = [rid for rid in ("un-wgeid", "un-wgad") if (r := reg.get(rid)) is not None and r.contacts]
-    if submit_api.DEFAULT_LETTER not in letters or not bodies:
-        return 0, None  # a workspace without the UN bodies or the case letter
-    cases_api.new_case(ws, None, example=True)
-    report = queue(ws, QueueRequest(letter=submit_api.DEFAULT_LETTER, ids=bodies, cases=[cases_api.core.EXAMPLE_ID]))
-    form = None
-    if "un-wgeid" in bodies:
-        prepared = submit_api.prepare(ws, submit_api.PrepareRequest(case=cases_api.core.EXAMPLE_ID, to="un-wgeid"))
-        form = prepared.files[0]
-    return report.count("new"), form
-
-
-def _import_demo_reports(ws: Workspace, reports: Path) -> int:
-    """Import the demo server's simulated delivery reports (clearly labelled as simulated)."""
-    files = sorted(reports.glob("*.eml")) if reports.is_dir() else []
-    if not files:
-        return 0
-    return import_receipts(ws, files).recorded
-
-
-def _demo_config(sender: Any, port: int) -> str:
-    name = sender.name if sender else "Demo Organisation"
-    email = sender.email if sender else "letters@campaign.example"
-    return f'''# Written by `campaign demo`: a throwaway workspace; the server runs inside the program.
-[sender]
-name = "{name.replace('"', "'")}"
-email = "{email}"
-
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-timeout = "10s"
-data_timeout = "30s"
-
-[sending]
-rate = 50
-per_domain_rate = 20
-
-[receipts]
-return_path = "receipts@{email.rpartition("@")[2]}"
-'''
+# The demo: campaign/api/demo.py
 
 
 # ---------------------------------------------------------------------------
@@ -1250,7 +1206,7 @@ def export_evidence(
         if about_cases and not with_case_letters:
             if len(about_cases) == len(messages):
                 raise SelectionError(
-                    f"all {len(messages)} letters are about a case and carry its data in their bytes; "
+                    f"all {plural(len(messages), 'letter')} are about a case and carry its data in their bytes; "
                     "nothing was written",
                     hint="add --with-case-letters to export them (keep the bundle as private as the case files)",
                 )
@@ -1353,12 +1309,17 @@ def keys_folder(ws: Workspace) -> Path:
 
 
 def keys_init(ws: Workspace, passphrase: str) -> str:
-    """Create the organisation's root certificate and seal key; return the root fingerprint."""
+    """Create the organisation's root certificate and seal key, and the public copy of the
+    root certificate (organisation-root.pem); return the root fingerprint."""
     from campaign import pdf
+    from campaign.api import keys
 
+    keys.check_public_root_free(ws)
     with _new_state_undone_on_error(ws):
         ws.ensure_state_dir()
-        return pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+        fingerprint = pdf.init_keys(keys_folder(ws), passphrase, organisation=ws.settings.sender.name)
+    keys.export_root(ws)
+    return fingerprint
 
 
 def keys_issue(ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path) -> Path:
@@ -1400,17 +1361,21 @@ def _pdf_content(
     lang: str | None,
     today: date,
     reference: str,
+    speaker: Literal["organisation", "supporter"] = "supporter",
 ) -> Any:
     from campaign import pdf
     from campaign.render import format_date
 
     contact = recipient.contacts[0] if recipient.contacts else None
-    rendered = renderer.render(letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
-    address = recipient.postal_address
+    rendered = renderer.render(
+        letter, recipient, contact, ws.settings.sender, lang=lang, medium="pdf", today=today, speaker=speaker
+    )
+    name = recipient.name_in(rendered.lang)
+    address = recipient.address_in(rendered.lang)
     if address:
         lines = address.strip().splitlines()
         # Registries often repeat the institution's name as the first address line.
-        if lines and " ".join(lines[0].split()).casefold() == " ".join(recipient.name.split()).casefold():
+        if lines and " ".join(lines[0].split()).casefold() == " ".join(name.split()).casefold():
             address = "\n".join(lines[1:]) or None
     return pdf.LetterContent(
         lang=rendered.lang,
@@ -1418,7 +1383,7 @@ def _pdf_content(
         body_html=rendered.body_html,
         date_text=format_date(today, rendered.lang),
         reference=reference,
-        recipient_name=recipient.name,
+        recipient_name=name,
         postal_address=address,
     )
 
@@ -1460,7 +1425,7 @@ def pdf_export(
     content = _pdf_content(
         ws, renderer, letter, recipient, lang=lang, today=today, reference=reference_for(letter.id, recipient.id, today)
     )
-    person = pdf.Signer(signer.name, signer.title, signer.city, signer.signature_image)
+    person = pdf.Signer(signer.name, signer.title, signer.city or ws.settings.pdf.city, signer.signature_image)
     data = pdf.render_signed(
         pdf.PdfRenderer(), _letterhead(ws), content, person, key, timestamp_url=ws.settings.pdf.timestamp_url
     )
@@ -1485,15 +1450,28 @@ def pdf_verify(ws: Workspace | None, paths: list[Path], trust: list[Path]) -> li
                 hint="pass --trust ROOT.pem (the organisation's published root), or run `campaign keys init`",
             )
         roots.append(pdf.root_certificate_pem(keys_folder(ws)))
-    results = []
+    names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
+    pdf.check_trust_roots(roots, names)  # a bad root is one error for the whole run
+    results: list[Any] = []
     for path in paths:
+        # Every file is checked and reported, whatever happened to the one before it.
         try:
             data = path.read_bytes()
+            results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path), trust_names=names))
         except OSError as err:
-            raise SelectionError(f"{path}: cannot read: {err.strerror}") from None
-        names = [str(p) for p in trust] if trust else ["the workspace's root certificate"]
-        results.append(pdf.verify_pdf(data, trust_roots=roots, name=str(path), trust_names=names))
+            results.append(UnreadableFile(str(path), f"{path}: cannot read: {err.strerror or err}"))
+        except CampaignError as err:
+            results.append(UnreadableFile(str(path), err.message, err.hint))
     return results
+
+
+@dataclass(frozen=True)
+class UnreadableFile:
+    """A file `pdf verify` could not check at all (missing, not a PDF, truncated)."""
+
+    file: str
+    message: str
+    hint: str | None = None
 
 
 @dataclass
@@ -1577,6 +1555,7 @@ def pdf_batch(
     ids: list[str],
     tags: list[str],
     passphrase: str,
+    everyone: bool = False,
     zip_output: bool = False,
     print_file: Path | None = None,
     processes: int | None = None,
@@ -1589,19 +1568,21 @@ def pdf_batch(
     from campaign import pdf
     from campaign.outbox import check_selection
 
-    check_selection(ids, tags, False)
+    check_selection(ids, tags, everyone)
     supporters = read_supporters(supporters_csv)
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
-    recipients = registry_mod.select_recipients(reg, ids=ids, tags=tags)
+    recipients = registry_mod.select_recipients(reg, ids=ids, tags=tags, everyone=everyone)
     pdf.load_seal(keys_folder(ws), passphrase)  # a wrong passphrase fails here, once, before any work
     today = utcnow().date()
     renderer = Renderer(ws.letters_dir)
     head = _letterhead(ws)
     jobs, names = [], []
     for n, supporter in enumerate(supporters, start=1):
-        person = pdf.Signer(supporter.name, supporter.title, supporter.city, supporter.signature_image)
+        person = pdf.Signer(
+            supporter.name, supporter.title, supporter.city or ws.settings.pdf.city, supporter.signature_image
+        )
         for recipient in recipients:
             content = _pdf_content(
                 ws,

@@ -230,19 +230,21 @@ def _pages(count: int) -> str:
 
 
 def _to_line(recipient: Recipient, profile: SubmissionProfile) -> str:
+    name = recipient.label
     if profile.channel == "email" and recipient.contacts:
         c = recipient.contacts[0]
-        return f"{c.name or recipient.name} <{c.email}>"
-    if profile.channel == "post" and recipient.postal_address:
-        return " / ".join(recipient.postal_address.strip().splitlines())
-    return f"{recipient.name} ({profile.channel})"
+        return f"{c.name or name} <{c.email}>"
+    address = recipient.address_in("en")
+    if profile.channel == "post" and address:
+        return " / ".join(address.strip().splitlines())
+    return f"{name} ({profile.channel})"
 
 
 def _email_text(recipient: Recipient, subject: str, text: str) -> str:
     to = ""
     if recipient.contacts:
         c = recipient.contacts[0]
-        to = f"To: {c.name or recipient.name} <{c.email}>\n"
+        to = f"To: {c.name or recipient.label} <{c.email}>\n"
     return f"{to}Subject: {subject}\n\n{text.strip()}\n"
 
 
@@ -288,8 +290,8 @@ def _pdf(ws: Workspace, sub: Any, recipient: Recipient, today: Any) -> tuple[byt
         body_html=html_fragment(sub, title=False),
         date_text=format_date(today, sub.lang),
         reference=f"{sub.case}/{today:%Y%m%d}",
-        recipient_name=recipient.submission.mandate if recipient.submission else recipient.name,
-        postal_address=recipient.postal_address,
+        recipient_name=recipient.submission.mandate if recipient.submission else recipient.name_in(sub.lang),
+        postal_address=recipient.address_in(sub.lang),
     )
     sender = ws.settings.sender
     signer = pdf.Signer(sender.signatory or sender.name, sender.signatory_title, ws.settings.pdf.city)

@@ -8,7 +8,7 @@ Heavy modules are imported inside the commands so that ``campaign --help`` is fa
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -97,11 +97,25 @@ _pdf.register(app)
 _cases.register(app)
 
 
+_command: Any = None
+
+
+def command() -> Any:
+    """The click command tree of the app, built once, with the help convention applied
+    (campaign/cli/helpformat.py)."""
+    global _command
+    if _command is None:
+        from campaign.cli.helpformat import tidy
+
+        _command = tidy(typer.main.get_command(app))
+    return _command
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and turn errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        result = app(args=args, prog_name="campaign", standalone_mode=False)
+        result = command().main(args=args, prog_name="campaign", standalone_mode=False)
     except CampaignError as error:
         _print_error(error.message, error.hint)
         return error.exit_code
@@ -112,9 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.TyperException as error:
         ctx = getattr(error, "ctx", None)
-        if type(error).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            typer.echo(ctx.get_help())
-            return 0
+        if type(error).__name__ == "NoArgsIsHelpError":
+            # The help was printed while the error was made; no command is a usage error.
+            return 2
+        _reword(error)
         hint = f"see `{ctx.command_path} --help`" if ctx is not None else None
         _print_error(error.format_message(), hint if error.exit_code == 2 else None)
         return error.exit_code
@@ -124,6 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, int):
         return result
     return 0
+
+
+def _reword(error: Exception) -> None:
+    """A bad option value that typer checked with pydantic: say it in our words
+    (campaign.models.describe_error), not pydantic's."""
+    cause = error.__cause__
+    errors = getattr(cause, "errors", None)
+    if callable(errors) and hasattr(error, "message"):
+        from campaign.models import describe_error
+
+        found = errors()
+        if found:
+            error.message = describe_error(found[0])
 
 
 def _print_error(message: str, hint: str | None) -> None:

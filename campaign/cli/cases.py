@@ -14,6 +14,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, note, out, plain, print_json, state, warn
+from campaign.wording import plural
 
 cases_app = typer.Typer(
     help="Cases: the people letters are about, their consent, and what each body still needs.\n\n"
@@ -257,9 +258,10 @@ def cases_check(
         for f in findings:
             out().print(f"[{styles[f.level]}]{f.level}[/{styles[f.level]}] {plain(str(f))}")
         cases = len({f.case for f in findings if f.case}) or len(case_ids or [])
+        warnings = len([f for f in findings if f.level == "warning"])
         out().print(
-            f"{len(blocking)} problems, {len([f for f in findings if f.level == 'warning'])} warnings"
-            + (f" in {cases} cases" if cases else "")
+            f"{plural(len(blocking), 'problem')}, {plural(warnings, 'warning')}"
+            + (f" in {plural(cases, 'case')}" if cases else "")
         )
     if blocking:
         raise typer.Exit(1)

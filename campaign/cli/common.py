@@ -118,5 +118,43 @@ def is_terminal() -> bool:
 
 
 def plural(count: int, word: str, words: str | None = None) -> str:
-    """``1 letter``, ``2 letters`` (``words`` for irregular plurals)."""
-    return f"{count} {word if count == 1 else (words or word + 's')}"
+    """``1 letter``, ``2 letters``: ``campaign.wording.plural`` (one rule everywhere)."""
+    from campaign.wording import plural as _plural
+
+    return _plural(count, word, words)
+
+
+def invocation() -> str:
+    """How to run this program again from the current folder, as the person typed it:
+    ``campaign`` when that name on PATH is this program, else the path they used
+    (``.venv/bin/campaign``), so a printed hint works when pasted."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "campaign"
+    if argv0.endswith(("__main__.py", "-c")):
+        return f"{sys.executable} -m campaign"
+    found = shutil.which("campaign")
+    try:
+        if found and os.path.samefile(found, argv0):
+            return "campaign"
+    except OSError:
+        pass
+    if os.sep not in argv0:
+        return "campaign" if found else f"{sys.executable} -m campaign"
+    path = os.path.relpath(argv0)
+    if path.startswith(".."):
+        return os.path.abspath(argv0)
+    return path if os.sep in path else "./" + path
+
+
+def shown_path(path: Any) -> str:
+    """A path as short as it can be while still working from the current folder."""
+    import os
+
+    text = str(path)
+    try:
+        relative = os.path.relpath(text)
+    except ValueError:
+        return text
+    return relative if not relative.startswith("..") else text

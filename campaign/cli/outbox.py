@@ -13,6 +13,7 @@ import typer
 from campaign.cli import common
 from campaign.cli.common import err, note, out, plain, print_json, state, warn
 from campaign.transitions import Status
+from campaign.wording import clauses, plural
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress
@@ -130,7 +131,8 @@ def queue(
     out().print(summary)
     if changed:
         warn(
-            f"{len(changed)} queued letters differ from what the templates and registry give now "
+            f"{plural(len(changed), 'queued letter')} {'differs' if len(changed) == 1 else 'differ'} from what "
+            "the templates and registry give now "
             f"({', '.join(r.recipient for r in changed[:5])}{'…' if len(changed) > 5 else ''}); "
             "rerun with --update to replace the unsent ones"
         )
@@ -171,7 +173,7 @@ def followup(
     for row in report.rows:
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), row.state)
     out().print(t)
-    out().print(f"{report.count('new')} follow-ups queued, {report.count('unchanged')} already queued")
+    out().print(f"{plural(report.count('new'), 'follow-up')} queued, {report.count('unchanged')} already queued")
     for line in report.notes:
         out().print(f"deadline: {plain(line)}")
 
@@ -295,8 +297,8 @@ def send(
         for path in outcome.written:
             out().print(f"wrote {plain(ws.relative(path))}")
         out().print(
-            f"{len(outcome.written)} letters written to {plain(ws.relative(ws.outbox_dir))}/; nothing was sent "
-            "or changed"
+            f"{plural(len(outcome.written), 'letter')} written to {plain(ws.relative(ws.outbox_dir))}/; "
+            "nothing was sent or changed"
         )
         return
     summary = api.send_summary(ws, campaign, tuple(to or ()))
@@ -311,7 +313,7 @@ def send(
         if summary.later:
             waits = "waits" if summary.later == 1 else "wait"
             out().print(
-                f"nothing is due now{where}: {common.plural(summary.later, 'letter')} {waits} for a later time "
+                f"nothing is due now{where}: {plural(summary.later, 'letter')} {waits} for a later time "
                 "(`campaign send --wait` sends them when due)"
             )
             print_waiting(api.status(ws, campaign).waiting)
@@ -324,12 +326,12 @@ def send(
             err().print("[dim]hint:[/dim] pass --yes to send without asking")
             raise typer.Exit(1)
         question = (
-            f"Send {common.plural(summary.letters, 'letter')} to {common.plural(summary.institutions, 'institution')} "
+            f"Send {plural(summary.letters, 'letter')} to {plural(summary.institutions, 'institution')} "
             f"through {summary.server}?"
         )
         if summary.later:
             waits = "waits" if summary.later == 1 else "wait"
-            question += f" ({common.plural(summary.later, 'more letter')} {waits} for a later time)"
+            question += f" ({plural(summary.later, 'more letter')} {waits} for a later time)"
         if not typer.confirm(question, default=False):
             out().print("nothing sent")
             raise typer.Exit(1)
@@ -420,12 +422,13 @@ def print_send_summary(outcome: Any) -> None:
     p = report.progress
     if report.journal_applied:
         note(
-            f"recorded {common.plural(report.journal_applied, 'outcome')} that a previous run could not write "
+            f"recorded {plural(report.journal_applied, 'outcome')} that a previous run could not write "
             "(from .campaign/recovery/); those letters were not sent again"
         )
     if report.recovered:
         warn(
-            f"{len(report.recovered)} letters were being sent when a previous run stopped; "
+            f"{plural(len(report.recovered), 'letter')} {'was' if len(report.recovered) == 1 else 'were'} being sent "
+            "when a previous run stopped; "
             "they were sent again and may have reached the institution twice (logged as crash_recovered)"
         )
     t = common.table("sent", "deferred", "failed", "held", "outcome unknown")
@@ -436,7 +439,7 @@ def print_send_summary(outcome: Any) -> None:
         out().print(f"held: message {hold.id} to {plain(hold.recipient)}: {plain(hold.reason)}{after}")
     for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
-        out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(o.reply or '')} {plain(hint)}")
+        out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(clauses(o.reply, hint))}")
     if outcome.remaining:
         t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
         for m in outcome.remaining[:50]:
@@ -451,11 +454,11 @@ def print_send_summary(outcome: Any) -> None:
         if len(outcome.remaining) > 50:
             out().print(f"… and {len(outcome.remaining) - 50} more (see `campaign log --status queued`)")
         out().print(
-            f"{common.plural(len(outcome.remaining), 'letter')} still to send; run `campaign send` again "
+            f"{plural(len(outcome.remaining), 'letter')} still to send; run `campaign send` again "
             "(or `campaign send --wait`)"
         )
     if report.journaled:
-        count = common.plural(len(report.journaled), "letter")
+        count = plural(len(report.journaled), "letter")
         if report.journal is not None:
             warn(
                 f"{count} accepted by the server could not be recorded in the store yet: saved in "
@@ -537,7 +540,9 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
         )
     out().print(t)
     first, last = result.rows[0].at_ms, result.rows[-1].at_ms
-    out().print(f"{len(result.rows)} letters from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC")
+    out().print(
+        f"{plural(len(result.rows), 'letter')} from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def release(
@@ -555,7 +560,10 @@ def release(
 
     ws = state(ctx).workspace()
     released = api.release(ws, ids, note_)
-    out().print(f"released {len(released)} letters: they go with the next `campaign send`")
+    out().print(
+        f"released {plural(len(released), 'letter')}: "
+        f"{'it goes' if len(released) == 1 else 'they go'} with the next `campaign send`"
+    )
 
 
 def status(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = False) -> None:
@@ -692,10 +700,17 @@ def log(
     events: Annotated[
         bool, typer.Option("--events", help="Show the event history instead of one row per letter.")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="All columns: address, attempts, full reply, receipt, flags, Message-ID."),
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
 ) -> None:
-    """One row per letter: institution, address, state, attempts, last server reply.
+    """One row per letter: institution, state, when, and what the server or the receipt said.
+
+    The default view fits an 80-column terminal (long replies end in "…"); --wide shows
+    every column, --json and --csv everything.
 
     Example:
 
@@ -748,6 +763,9 @@ def log(
     if not rows:
         out().print("no letters match")
         return
+    if not wide:
+        out().print(compact_log(messages))
+        return
     t = common.table(
         "id", "institution", "email", "state", "tries", "last reply", "sent (UTC)", "receipt", "flags", "Message-ID"
     )
@@ -776,6 +794,35 @@ def log(
             plain(m.message_id),
         )
     out().print(t)
+
+
+COMPACT_WIDTH = 80
+
+
+def compact_log(messages: list[Message]) -> Any:
+    """The default `campaign log` table: five columns that fit an 80-column terminal, long
+    values cut with "…" instead of folded over several lines."""
+    from rich.table import Table
+
+    t = Table(show_edge=False, header_style="bold", pad_edge=False, width=min(COMPACT_WIDTH, out().width))
+    t.add_column("id", justify="right", no_wrap=True, min_width=2)
+    t.add_column("institution", no_wrap=True, overflow="ellipsis", max_width=20)
+    t.add_column("state", no_wrap=True, min_width=9)
+    t.add_column("when (UTC)", no_wrap=True, min_width=11)
+    t.add_column("note", no_wrap=True, overflow="ellipsis", ratio=1)
+    for m in messages:
+        pending = m.status.value in ("queued", "deferred")
+        moment = m.next_attempt_at if pending else (m.sent_at or m.updated_at)
+        said = m.wait_reason if pending and m.wait_reason else m.last_reply
+        receipt = m.delivery_detail if m.delivery_status else None
+        t.add_row(
+            str(m.id),
+            plain(m.recipient),
+            m.status.value,
+            moment.strftime("%m-%d %H:%M") if moment else "",
+            plain(clauses(_flags(m), f"{m.attempts} tries" if m.attempts > 1 else None, receipt or said, sep=" · ")),
+        )
+    return t
 
 
 def _write_csv(rows: list[dict[str, Any]]) -> None:
@@ -812,7 +859,9 @@ def log_verify(
     if bundle is not None:
         check = api.verify_bundle(bundle)
         if check.ok:
-            out().print(f"ok: {check.letters} letters, {check.events} events, chain head {check.head}")
+            out().print(
+                f"ok: {plural(check.letters, 'letter')}, {plural(check.events, 'event')}, chain head {check.head}"
+            )
             out().print("compare the chain head with one you received earlier by another way")
             return
         for problem in check.problems:
@@ -821,7 +870,7 @@ def log_verify(
     ws = state(ctx).workspace()
     result = api.verify_log(ws)
     if result.ok:
-        out().print(f"ok: {result.count} events, chain head {result.head}")
+        out().print(f"ok: {plural(result.count, 'event')}, chain head {result.head}")
         return
     err().print(
         f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}"
@@ -860,10 +909,12 @@ def log_export(
 
     ws = state(ctx).workspace()
     result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None, with_case_letters=with_case_letters)
-    out().print(f"wrote {plain(str(result.path))}: {result.letters} letters, {result.events} events")
+    out().print(
+        f"wrote {plain(str(result.path))}: {plural(result.letters, 'letter')}, {plural(result.events, 'event')}"
+    )
     if result.left_out:
         warn(
-            f"left out {result.left_out} letters about a case: their bytes carry the case's personal data; "
+            f"left out {plural(result.left_out, 'letter')} about a case: their bytes carry the case's personal data; "
             "add --with-case-letters to include them"
         )
     out().print(f"chain head {result.head}")
@@ -897,16 +948,19 @@ def smtp_login(ctx: typer.Context) -> None:
 def demo(ctx: typer.Context) -> None:
     """Run everything end to end on this machine, with nothing leaving it.
 
-    Builds a workspace in .campaign/demo/ from this workspace's registry and letters,
-    starts an SMTP server on 127.0.0.1 inside the program, queues the shipped letter
-    to every institution with an e-mail, sends it, and shows the log. Your own
-    .campaign/state.db is never touched.
+    Builds a workspace in .campaign/demo/ from this workspace's registry and letters
+    (with two clearly fictional institutions added to its copy, so that letters go out
+    in Russian and Tajik too), starts an SMTP server on 127.0.0.1 inside the program,
+    queues the shipped letter to every institution with an e-mail, attaches a signed PDF
+    made with throwaway keys to one letter (where WeasyPrint's system libraries are
+    installed), sends, imports the simulated delivery reports and shows the log. Your
+    own .campaign/state.db is never touched.
 
     Example:
 
         campaign demo && campaign -C .campaign/demo log verify
     """
-    from campaign import api
+    from campaign.api import demo as demo_api
 
     root = state(ctx).directory
     drawer: ProgressDrawer | None = None
@@ -921,39 +975,60 @@ def demo(ctx: typer.Context) -> None:
         drawer = ProgressDrawer(total).__enter__()
 
     try:
-        result = api.demo(root, on_start=started, on_progress=progress)
+        result = demo_api.run(root, on_start=started, on_progress=progress)
     finally:
         if drawer is not None:
             drawer.__exit__(None, None, None)
-    ws_label = result.workspace
-    out().print(f"demo workspace: {plain(str(ws_label))}")
-    out().print(f"queued {result.queued} letters ({result.postal_only} institutions are postal only)")
+    here = common.shown_path(result.workspace)
+    out().print(f"demo workspace: {plain(here)}")
+    if result.added:
+        out().print(
+            f"added to the demo's copy of recipients.yaml (fictional, tagged demo): {plain(', '.join(result.added))}"
+        )
+    out().print(
+        f"queued {plural(result.queued, 'letter')} ({plural(result.postal_only, 'institution')} "
+        f"{'is' if result.postal_only == 1 else 'are'} postal only)"
+    )
     if result.case_letters:
         out().print(
-            f"{result.case_letters} of them are about the FICTIONAL example case "
-            f"(.campaign/cases/example.yaml), to the WGEID and the WGAD"
+            f"{plural(result.case_letters, 'of them is', 'of them are')} about the FICTIONAL example case "
+            "(.campaign/cases/example.yaml), to the WGEID and the WGAD"
         )
     if result.submission is not None:
-        out().print(f"the example case's WGEID form: {plain(str(result.submission))}")
+        out().print(f"the example case's WGEID form: {plain(common.shown_path(result.submission))}")
     print_send_summary(result.outcome)
-    t = common.table("institution", "email", "state", "server reply", "receipt (simulated by the demo)")
+    t = common.table("institution", "lang", "state", "server reply", "receipt (simulated by the demo)")
     for m in result.messages:
         t.add_row(
             plain(m.recipient),
-            plain(m.email),
+            m.lang,
             m.status.value,
             plain(m.last_reply or ""),
             plain(f"{m.delivery_status} {m.delivery_detail or ''}" if m.delivery_status else ""),
         )
     out().print(t)
-    out().print(
-        f"log: {result.verification.count} events, chain verifies: {'yes' if result.verification.ok else 'NO'} "
-        f"(head {result.verification.head[:16]}…)"
-    )
-    out().print(f"received messages: {plain(str(result.mailbox))}/")
+    languages = ", ".join(f"{n} in {lang}" for lang, n in sorted(result.languages.items()))
+    out().print(f"letters sent: {languages or 'none'}")
+    if result.verification is not None:
+        out().print(
+            f"log: {plural(result.verification.count, 'event')}, "
+            f"chain verifies: {'yes' if result.verification.ok else 'NO'} (head {result.verification.head[:16]}…)"
+        )
+    out().print(f"received messages: {plain(common.shown_path(result.mailbox))}/")
     if result.receipts:
-        out().print(f"simulated delivery reports: {plain(str(result.reports))}/ (imported: {result.receipts})")
-    out().print(f"explore: campaign -C {plain(str(result.workspace))} log --events")
+        out().print(
+            f"simulated delivery reports: {plain(common.shown_path(result.reports))}/ (imported: {result.receipts})"
+        )
+    me = common.invocation()
+    if result.signed_pdf is not None:
+        pdf_path = common.shown_path(result.signed_pdf)
+        out().print(
+            f"signed PDF attached to the letter to {plain(result.signed_for or '')} (throwaway keys): {plain(pdf_path)}"
+        )
+        out().print(f"check it: {plain(me)} -C {plain(here)} pdf verify {plain(pdf_path)}")
+    elif result.pdf_note:
+        note(result.pdf_note)
+    out().print(f"explore: {plain(me)} -C {plain(here)} log")
 
 
 SENDING = "Send: queue, schedule, send and follow up"

@@ -9,6 +9,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, out, plain, state
+from campaign.wording import plural
 
 keys_app = typer.Typer(
     help="The organisation's root certificate, its seal key, and supporters' certificates.\n\n"
@@ -49,12 +50,43 @@ def keys_init(ctx: typer.Context) -> None:
         campaign keys init
     """
     from campaign import api
+    from campaign.api import keys as keys_api
 
     ws = state(ctx).workspace()
     passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys", confirm=True)
     fingerprint = api.keys_init(ws, passphrase)
     out().print(f"created {plain(ws.relative(api.keys_folder(ws)))}/ (files mode 0600)")
+    out().print(
+        f"wrote {plain(keys_api.ROOT_FILE)}: the root certificate; give it to the institutions you write to "
+        f"(they check letters with `campaign pdf verify --trust {keys_api.ROOT_FILE}`)"
+    )
     out().print(f"root certificate fingerprint (SHA-256), publish it: {fingerprint}")
+
+
+@keys_app.command("export-root")
+def keys_export_root(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write it (default: organisation-root.pem here).", metavar="FILE"),
+    ] = None,
+) -> None:
+    """Write the organisation's root certificate for institutions to trust.
+
+    The certificate is public: send it with your letters or publish it, together with the
+    fingerprint printed here, so anyone can check a signed letter with
+    `campaign pdf verify letter.pdf --trust organisation-root.pem`.
+
+    Example:
+
+        campaign keys export-root -o organisation-root.pem
+    """
+    from campaign.api import keys as keys_api
+
+    ws = state(ctx).workspace()
+    path, fingerprint = keys_api.export_root(ws, output)
+    out().print(f"wrote {plain(str(path))} (public)")
+    out().print(f"root certificate fingerprint (SHA-256): {fingerprint}")
 
 
 @keys_app.command("issue")
@@ -145,6 +177,7 @@ def pdf_batch(
     tag: Annotated[
         list[str] | None, typer.Option("--tag", help="Institutions with this tag (repeat: any).", metavar="TAG")
     ] = None,
+    everyone: Annotated[bool, typer.Option("--all", help="Every institution in recipients.yaml.")] = False,
     zip_: Annotated[bool, typer.Option("--zip", help="Also pack the individually signed files into one .zip.")] = False,
     print_file: Annotated[
         Path | None,
@@ -191,6 +224,7 @@ def pdf_batch(
             ids=to or [],
             tags=tag or [],
             passphrase=passphrase,
+            everyone=everyone,
             zip_output=zip_,
             print_file=print_file,
             processes=processes,
@@ -199,7 +233,7 @@ def pdf_batch(
     finally:
         if progress is not None:
             progress.stop()
-    out().print(f"wrote {len(result.files)} signed letters to {plain(str(out_dir))}/")
+    out().print(f"wrote {plural(len(result.files), 'signed letter')} to {plain(str(out_dir))}/")
     if result.zip_file:
         out().print(f"zip of the signed files: {plain(str(result.zip_file))}")
     if result.print_file:
@@ -224,18 +258,28 @@ def pdf_verify(
         campaign pdf verify letter.pdf --trust organisation-root.pem
     """
     from campaign import api
-    from campaign.errors import CampaignError
+    from campaign.errors import CampaignError, SelectionError
     from campaign.pdf import ASSURANCE
 
     try:
         ws = state(ctx).workspace()
-    except CampaignError:
+    except CampaignError as error:
         if not trust:
-            raise
+            raise SelectionError(
+                error.message,
+                hint="outside a workspace, pass --trust ROOT.pem: the organisation's root certificate "
+                "(`campaign keys export-root` writes it)",
+            ) from None
         ws = None
     results = api.pdf_verify(ws, files, trust or [])
     failed = 0
     for r in results:
+        if isinstance(r, api.UnreadableFile):
+            err().print(f"[bold red]error:[/bold red] {plain(r.message)}")
+            if r.hint:
+                err().print(f"[dim]hint:[/dim] {plain(r.hint)}")
+            failed += 1
+            continue
         mark = "[green]OK[/green]" if r.ok else "[bold red]NOT OK[/bold red]"
         out().print(f"{mark}  {plain(r.file)}")
         when = r.signing_time.strftime("%Y-%m-%d %H:%M UTC") if r.signing_time else "unknown"
@@ -246,8 +290,11 @@ def pdf_verify(
         for reason in r.reasons:
             out().print(f"    why: {plain(reason)}")
         failed += 0 if r.ok else 1
-    out().print(f"[dim]{plain(ASSURANCE)}[/dim]")
+    if failed < len(results):
+        out().print(f"[dim]{plain(ASSURANCE)}[/dim]")
     if failed:
+        if len(results) > 1:
+            out().print(f"{failed} of {plural(len(results), 'file')} did not verify")
         raise typer.Exit(1)
 
 

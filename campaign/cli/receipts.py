@@ -9,6 +9,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import out, plain, print_json, state, warn
+from campaign.wording import plural
 
 receipts_app = typer.Typer(
     help="Delivery reports (DSNs), read receipts and replies: import them and match them to letters.\n\n"
@@ -38,12 +39,12 @@ def receipts_import(
     result = api.import_receipts(ws, paths)
     for w in result.warnings:
         warn(w)
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(result.by_kind.items())) or "nothing new"
-    out().print(f"{result.items} messages read: {result.recorded} entries recorded ({kinds})")
+    kinds = ", ".join(plural(n, k) for k, n in sorted(result.by_kind.items())) or "nothing new"
+    out().print(f"{plural(result.items, 'message')} read: {plural(result.recorded, 'entry')} recorded ({kinds})")
     if result.already:
-        out().print(f"{result.already} reports were imported before: unchanged")
+        out().print(f"{plural(result.already, 'report')} imported before: unchanged")
     if result.unmatched:
-        out().print(f"{result.unmatched} entries match no letter: see `campaign receipts unmatched`")
+        out().print(f"{plural(result.unmatched, 'entry')} matching no letter: see `campaign receipts unmatched`")
     for reason, n in sorted(result.skipped.items()):
         out().print(f"skipped {n}: {plain(reason)}")
 
@@ -108,14 +109,16 @@ def receipts_fetch(
     imported = result.imported
     for w in imported.warnings:
         warn(w)
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(imported.by_kind.items())) or "nothing new"
-    out().print(f"{result.fetched} new messages fetched: {imported.recorded} entries recorded ({kinds})")
+    kinds = ", ".join(plural(n, k) for k, n in sorted(imported.by_kind.items())) or "nothing new"
+    out().print(
+        f"{plural(result.fetched, 'new message')} fetched: {plural(imported.recorded, 'entry')} recorded ({kinds})"
+    )
     for reason, n in sorted(imported.skipped.items()):
         out().print(f"skipped {n}: {plain(reason)}")
     if imported.unmatched:
-        out().print(f"{imported.unmatched} entries match no letter: see `campaign receipts unmatched`")
+        out().print(f"{plural(imported.unmatched, 'entry')} matching no letter: see `campaign receipts unmatched`")
     if move_to:
-        out().print(f"moved {result.moved} messages to {plain(move_to)}")
+        out().print(f"moved {plural(result.moved, 'message')} to {plain(move_to)}")
 
 
 def replies(
@@ -156,7 +159,8 @@ def replies(
         )
     out().print(t)
     answered = len({r.message_row for r in rows if r.kind == "reply"})
-    out().print(f"{answered} letters answered, {sum(1 for r in rows if r.kind == 'auto-reply')} automatic replies")
+    automatic = sum(1 for r in rows if r.kind == "auto-reply")
+    out().print(f"{plural(answered, 'letter')} answered, {plural(automatic, 'automatic reply')}")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import out, plain, print_json, state
+from campaign.wording import plural
 
 store_app = typer.Typer(
     help="The store that holds the queue and the log (SQLite in .campaign/ or a shared PostgreSQL).\n\n"
@@ -43,7 +44,7 @@ def store_migrate(
     result = api.migrate_store(ws, to)
     copied = ", ".join(f"{n} {table}" for table, n in result.copied.items())
     out().print(f"copied into {plain(result.target)}: {copied}")
-    out().print(f"chain verified: {result.verification.count} events, head {result.verification.head}")
+    out().print(f"chain verified: {plural(result.verification.count, 'event')}, head {result.verification.head}")
     out().print(plain(f'next: set [store] url = "{to}" in campaign.toml (or pass --db)'))
 
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from campaign.cli import common
-from campaign.cli.common import out, plain, print_json, state, warn
+from campaign.cli.common import note, out, plain, print_json, state, warn
+from campaign.wording import plural
 
 recipients_app = typer.Typer(
     help="The institutions in recipients.yaml.\n\nExample:\n\n    campaign recipients list --tag un",
@@ -79,9 +80,9 @@ def recipients_list(
     t = common.table("id", "name", "languages", "contacts", "tags")
     for r in recipients:
         contacts = "\n".join(c.email for c in r.contacts) or "[dim]postal only[/dim]"
-        t.add_row(plain(r.id), plain(r.name), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
+        t.add_row(plain(r.id), plain(r.label), " ".join(r.languages), contacts, plain(" ".join(r.tags)))
     out().print(t)
-    out().print(f"{len(recipients)} institutions, {sum(1 for r in recipients if r.postal_only)} postal only")
+    out().print(f"{plural(len(recipients), 'institution')}, {sum(1 for r in recipients if r.postal_only)} postal only")
 
 
 @recipients_app.command("check")
@@ -102,9 +103,100 @@ def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
     for w in warnings:
         warn(str(w))
     count = len(api.list_recipients(ws))
-    out().print(f"recipients.yaml: {count} institutions valid, {len(warnings)} warnings")
+    out().print(f"recipients.yaml: {plural(count, 'institution')} valid, {plural(len(warnings), 'warning')}")
     if strict and warnings:
         raise typer.Exit(1)
+
+
+@recipients_app.command("import")
+def recipients_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="A CSV file (or .xlsx workbook) with one row per contact.")],
+    update: Annotated[
+        bool, typer.Option("--update", help="Change institutions whose id recipients.yaml already has.")
+    ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding", help="The file's encoding, when it is neither UTF-8 nor Windows-1251.", metavar="NAME"
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check every row and show what would change; write nothing.")
+    ] = False,
+) -> None:
+    """Add institutions from a spreadsheet to recipients.yaml, keeping its comments.
+
+    Every row is checked with the same rules and words as recipients.yaml (errors name the
+    row and column) before anything is written; then the new institutions are appended.
+    The file may be UTF-8 (with or without a byte-order mark) or Windows-1251, as Excel
+    writes CSV in Russian locales, separated by commas or semicolons. Rows with the same
+    id add contacts to one institution. An id already in recipients.yaml is refused
+    unless --update.
+
+    Columns: id, name (or name.en, name.ru, ...), tags, languages, country, timezone,
+    website, postal_address (or postal_address.LANG), source, checked, max_per_day,
+    office_hours ("mon-fri 09:00-17:00"), field.KEY; for the contact: email,
+    contact_name, role, salutation (or salutation.LANG), contact_source,
+    contact_checked, contact_field.KEY.
+
+    Example:
+
+        campaign recipients import institutions.csv --dry-run
+    """
+    from campaign.api import recipients as recipients_api
+
+    ws = state(ctx).workspace()
+    report = recipients_api.import_recipients(ws, file, update=update, encoding=encoding, dry_run=dry_run)
+    t = common.table("id", "name", "contacts", "rows", "recipients.yaml")
+    for row in report.institutions:
+        rows = ", ".join(map(str, row.rows))
+        action = f"would be {row.action}" if dry_run else row.action
+        t.add_row(plain(row.id), plain(row.name), str(row.contacts), rows, action)
+    out().print(t)
+    added, updated = report.count("added"), report.count("updated")
+    verb = "would add" if dry_run else "added"
+    summary = f"{verb} {plural(added, 'institution')}"
+    if updated:
+        summary += f", {'would update' if dry_run else 'updated'} {updated}"
+    out().print(f"{summary} (read {plain(report.file)} as {report.read_as})")
+    if not dry_run:
+        out().print("next: `campaign recipients check`, then `campaign letters check`")
+
+
+@recipients_app.command("export")
+def recipients_export(
+    ctx: typer.Context,
+    csv_: Annotated[
+        bool, typer.Option("--csv", help="Write CSV (the default, and the only format so far).", show_default=False)
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (UTF-8 with a byte-order mark for spreadsheets) instead of printing.",
+            metavar="FILE",
+        ),
+    ] = None,
+) -> None:
+    """Write recipients.yaml as CSV: one row per contact, every translation and field in its
+    own column, in the columns `recipients import` reads.
+
+    Example:
+
+        campaign recipients export --csv -o institutions.csv
+    """
+    import sys
+
+    from campaign.api import recipients as recipients_api
+
+    ws = state(ctx).workspace()
+    text, count = recipients_api.export_recipients(ws, output)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    out().print(f"wrote {plain(str(output))}: {plural(count, 'institution')}")
 
 
 @letters_app.command("list")
@@ -159,7 +251,10 @@ def letters_check(
         warn(w)
     for problem in report.problems:
         common.err().print(f"[bold red]error:[/bold red] {plain(problem)}")
-    out().print(f"{report.rendered} renderings checked, {len(report.problems)} errors, {len(report.warnings)} warnings")
+    out().print(
+        f"{plural(report.rendered, 'rendering')} checked, {plural(len(report.problems), 'error')}, "
+        f"{plural(len(report.warnings), 'warning')}"
+    )
     if report.problems or (strict and report.warnings):
         raise typer.Exit(1)
 
@@ -175,8 +270,18 @@ def preview(
         PreviewFormat, typer.Option("--format", help="text, html, markdown, or eml (the MIME bytes).")
     ] = PreviewFormat.text,
     contact: Annotated[str | None, typer.Option("--contact", help="Contact e-mail (default: the first).")] = None,
+    campaign: Annotated[
+        str | None,
+        typer.Option(
+            "--campaign", help="With --format eml: the campaign of the queued letter (default: any).", metavar="NAME"
+        ),
+    ] = None,
 ) -> None:
-    """Show exactly what one institution would receive.
+    """Show what one institution would receive.
+
+    With --format eml, a letter that is already queued is shown as the exact bytes that
+    are (or will be) sent; otherwise the output is a fresh rendering, and a note on
+    stderr says so.
 
     Example:
 
@@ -185,11 +290,14 @@ def preview(
     from campaign import api
 
     ws = state(ctx).workspace()
-    text, rendered = api.preview(ws, letter, to, lang=lang, fmt=fmt.value, contact_email=contact)
-    for w in rendered.warnings:
+    shown = api.preview(ws, letter, to, lang=lang, fmt=fmt.value, contact_email=contact, campaign=campaign)
+    for w in shown.rendered.warnings:
         warn(w)
+    if shown.note:
+        note(f"note: {shown.note}")
     import sys
 
+    text = shown.text
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 

@@ -63,7 +63,7 @@ with warnings.catch_warnings():
     from campaign.pdf.layout import FIELD_NAME, LetterContent, Letterhead, PdfRenderer, Signer
     from campaign.pdf.merge import merge_unsigned
     from campaign.pdf.signature import render_signed, sign_pdf
-    from campaign.pdf.verification import Verification, verify_pdf
+    from campaign.pdf.verification import Verification, check_trust_roots, verify_pdf
 
 # pyHanko logs tracebacks at WARNING when it analyses a tampered file; without a
 # handler Python's last-resort handler would print them. The application decides.
@@ -89,6 +89,7 @@ __all__ = [
     "Verification",
     "count_pages",
     "estimate_pages",
+    "check_trust_roots",
     "init_keys",
     "issue_supporter",
     "load_p12",

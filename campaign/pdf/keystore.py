@@ -66,6 +66,7 @@ class SigningKey:
     signer: SimpleSigner = field(repr=False, compare=False)
     certificate_der: bytes = field(repr=False)
     issuer: str = ""  # the issuing certificate's common name
+    issuer_fingerprint: str = ""  # SHA-256 of the issuing certificate (the root an organisation publishes)
 
 
 # ---------------------------------------------------------------------------
@@ -292,8 +293,12 @@ def _signing_key(cert: x509.Certificate, key: _SigningPrivateKey, chain: list[x5
         )
     )
     signer = SimpleSigner(signing_cert=asn1_x509.Certificate.load(der), signing_key=key_info, cert_registry=store)
-    issuer = next((_common_name(c) for c in chain if c.subject == cert.issuer), "")
-    return SigningKey(holder=_common_name(cert), signer=signer, certificate_der=der, issuer=issuer)
+    found = next((c for c in chain if c.subject == cert.issuer), None)
+    issuer = _common_name(found) if found is not None else ""
+    issuer_fp = fingerprint(found.public_bytes(serialization.Encoding.DER)) if found is not None else ""
+    return SigningKey(
+        holder=_common_name(cert), signer=signer, certificate_der=der, issuer=issuer, issuer_fingerprint=issuer_fp
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -259,7 +259,9 @@ def letter_html(
     contact = "".join(f"<p>{_text(line)}</p>" for line in address)
     if head.email:
         contact += f'<p class="email">{_text(head.email)}</p>'
-    return_line = " · ".join([_nfc(head.name).strip(), *address])
+    # The return address for the envelope window: each part kept whole, breaking only
+    # between parts, on at most two lines (never cut off).
+    return_line = " · ".join(f'<span class="part">{_text(part)}</span>' for part in [head.name.strip(), *address])
 
     recipient = [f'<span class="name">{_text(content.recipient_name)}</span>']
     recipient += [_text(line) for line in _lines(content.postal_address)]
@@ -299,7 +301,7 @@ def letter_html(
 </header>
 <section class="window">
   <div class="address">
-    <p class="return">{_text(return_line)}</p>
+    <div class="return-zone"><p class="return">{return_line}</p></div>
     <p class="recipient">{"<br>".join(recipient)}</p>
   </div>
   <div class="info">

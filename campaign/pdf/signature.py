@@ -4,7 +4,7 @@ Contract:
 - :func:`sign_pdf` appends one incremental update holding the signature; the bytes
   before it are untouched. It fills the empty field :data:`~campaign.pdf.layout.FIELD_NAME`
   that :class:`~campaign.pdf.layout.PdfRenderer` put over the page's stamp box, drawing
-  a visible stamp (signatory, UTC date, certificate holder) in the bundled PT Sans,
+  a visible stamp (signatory, UTC date, issuer and its fingerprint) in the bundled PT Sans,
   with labels in the document's language (its /Lang). A PDF without that field gets an
   invisible signature.
 - The first signature of a document is a certification signature that allows no
@@ -66,13 +66,27 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_LINE else text[: _MAX_LINE - 1] + "…"
 
 
-def stamp_lines(words: Labels, signer: Signer | None, holder: str, when: dt.datetime) -> list[str]:
-    """The text of the visible stamp, one string per line."""
+def short_fingerprint(value: str) -> str:
+    """``6D:D4:D6:B2 … AC:72:27:BC``: enough of a SHA-256 fingerprint to compare by eye
+    with the one the organisation published, short enough for the stamp."""
+    parts = value.split(":")
+    return value if len(parts) <= 8 else f"{':'.join(parts[:4])} … {':'.join(parts[-4:])}"
+
+
+def stamp_lines(words: Labels, signer: Signer | None, key: SigningKey, when: dt.datetime) -> list[str]:
+    """The text of the visible stamp, one string per line: who signed, when, and which
+    organisation issued the certificate with its root's fingerprint (the holder's name is
+    already the signatory; a reader checks the issuer against what it published)."""
     lines = [words.stamp_title]
     if signer is not None:
         lines.append(f"{words.stamp_signatory}: {_short(signer.name)}")
+    elif key.holder:
+        lines.append(f"{words.stamp_signatory}: {_short(key.holder)}")
     lines.append(f"{words.stamp_date}: {when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    lines.append(f"{words.stamp_certificate}: {_short(holder)}")
+    issuer = key.issuer or key.holder
+    lines.append(f"{words.stamp_certificate}: {_short(issuer)}")
+    if key.issuer_fingerprint:
+        lines.append(f"SHA-256: {short_fingerprint(key.issuer_fingerprint)}")
     return lines
 
 
@@ -177,7 +191,7 @@ def sign_pdf(
     field_name, visible = _reserved_field(writer)
     lang = _text_of(writer.root.get("/Lang"))
     now = dt.datetime.now(dt.UTC)
-    lines = stamp_lines(_labels_for(lang), signer, key.holder, now)
+    lines = stamp_lines(_labels_for(lang), signer, key, now)
     meta = PdfSignatureMetadata(
         field_name=field_name,
         md_algorithm="sha256",

@@ -68,11 +68,17 @@ def _load_roots(trust_roots: list[bytes], names: list[str] | None = None) -> lis
         except (ValueError, TypeError, EOFError):
             raise PdfError(
                 f"{label}: not a certificate (PEM or DER)",
-                hint="give the organisation's published root certificate (root.cert.pem in its .campaign/keys/)",
+                hint="give the organisation's published root certificate (organisation-root.pem, written by "
+                "`campaign keys export-root`)",
             ) from None
         if not blocks:
             raise PdfError(f"{label}: holds no certificate")
     return roots
+
+
+def check_trust_roots(trust_roots: list[bytes], names: list[str] | None = None) -> None:
+    """Raise PdfError (naming it) when a trust root is not a certificate."""
+    _load_roots(trust_roots, names)
 
 
 def _read(data: bytes, name: str) -> PdfFileReader:
