@@ -11,6 +11,7 @@ a non-ASCII local part is accepted here and needs SMTPUTF8 at send time.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -42,14 +44,14 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Every control character (Unicode Cc) and every other line break str.splitlines() knows."""
+
+
 def has_line_break(value: str) -> bool:
     """True for any line break Python or a mail reader knows, and any other control
     character (header injection hides in \r, \n, but also \x1c-\x1e, \x85, \u2028...)."""
-    return (
-        len(value.splitlines()) > 1
-        or value.endswith(("\n", "\r"))
-        or any(unicodedata.category(ch) == "Cc" for ch in value)
-    )
+    return _BREAKS.search(value) is not None
 
 
 def _no_line_breaks(value: str) -> str:
@@ -102,8 +104,13 @@ def _lang(value: Any) -> Any:
 Lang = Annotated[str, AfterValidator(_lang)]
 
 
-def normalize_address(value: str) -> str:
+def normalize_address(value: str, info: ValidationInfo | None = None) -> str:
     """Validate an e-mail address (no DNS) and return its normalised form.
+
+    Validation is remembered per process (a registry of 10,000 institutions checks each
+    address once, however often a command asks). Inside a model validated with the
+    context ``{"trusted": True}`` (our own cache of an already validated registry) an
+    address already in normal form is taken as it is.
 
     Raises ``ValueError`` with a readable reason.
     """
@@ -111,6 +118,13 @@ def normalize_address(value: str) -> str:
         raise ValueError("not a valid address: expected text")
     _no_line_breaks(value)
     candidate = nfc(value.strip())
+    if info is not None and isinstance(info.context, dict) and info.context.get("trusted") and candidate == value:
+        return candidate
+    return _validated_address(candidate)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _validated_address(candidate: str) -> str:
     try:
         info = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as err:
@@ -118,6 +132,7 @@ def normalize_address(value: str) -> str:
     return str(info.normalized)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def ascii_address(address: str) -> str | None:
     """The address with its domain in IDNA (punycode) form, or None when the local
     part is not ASCII (such an address needs SMTPUTF8)."""

@@ -8,13 +8,22 @@ Contract:
   ``recipients.yaml:14: recipients[2].contacts[0].email: not a valid address``.
 - ``check_registry`` returns warnings (never raises) about addresses nobody confirmed.
 
-This module is the only home of ruamel.yaml.
+Large registries (every member of a parliament) are read fast and only once:
+
+- one parse per process (a memo keyed by the file's SHA-256), and a validated JSON copy in
+  ``.campaign/cache/`` keyed the same way, used by every later command;
+- a first parse through libyaml (PyYAML's C parser) with YAML 1.2 core-schema resolution,
+  for the common case: no anchors, aliases or tags, no duplicate key, no number in an
+  unusual form. Anything else, and every file that does not validate, goes through
+  ruamel.yaml's round-trip parser, which reports errors with their line numbers. The two
+  give the same values (tests/test_registry_scale.py checks the corpus).
+
+This module is the only home of ruamel.yaml and PyYAML.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -263,25 +272,38 @@ def validation_error(
     return error(f"{where}: {field}: {_message(err)}")
 
 
+_MEMO: dict[str, Registry] = {}
+"""Registries parsed in this process, by the SHA-256 of their text (models are frozen)."""
+
+
 def load_registry(path: Path, *, label: str | None = None, cache_dir: Path | None = None) -> Registry:
-    """Load and validate recipients.yaml.
+    """Load and validate recipients.yaml, once per process and content.
 
     With ``cache_dir``, a validated copy kept there as JSON, keyed by the file's SHA-256,
-    is used when present (YAML parsing costs about a millisecond per institution; a send
-    of a large campaign should not pay it every time). Reading never writes the cache:
-    :func:`remember_registry` does, after a command that changed state succeeded.
+    is used when present, and written after a parse when the folder's parent (the
+    workspace's ``.campaign/``) exists: reading never creates state.
 
     Raises RegistryError naming the file, line and field.
     """
     label = label or path.name
     text = read_text(path, label=label, limit=MAX_REGISTRY_BYTES, error=RegistryError)
-    cached = _cache_path(cache_dir, text) if cache_dir is not None else None
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    found = _MEMO.get(digest)
+    if found is not None:
+        return found
+    cached = cache_dir / f"registry-{digest}.json" if cache_dir is not None else None
+    registry = None
     if cached is not None and cached.is_file():
         try:
-            return parse(Registry, json.loads(cached.read_text(encoding="utf-8")))
+            registry = Registry.model_validate_json(cached.read_bytes(), context={"trusted": True})
         except (OSError, ValueError):
-            pass  # a damaged cache is ignored and rewritten
-    return _parse_registry(text, label)
+            registry = None  # a damaged cache is ignored and rewritten
+    if registry is None:
+        registry = _parse_registry(text, label)
+        if cached is not None and cached.parent.parent.is_dir():
+            _write_cache(cached, registry)
+    _MEMO[digest] = registry
+    return registry
 
 
 def remember_registry(registry: Registry, path: Path, cache_dir: Path) -> None:
@@ -312,6 +334,12 @@ def _write_cache(target: Path, registry: Registry) -> None:
 
 
 def _parse_registry(text: str, label: str) -> Registry:
+    fast = _fast_tree(text)
+    if isinstance(fast, dict) and isinstance(fast.get("recipients"), list) and fast["recipients"]:
+        try:
+            return parse(Registry, _plain(fast))
+        except (Invalid, OverflowError):
+            pass  # the careful path below names the line
     tree = parse_yaml(text, label, RegistryError)
     if tree is None:
         raise RegistryError(
@@ -340,6 +368,76 @@ def _parse_registry(text: str, label: str) -> Registry:
         return parse(Registry, plain)
     except Invalid as err:
         raise validation_error(err, tree, label, RegistryError) from None
+
+
+class _Unusual(Exception):
+    """The fast parser met something only the careful parser treats exactly right."""
+
+
+_SIMPLE_INT = re.compile(r"^[-+]?(0|[1-9][0-9]*)$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+# Plain scalars ruamel.yaml would read as a number or a time in any other form (leading
+# zeros, underscores, octal, hex, floats, timestamps, .inf/.nan) take the careful path;
+# "09:00" or "+7 495" stay text in YAML 1.2 and here.
+_UNUSUAL = re.compile(
+    r"^([-+]?([0-9][0-9_]*(\.[0-9_]*)?([eE][-+]?[0-9]+)?|\.[0-9_]+([eE][-+]?[0-9]+)?)"
+    r"|0o[0-7_]+|0x[0-9a-fA-F_]+|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN)"
+    r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}([Tt ].*)?)$"
+)
+
+
+def _fast_loader() -> Any:
+    """A libyaml loader with YAML 1.2 core-schema resolution (None without libyaml)."""
+    import yaml
+
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+
+    class Loader(yaml.CSafeLoader):
+        yaml_implicit_resolvers: dict[Any, Any] = {}
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+            if len(keys) != len(set(map(repr, keys))):
+                raise _Unusual("a duplicate key")
+            return super().construct_mapping(node, deep=deep)
+
+    def unusual(loader: Any, node: Any) -> Any:
+        raise _Unusual(node.value)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(~|null|Null|NULL|)$"), list("~nN"))
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool", re.compile(r"^(true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+    )
+    Loader.add_implicit_resolver("tag:yaml.org,2002:int", _SIMPLE_INT, list("-+0123456789"))
+    Loader.add_implicit_resolver("tag:yaml.org,2002:timestamp", _DATE, list("0123456789"))
+    Loader.add_implicit_resolver("tag:campaign,2026:unusual", _UNUSUAL, list("-+0123456789."))
+    Loader.add_constructor("tag:campaign,2026:unusual", unusual)
+    return Loader
+
+
+_LOADER: Any = False
+
+
+def _fast_tree(text: str) -> Any:
+    """The registry as plain Python values through libyaml, or None when the fast path
+    does not apply (see the module docstring). Never raises."""
+    global _LOADER
+    if re.search(r"(^|[\s\[{,:-])[&*!]", text):
+        return None  # anchors, aliases and tags: the careful path
+    if _LOADER is False:
+        try:
+            _LOADER = _fast_loader()
+        except ImportError:
+            _LOADER = None
+    if _LOADER is None:
+        return None
+    import yaml
+
+    try:
+        return yaml.load(text.lstrip("\ufeff"), Loader=_LOADER)  # noqa: S506 - a safe loader
+    except (_Unusual, yaml.YAMLError, ValueError, TypeError, RecursionError):
+        return None
 
 
 def _check_duplicates(tree: Any, label: str) -> None:

@@ -129,9 +129,11 @@ def cli() -> type[Result]:
 
 
 def tree_digest(path: Path) -> dict[str, str]:
-    """Every file under ``path`` with its SHA-256: to prove nothing changed."""
+    """Every file under ``path`` with its SHA-256: to prove nothing changed. The registry
+    cache (``.campaign/cache/``) is left out: it is derived from recipients.yaml's bytes,
+    keyed by their hash, and any command that read the file may write it."""
     digests = {}
     for file in sorted(path.rglob("*")):
-        if file.is_file():
+        if file.is_file() and ".campaign/cache/" not in file.as_posix():
             digests[str(file.relative_to(path))] = hashlib.sha256(file.read_bytes()).hexdigest()
     return digests

@@ -41,6 +41,7 @@ LEVELS = {
 # Third-party libraries and the only modules allowed to import them.
 HOMES = {
     "ruamel": {"registry"},
+    "yaml": {"registry"},
     "jinja2": {"render"},
     "markupsafe": {"render"},
     "markdown_it": {"render"},
