@@ -28,6 +28,7 @@ The tree::
     ├── ReceiptError          a file given to `receipts import` that is not mail
     ├── ImapError             the IMAP mailbox cannot be reached or read
     ├── PdfError              rendering, signing or verifying a PDF; key files
+    ├── SigningError          signing drives: receipts, exports, payloads, a supporter's form
     └── UsageError            a combination of options that cannot work (exit code 2)
 """
 
@@ -102,6 +103,10 @@ class ImapError(CampaignError):
 
 class PdfError(CampaignError):
     """A PDF cannot be rendered, signed or verified, or a key file cannot be used."""
+
+
+class SigningError(CampaignError):
+    """A signing drive, receipt, drive export or supporter's submission that cannot be used."""
 
 
 class UsageError(CampaignError):
