@@ -28,7 +28,8 @@ The tree::
     ├── ReceiptError          a file given to `receipts import` that is not mail
     ├── ImapError             the IMAP mailbox cannot be reached or read
     ├── PdfError              rendering, signing or verifying a PDF; key files
-    ├── SigningError          signing drives: receipts, exports, payloads, a supporter's form
+    ├── SigningError          signing drives: receipts, exports, payloads
+    │   └── SubmissionError   a supporter's form that cannot be accepted (a code for the page)
     └── UsageError            a combination of options that cannot work (exit code 2)
 """
 
@@ -107,6 +108,17 @@ class PdfError(CampaignError):
 
 class SigningError(CampaignError):
     """A signing drive, receipt, drive export or supporter's submission that cannot be used."""
+
+
+class SubmissionError(SigningError):
+    """A supporter's submission refused: ``code`` names the reason (the page words it in the
+    supporter's language), ``field`` the form field, ``status`` the HTTP status to answer."""
+
+    def __init__(self, code: str, *, field: str | None = None, status: int = 422, detail: str = "") -> None:
+        super().__init__(f"{code}{': ' + field if field else ''}{' (' + detail + ')' if detail else ''}")
+        self.code = code
+        self.field = field
+        self.status = status
 
 
 class UsageError(CampaignError):

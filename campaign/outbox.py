@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -177,8 +177,10 @@ def queue_letter(
     extra_headers: Callable[[Target], dict[str, str]] | None = None,
     original_for: Callable[[Target], OriginalLetter | None] | None = None,
     attachment: Attachment | None = None,
+    fixed_attachments: Sequence[tuple[bytes, str]] = (),
 ) -> QueueReport:
-    """Render and queue ``letter`` for every target, all or nothing."""
+    """Render and queue ``letter`` for every target, all or nothing. ``fixed_attachments``
+    (e.g. a signing drive's sealed cover page) go with every letter, after ``attachment``."""
     report = QueueReport()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
     with store.enqueue(now_ms) as session:
@@ -211,6 +213,14 @@ def queue_letter(
             if attachment is not None and not unchanged:
                 data, filename = attachment(target, rendered, day)
                 attach(msg, data, filename=filename)
+                msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
+                body = message_bytes(msg)
+            if fixed_attachments and not unchanged:
+                for data, filename in fixed_attachments:
+                    if msg.get_content_type() == "multipart/mixed":
+                        msg.add_attachment(data, maintype="application", subtype="pdf", filename=filename)
+                    else:
+                        attach(msg, data, filename=filename)
                 msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
                 body = message_bytes(msg)
             new = NewMessage(

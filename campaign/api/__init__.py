@@ -300,6 +300,8 @@ class QueueRequest:
     role: str | None = None
     update: bool = False
     at: str | None = None
+    drive: str | None = None  # a closed signing drive: its institutions, with its sealed cover page attached
+    attachments: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -307,6 +309,13 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     from campaign import outbox
     from campaign.pacing import dt_to_ms
 
+    if request.drive:
+        from campaign.api import signing as signing_api
+
+        ids, name, cover = signing_api.drive_for_queue(ws, request.drive, request.letter)
+        request.ids = request.ids or ids
+        request.campaign = request.campaign or name
+        request.attachments = [*request.attachments, (cover, f"signatures-{name}.pdf")]
     outbox.check_selection(request.ids, request.tags, request.everyone)
     not_before = wait_reason = None
     if request.at:
@@ -371,6 +380,7 @@ def _queue_into_store(
             wait_reason=wait_reason,
             extra_headers=lambda t: _letter_headers(ws),
             attachment=_sealed_pdf_attachment(ws, letter) if ws.settings.letters.attach_pdf else None,
+            fixed_attachments=request.attachments,
         )
     finally:
         store.close()

@@ -82,6 +82,14 @@ def queue(
             metavar="TIME",
         ),
     ] = None,
+    drive: Annotated[
+        str | None,
+        typer.Option(
+            "--drive",
+            help="A closed signing drive: its institutions, each letter with its sealed cover page attached.",
+            metavar="DRIVE",
+        ),
+    ] = None,
 ) -> None:
     """Render a letter for the chosen institutions and put it in the durable queue.
 
@@ -108,6 +116,7 @@ def queue(
             role=role,
             update=update,
             at=at,
+            drive=drive,
         ),
     )
     for w in report.warnings:

@@ -51,6 +51,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
     )
+    from campaign.pdf.cover import Cover, render_cover
+    from campaign.pdf.image import normalise_signature
     from campaign.pdf.keystore import (
         SigningKey,
         init_keys,
@@ -60,12 +62,10 @@ with warnings.catch_warnings():
         root_certificate_pem,
         root_fingerprint,
     )
-    from campaign.pdf.cover import Cover, render_cover
-    from campaign.pdf.image import normalise_signature
     from campaign.pdf.keystore import fingerprint as certificate_fingerprint
     from campaign.pdf.layout import FIELD_NAME, PAYLOAD_KEY, LetterContent, Letterhead, PdfRenderer, Proof, Signer
-    from campaign.pdf.qr import qr_svg, qr_terminal
     from campaign.pdf.merge import merge_unsigned
+    from campaign.pdf.qr import qr_svg, qr_terminal
     from campaign.pdf.signature import render_signed, sign_pdf
     from campaign.pdf.verification import Verification, verify_pdf
 

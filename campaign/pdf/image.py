@@ -39,8 +39,14 @@ def normalise_signature(data: bytes) -> bytes:
                     raise PdfError("too-many-pixels")
                 image.load()
                 converted = image.convert("RGBA")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning):
+        except (
+            UnidentifiedImageError,
+            OSError,
+            ValueError,
+            SyntaxError,
+            Image.DecompressionBombError,
+            Image.DecompressionBombWarning,
+        ):
             raise PdfError("not-an-image") from None
     converted.thumbnail(_OUT)
     out = io.BytesIO()

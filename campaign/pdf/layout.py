@@ -462,9 +462,7 @@ class PdfRenderer:
             resources[_QR_URL] = (qr_svg(proof.payload), "image/svg+xml")
         fetcher = _Fetcher(resources)
         stamp_id = "stamp-" + secrets.token_hex(8)
-        source = letter_html(
-            head, content, signer, lang=lang, stamp_id=stamp_id, with_image=with_image, proof=proof
-        )
+        source = letter_html(head, content, signer, lang=lang, stamp_id=stamp_id, with_image=with_image, proof=proof)
         try:
             document = HTML(string=source, url_fetcher=fetcher).render(stylesheets=[self._css], font_config=self._fonts)
             self.refused_urls = tuple(fetcher.refused)

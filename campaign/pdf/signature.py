@@ -76,7 +76,12 @@ vouches for the document, the supporter did not sign with a key of their own."""
 
 
 def stamp_lines(
-    words: Labels, signer: Signer | None, holder: str, when: dt.datetime, *, sealed_by: str | None = None,
+    words: Labels,
+    signer: Signer | None,
+    holder: str,
+    when: dt.datetime,
+    *,
+    sealed_by: str | None = None,
     lang: str | None = None,
 ) -> list[str]:
     """The text of the visible stamp, one string per line."""

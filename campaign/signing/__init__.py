@@ -281,7 +281,9 @@ def parse_export(text: str, *, name: str = "export") -> DriveExport:
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SigningError(f"{name}:{err.lineno}: not JSON ({err.msg})", hint="give the file `sign export --format json` wrote") from None
+        raise SigningError(
+            f"{name}:{err.lineno}: not JSON ({err.msg})", hint="give the file `sign export --format json` wrote"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise SigningError(f"{name}: not a drive export (format {EXPORT_FORMAT!r} expected)")
     try:
@@ -315,7 +317,14 @@ def check_export(export: DriveExport) -> ExportCheck:
     return ExportCheck(export, computed, not problems, problems)
 
 
-_PAYLOAD_KEYS = {"t": "letter_sha256", "c": "commitment", "k": "key_fingerprint", "n": "count", "r": "root", "d": "drive"}
+_PAYLOAD_KEYS = {
+    "t": "letter_sha256",
+    "c": "commitment",
+    "k": "key_fingerprint",
+    "n": "count",
+    "r": "root",
+    "d": "drive",
+}
 
 
 def proof_payload(

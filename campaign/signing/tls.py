@@ -91,9 +91,12 @@ def lan_certificate(folder: Path, hosts: list[str], *, organisation: str) -> Lan
     )
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write(key_file, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        _write(
+            key_file,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
         _write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     except OSError as err:
         raise SigningError(f"{folder}: cannot write the LAN certificate: {err.strerror}") from err

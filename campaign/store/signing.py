@@ -146,7 +146,8 @@ def create_drive(store: SqlStore, drive: NewDrive, texts: Sequence[DriveText], n
         drive_id = int(row[0] if not isinstance(row, dict) else row["id"])
         for text in texts:
             tx.execute(
-                "INSERT INTO signing_texts (drive, lang, subject, text, body_html, text_sha256) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO signing_texts (drive, lang, subject, text, body_html, text_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (drive_id, text.lang, text.subject, text.text, text.body_html, text.text_sha256),
             )
         tx.append(
@@ -322,7 +323,9 @@ def close_drive(
             raise SigningError("unknown drive")
         if drive["status"] != "open":
             raise SigningError(f"drive {drive['name']} is closed already")
-        now_set = sorted(r["commitment"] for r in tx.rows("SELECT commitment FROM signatures WHERE drive = ?", (drive_id,)))
+        now_set = sorted(
+            r["commitment"] for r in tx.rows("SELECT commitment FROM signatures WHERE drive = ?", (drive_id,))
+        )
         if now_set != sorted(expected):
             raise SigningError("changed")
         tx.execute(
