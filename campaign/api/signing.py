@@ -799,6 +799,8 @@ class SigningService:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            _WORKER.clear()
         with self._lock:
             self._store.close()
 

@@ -31,6 +31,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route, Router
@@ -44,6 +45,9 @@ from campaign.web.security import CSRF_COOKIE, FormGuard
 
 HERE = Path(__file__).resolve().parent
 MAX_BODY = 3 * 1024 * 1024
+# A request body is at most MAX_BODY (checked before parsing), so an upload never rolls
+# over from memory into a temporary file: a supporter's signature never touches the disk.
+MultiPartParser.spool_max_size = MAX_BODY + 1
 MAX_PART = 1_500_000  # a 1 MB picture as a base64 data URL
 DOWNLOAD_SECONDS = 600
 _CSRF = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
@@ -109,10 +113,14 @@ class SupportersSite:
         return i18n.choose_lang(chosen if isinstance(chosen, str) else None, request.headers.get("accept-language"))
 
     def _csrf(self, request: Request) -> tuple[str, bool]:
+        """The browser's CSRF token (from its cookie), or a new one made once per request."""
         cookie = request.cookies.get(CSRF_COOKIE)
         if cookie and _CSRF.match(cookie):
             return cookie, False
-        return self.guard.new_csrf(), True
+        made = getattr(request.state, "new_csrf", None)
+        if made is None:
+            made = request.state.new_csrf = self.guard.new_csrf()
+        return made, True
 
     def _render(
         self, request: Request, name: str, lang: str, context: dict[str, Any], *, status: int = 200
@@ -158,9 +166,8 @@ class SupportersSite:
                 "too-big" if "size" in str(err.detail).lower() else "bad-request", status=400
             ) from None
         for key in set(form.keys()):
-            if len(form.getlist(key)) > 1:
-                raise SubmissionError("bad-request", status=400)
-            if key in TEXT_FIELDS and not isinstance(form.get(key), str):
+            if len(form.getlist(key)) > 1 or (key in TEXT_FIELDS and not isinstance(form.get(key), str)):
+                await form.close()
                 raise SubmissionError("bad-request", status=400)
         return form
 
@@ -200,11 +207,14 @@ class SupportersSite:
         token = request.path_params["token"]
         lang = self._lang(request)
         values: dict[str, str] = {}
+        form: FormData | None = None
         try:
             view = await run_in_threadpool(self.service.page, token, lang)
         except SubmissionError as err:
             return self._error(request, lang, err)
         try:
+            if not view.open:
+                raise SubmissionError("closed", status=410)
             form = await self._form(request)
             lang = self._lang(request, form)
             values = {k: v for k, v in form.items() if isinstance(v, str) and k in TEXT_FIELDS}
@@ -216,6 +226,8 @@ class SupportersSite:
             submission = await self._submission(form, values, lang)
             signed = await run_in_threadpool(self.service.submit, token, submission)
         except SubmissionError as err:
+            if form is not None:
+                await form.close()
             if err.code in ("not-found",):
                 return self._error(request, lang, err)
             view = await run_in_threadpool(self.service.page, token, lang)
@@ -225,6 +237,7 @@ class SupportersSite:
             context["error_field"] = err.field
             context["values"] = {k: v for k, v in values.items() if k not in ("csrf", "form_token", "signature_drawn")}
             return self._render(request, "page.html", lang, context, status=err.status)
+        await form.close()
         pdf_key = self.downloads.put(signed.filename, "application/pdf", signed.pdf)
         receipt_file = (
             "campaign signing receipt\n"
@@ -309,6 +322,7 @@ class SupportersSite:
         token = request.path_params["token"]
         lang = self._lang(request)
         values: dict[str, str] = {}
+        form: FormData | None = None
         try:
             view = await run_in_threadpool(self.service.page, token, lang)
         except SubmissionError as err:
@@ -326,7 +340,10 @@ class SupportersSite:
             if problem:
                 raise SubmissionError(problem, status=409 if problem == "form-replayed" else 403)
             await run_in_threadpool(self.service.withdraw, token, values.get("receipt", ""))
+            await form.close()
         except SubmissionError as err:
+            if form is not None:
+                await form.close()
             csrf, _ = self._csrf(request)
             return self._render(
                 request,
