@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the bad-input table reads best one case per line)
 """The supporters' pages in-process (Starlette's test client over the real app, the real
 store, the real PDF pipeline): languages, headers, signing, bad input, withdrawal."""
 
