@@ -89,7 +89,7 @@ def test_two_hundred_signatures_leave_no_network_identifier_anywhere(tmp_path: P
     with ServeProcess(ws, processes=2, env={"TMPDIR": str(scratch)}) as server:
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(lambda n: _sign_one(server.url, drive.path, n), range(200)))
-        withdrawn = [r for r in results[1::10]]  # 20 supporters change their minds
+        withdrawn = results[1::10]  # 20 supporters change their minds
         for _, receipt, _ in withdrawn:
             _withdraw(server.url, drive.path, receipt)
         code = server.stop()
