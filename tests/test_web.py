@@ -331,3 +331,14 @@ def test_withdrawal_with_the_receipt(client: AppClient, site: dict[str, Any]) ->
 def test_downloads_expire_and_unknown_ones_are_404(client: AppClient, site: dict[str, Any]) -> None:
     assert client.get(site["drive"].path + "/download/" + "x" * 24).status_code == 404
     assert hashlib.sha256(b"").hexdigest()  # keeps hashlib imported for readers of this file
+
+
+def test_templates_use_only_known_words() -> None:
+    """`w.clear` would be dict.clear in Jinja2: every word a template uses is a key, and no
+    key is the name of a dict method."""
+    folder = Path(api.__file__).resolve().parent.parent / "web" / "templates"
+    used = set()
+    for path in folder.rglob("*.html"):
+        used |= set(re.findall(r"\bw\.(\w+)", path.read_text()))
+    assert used and used <= set(i18n.WORDS["en"]), used - set(i18n.WORDS["en"])
+    assert not [key for key in i18n.WORDS["en"] if hasattr(dict, key)]

@@ -136,7 +136,9 @@ class SupportersSite:
         }
         base.update(context)
         response = self.templates.TemplateResponse(request, f"supporters/{name}", base, status_code=status)
-        if fresh:
+        # Only a page with a form sets the cookie (an error page for /favicon.ico must not
+        # replace the token of the form the supporter is filling in).
+        if fresh and "form_token" in context:
             response.set_cookie(
                 CSRF_COOKIE, csrf, httponly=True, samesite="strict", secure=self.https, path="/s/", max_age=None
             )
@@ -188,6 +190,9 @@ class SupportersSite:
     async def home(self, request: Request) -> Response:
         lang = self._lang(request)
         return self._render(request, "home.html", lang, {})
+
+    async def no_icon(self, request: Request) -> Response:
+        return Response(status_code=204)
 
     async def page(self, request: Request) -> Response:
         token = request.path_params["token"]
@@ -369,6 +374,7 @@ class SupportersSite:
         return Router(
             routes=[
                 Route("/", self.home, methods=["GET"]),
+                Route("/favicon.ico", self.no_icon, methods=["GET"]),
                 Route("/s/{token}", self.page, methods=["GET"]),
                 Route("/s/{token}/sign", self.sign, methods=["POST"]),
                 Route("/s/{token}/download/{key}", self.download, methods=["GET"]),
