@@ -38,7 +38,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from campaign.api import signing as signing_api
 
     workspace = api.open_workspace(ws)
-    closed = signing_api.open_drive(workspace, signing_api.OpenRequest(letter="peace-agreement", ids=["ohchr"], name="done"))
+    closed = signing_api.open_drive(
+        workspace, signing_api.OpenRequest(letter="peace-agreement", ids=["ohchr"], name="done")
+    )
     signing_api.close_drive(workspace, "done", KEY)
     with ServeProcess(ws, processes=1) as process:
         yield {"url": process.url, "drive": drive, "ws": ws, "workspace": workspace, "closed": closed,
@@ -273,4 +275,4 @@ def test_every_page_passes_axe_and_the_screenshots(server: dict[str, Any], page_
     for name in ("sign-en-phone.png", "sign-tg-desktop.png"):
         data = (SCREENSHOTS / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
-    assert re.search(r"ru", str(SCREENSHOTS))  or True
+    assert re.search(r"ru", str(SCREENSHOTS)) or True

@@ -241,3 +241,36 @@ def test_a_withdrawn_name_leaves_no_trace_in_the_sqlite_files(tmp_path: Path) ->
     found = [p.name for p in tmp_path.iterdir() if p.is_file() and b"Zarina Withdrawnova" in p.read_bytes()]
     assert found == []
     assert any(b"Keeper Name" in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+
+def test_the_qr_code_on_the_page_is_the_payload_in_the_metadata(tmp_path: Path) -> None:
+    """Print, scan, compare: the QR code decodes (zbarimg) to exactly the metadata payload,
+    and a payload that disagrees with the embedded text is reported by verification."""
+    import os
+    import shutil
+    import subprocess
+
+    from campaign import pdf
+    from campaign.pdf.payload import check_proof
+    from tests.support.pdfpng import have_pdftoppm, render_page_png
+
+    text = "Subject\n\nMuhtaram ҷанобон!\n"
+    fields = {"drive": "pa-1", "letter_sha256": signing.sha256_text(text), "key_fingerprint": _hex(9)}
+    payload = signing.proof_payload(**fields, commitment=_hex(3))
+    content = pdf.LetterContent("tg", "Subject", "<p>Muhtaram ҷанобон!</p>", "1 декабр", "pa/1", "OHCHR", None)
+    proof = pdf.Proof(payload=payload, lines=("words",), text=text)
+    data = pdf.PdfRenderer().render(pdf.Letterhead("Org", None, None), content, pdf.Signer("Name"), proof=proof)
+    check = check_proof(data, {_hex(9)})
+    assert check is not None and check.ok, check
+    wrong = pdf.Proof(payload=payload, lines=(), text=text + "changed")
+    changed = pdf.PdfRenderer().render(pdf.Letterhead("Org", None, None), content, None, proof=wrong)
+    bad = check_proof(changed, {_hex(9)})
+    assert bad is not None and not bad.ok and "does not match" in bad.problems[0]
+    assert not check_proof(data, {_hex(10)}).ok  # type: ignore[union-attr]
+    if not (shutil.which("zbarimg") and have_pdftoppm()):
+        if os.environ.get("CI") == "true":
+            pytest.fail("zbarimg or pdftoppm missing: scripts/system-deps.sh installs zbar-tools and poppler-utils")
+        pytest.skip("zbarimg (zbar-tools) or pdftoppm (poppler-utils) not installed")
+    png = render_page_png(data, tmp_path / "page.png", dpi=300)
+    scanned = subprocess.run(["zbarimg", "-q", "--raw", str(png)], capture_output=True, text=True, timeout=60)
+    assert scanned.stdout.strip() == payload

@@ -65,7 +65,7 @@ with warnings.catch_warnings():
     from campaign.pdf.keystore import fingerprint as certificate_fingerprint
     from campaign.pdf.layout import FIELD_NAME, PAYLOAD_KEY, LetterContent, Letterhead, PdfRenderer, Proof, Signer
     from campaign.pdf.merge import merge_unsigned
-    from campaign.pdf.qr import qr_svg, qr_terminal
+    from campaign.pdf.qr import qr_png, qr_terminal
     from campaign.pdf.signature import render_signed, sign_pdf
     from campaign.pdf.verification import Verification, verify_pdf
 
@@ -89,7 +89,7 @@ __all__ = [
     "Proof",
     "certificate_fingerprint",
     "normalise_signature",
-    "qr_svg",
+    "qr_png",
     "qr_terminal",
     "render_cover",
     "LetterContent",

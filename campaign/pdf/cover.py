@@ -28,7 +28,7 @@ from campaign.pdf.layout import (
     _find_stamp,
     _text,
 )
-from campaign.pdf.qr import qr_svg
+from campaign.pdf.qr import qr_png
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ _CSS = """
 .cover .hash { font-family: "Campaign Sans", sans-serif; font-size: 8.5pt; word-break: break-all; }
 .cover .proves { font-size: 9.5pt; color: #222; margin: 0 0 6mm 0; }
 .cover .bottom { display: flex; flex-direction: row; align-items: flex-end; }
-.cover .bottom img { width: 38mm; height: 38mm; margin-right: 8mm; }
+.cover .bottom img { width: 38mm; height: 38mm; margin-right: 8mm; image-rendering: pixelated; }
 """
 
 
@@ -131,7 +131,7 @@ def render_cover(renderer: PdfRenderer, head: Letterhead, cover: Cover, proof: P
 <p class="proves">{_text(words["proves"].format(count=cover.count))}</p>
 <section class="bottom"><img src="{_QR_URL}" alt=""><div class="stamp-box" id="{stamp_id}"></div></section>
 </body></html>"""
-    fetcher = _Fetcher({_QR_URL: (qr_svg(proof.payload), "image/svg+xml")})
+    fetcher = _Fetcher({_QR_URL: (qr_png(proof.payload), "image/png")})
     try:
         document = HTML(string=source, url_fetcher=fetcher).render(
             stylesheets=[renderer._css, CSS(string=_CSS, font_config=renderer._fonts)], font_config=renderer._fonts

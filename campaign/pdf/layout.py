@@ -56,7 +56,7 @@ _FONT_FILES = (
     "PTF55F.ttf", "PTF56F.ttf", "PTF75F.ttf", "PTF76F.ttf", "PTS55F.ttf", "PTS75F.ttf", "Caveat-Regular.ttf",
 )  # fmt: skip
 _SIGNATURE_URL = _ASSET + "signature.png"
-_QR_URL = _ASSET + "proof-qr.svg"
+_QR_URL = _ASSET + "proof-qr.png"
 _MAX_IMAGE_BYTES = 2_000_000
 _MAX_IMAGE_PIXELS = 4000 * 2000
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
@@ -447,7 +447,7 @@ class PdfRenderer:
     ) -> bytes:
         """The unsigned PDF of one letter (with ``proof``: a QR code, the payload in the
         metadata and the canonical text embedded). Raises PdfError."""
-        from campaign.pdf.qr import qr_svg
+        from campaign.pdf.qr import qr_png
 
         lang = content.lang.strip()
         if not _LANG.match(lang):
@@ -459,7 +459,7 @@ class PdfRenderer:
             resources[_SIGNATURE_URL] = (check_signature_png(signer.signature_png), "image/png")
         with_image = bool(resources)
         if proof is not None:
-            resources[_QR_URL] = (qr_svg(proof.payload), "image/svg+xml")
+            resources[_QR_URL] = (qr_png(proof.payload), "image/png")
         fetcher = _Fetcher(resources)
         stamp_id = "stamp-" + secrets.token_hex(8)
         source = letter_html(head, content, signer, lang=lang, stamp_id=stamp_id, with_image=with_image, proof=proof)
