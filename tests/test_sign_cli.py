@@ -98,6 +98,7 @@ def test_a_whole_drive_from_open_to_queue(keyed: Path, tmp_path: Path) -> None:
     for name in names:
         assert name not in text
     assert run_cli("sign", "verify", str(export)).code == 0
+    _follow_the_guide(tmp_path / "pa-meeting-VERIFY.md", export, receipts[1], "Фирӯза Қодирова")
     proved = run_cli("sign", "prove", receipts[1], "--export", str(export), "--name", "Фирӯза Қодирова")
     assert proved.code == 0, proved.output
     assert "included" in proved.stdout and "opens to this name" in proved.stdout
@@ -148,3 +149,38 @@ def test_bad_drive_commands_change_nothing(keyed: Path) -> None:
         assert result.code != 0 and fragment in result.output, (args, result.output)
     after = {k: v for k, v in tree_digest(keyed).items() if not k.endswith("-shm")}
     assert after == {k: v for k, v in before.items() if not k.endswith("-shm")}
+
+
+@pytest.mark.postgres
+def test_drives_move_to_postgresql_with_the_workspace(keyed: Path, pg_url: str) -> None:
+    opened = run_cli("sign", "open", "peace-agreement", "--to", "tj-embassy", "--to", "ohchr", "--name", "moving")
+    assert opened.code == 0, opened.output
+    path = re.search(r"link: \S+?(/s/\S+)", opened.stdout).group(1)  # type: ignore[union-attr]
+    receipts = _sign(keyed, path, ["Maria Ivanova", "Фирӯза Қодирова"])
+    assert run_cli("store", "migrate", "--to", pg_url).code == 0
+    listed = json.loads(run_cli("--db", pg_url, "sign", "list", "--json").stdout)
+    assert [(d["name"], d["signed"]) for d in listed] == [("moving", 2)]
+    assert run_cli("--db", pg_url, "sign", "open", "peace-agreement", "--to", "ohchr", "--name", "next").code == 0
+    assert run_cli("--db", pg_url, "sign", "close", "moving").code == 0
+    proved = run_cli("--db", pg_url, "sign", "prove", receipts[0])
+    assert proved.code == 0 and "leaf" in proved.stdout
+
+
+def _follow_the_guide(guide: Path, export: Path, receipt: str, name: str) -> None:
+    """VERIFY.md's recipes, run as written: the Python root and the shell commitment."""
+    import subprocess
+    import sys
+
+    text = guide.read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)  # type: ignore[union-attr]
+    script = guide.parent / "root.py"
+    script.write_text(code)
+    done = subprocess.run([sys.executable, str(script), str(export)], capture_output=True, text=True, check=True)
+    assert "count 3 matches" in done.stdout and "matches" in done.stdout.splitlines()[1]
+    _, _, salt, commitment = receipt.split(":")
+    t = json.loads(export.read_text())["letter_sha256"]
+    shell = re.findall(r"```sh\n(.*?)```", text, re.S)[1]
+    line = next(x for x in shell.splitlines() if x.startswith("{ printf"))
+    line = line.replace("'Your Name'", "'" + name + "'")
+    done = subprocess.run(["bash", "-c", f"SALT={salt}; T={t}; {line}"], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[0] == commitment

@@ -904,6 +904,7 @@ class DemoResult:
     messages: list[Message]
     verification: Verification
     receipts: int = 0
+    drive: Any = None  # the signing drive opened for `campaign serve` (api.signing.DriveInfo)
 
 
 def demo(
@@ -954,6 +955,9 @@ def demo(
         finally:
             store.close()
     receipts = _import_demo_reports(ws, reports)
+    from campaign.api import signing as signing_api
+
+    drive = signing_api.demo_drive(ws, letter_id)
     return DemoResult(
         workspace=demo_dir,
         mailbox=mailbox,
@@ -964,6 +968,7 @@ def demo(
         messages=log(ws, LogQuery()),
         verification=verify_log(ws),
         receipts=receipts,
+        drive=drive,
     )
 
 

@@ -523,6 +523,12 @@ def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> li
                 commitments=sstore.commitments(store, drive["id"]),
             )
             _write_private_file(out, export.to_json().encode("utf-8"))
+            guide = out.with_name(out.stem + "-VERIFY.md")
+            if not guide.exists():
+                from importlib import resources
+
+                _write_private_file(guide, (resources.files("campaign.signing") / "VERIFY.md").read_bytes())
+                return [out, guide]
             return [out]
         sigs = sstore.signatures(store, drive["id"])
     images_dir = out.with_name(out.stem + "-signatures")
@@ -1033,6 +1039,24 @@ def signing_service(ws: Workspace, passphrase: str, *, processes: int | None = N
             hint="create them once with `campaign keys init`",
         )
     return SigningService(ws, passphrase, processes=processes)
+
+
+# ---------------------------------------------------------------------------
+# The demo
+
+DEMO_PASSPHRASE = "demo passphrase, not a secret"
+"""The demo workspace's key passphrase: printed on purpose, the demo's keys protect nothing."""
+
+
+def demo_drive(ws: Workspace, letter: str) -> DriveInfo:
+    """Keys and an open drive in the demo workspace, so `campaign serve` works after `make demo`."""
+    from campaign.api import keys_init, load_registry
+
+    keys_init(ws, DEMO_PASSPHRASE)
+    recipients = load_registry(ws).recipients
+    chosen = [r.id for r in recipients if "tg" in r.languages][:1] or [recipients[0].id]
+    chosen += [r.id for r in recipients if r.id not in chosen and "ru" in r.languages][:1]
+    return open_drive(ws, OpenRequest(letter=letter, ids=chosen, fields=["city"], name="demo"))
 
 
 # ---------------------------------------------------------------------------

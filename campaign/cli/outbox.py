@@ -825,6 +825,12 @@ def demo(ctx: typer.Context) -> None:
     if result.receipts:
         out().print(f"simulated delivery reports: {plain(str(result.reports))}/ (imported: {result.receipts})")
     out().print(f"explore: campaign -C {plain(str(result.workspace))} log --events")
+    if result.drive is not None:
+        from campaign.api.signing import DEMO_PASSPHRASE
+
+        out().print(f"signing drive {plain(result.drive.name)} is open: supporters sign in a browser")
+        out().print(f"  CAMPAIGN_KEY_PASSPHRASE='{DEMO_PASSPHRASE}' campaign -C {plain(str(result.workspace))} serve")
+        out().print(f"  then open {plain(result.drive.url())}")
 
 
 SENDING = "Send: queue, schedule, send and follow up"

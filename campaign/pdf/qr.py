@@ -1,4 +1,4 @@
-"""QR codes (segno, pure Python): PNG for the PDFs, SVG, text for a terminal.
+"""QR codes (segno, pure Python): PNG for the PDFs, text for a terminal.
 
 Contract: :func:`qr_png` returns a one-pixel-per-module PNG (error correction M, a fixed
 mask: choosing the best of eight cost more than laying out the rest of the page) that
