@@ -217,6 +217,13 @@ def test_drives_in_the_store(store_url: str) -> None:
         assert root in everything
         with pytest.raises(SelectionError, match="no signing drive named 'nope'; drives: pa-1"):
             sstore.get_drive(store, "nope")
+        # a deadline that passed refuses signatures before anyone closes the drive
+        from dataclasses import replace
+
+        late_drive = replace(drive, name="pa-2", token=signing.new_token(), closes_at="2001-01-01T00:00:00.000Z")  # type: ignore[type-var]
+        late_id = sstore.create_drive(store, late_drive, [], 6_000)  # type: ignore[arg-type]
+        with pytest.raises(SigningError, match="closed"):
+            sstore.add_signature(store, late_id, sig, 1_800_000_000_000)  # type: ignore[arg-type]
     finally:
         store.close()
 

@@ -342,3 +342,29 @@ def test_templates_use_only_known_words() -> None:
         used |= set(re.findall(r"\bw\.(\w+)", path.read_text()))
     assert used and used <= set(i18n.WORDS["en"]), used - set(i18n.WORDS["en"])
     assert not [key for key in i18n.WORDS["en"] if hasattr(dict, key)]
+
+
+def test_a_pseudonym_without_any_real_name_stores_nothing_sealed(client: AppClient, site: dict[str, Any]) -> None:
+    done = sign(client, site["drive"].path, name="", sign_as="pseudonym", pseudonym="A Teacher from Kulob")
+    assert done.status_code == 200, done.text[:2000]
+    row = next(r for r in signing_api.review(site["ws"], site["drive"].name).rows if r.name == "A Teacher from Kulob")
+    assert row.pseudonymous and row.real_name is None
+    empty = sign(client, site["drive"].path, name="", sign_as="pseudonym", pseudonym=" ")
+    assert empty.status_code == 422
+
+
+def test_the_drive_rate_limit_answers_busy(site: dict[str, Any], tmp_path: Path) -> None:
+    from campaign import web
+
+    limited = signing_api.open_drive(
+        site["ws"], signing_api.OpenRequest(letter="peace-agreement", ids=["ohchr"], name="slow-drive", rate=1)
+    )
+    service = signing_api.signing_service(site["ws"], KEY, processes=0)
+    try:
+        with AppClient(web.supporters_app(service)) as client:
+            assert sign(client, limited.path, name="First").status_code == 200
+            busy = sign(client, limited.path, lang="ru", name="Second")
+            assert busy.status_code == 429 and i18n.ERRORS["ru"]["busy"] in busy.text
+    finally:
+        service.close()
+    assert count(site, "slow-drive") == 1

@@ -873,16 +873,20 @@ class SigningService:
         if drive["passphrase_hash"] and not check_passphrase(drive["passphrase_hash"], form.passphrase):
             raise SubmissionError("passphrase-wrong", field="passphrase", status=403)
         ui_lang = form.ui_lang if form.ui_lang in UI_LANGS else "en"
-        name = clean_text(form.name, "name", limit=signing.MAX_NAME, required=True)
         pseudonymous = bool(form.use_pseudonym)
         sealed = None
-        shown = name
         if pseudonymous:
             if not drive["allow_pseudonyms"]:
                 raise SubmissionError("pseudonyms-not-allowed", field="pseudonym", status=422)
             shown = clean_text(form.pseudonym, "pseudonym", limit=signing.MAX_NAME, required=True)
-            real = clean_text(form.real_name, "real_name", limit=signing.MAX_NAME, required=False) or name
-            sealed = seal_name(public_from_text(drive["names_public_key"]), real)
+            # The real name is optional: given in its own field (or the name field), it is
+            # sealed to the names key; not given, nothing but the pseudonym is stored.
+            real = clean_text(form.real_name, "real_name", limit=signing.MAX_NAME, required=False)
+            real = real or clean_text(form.name, "name", limit=signing.MAX_NAME, required=False)
+            if real:
+                sealed = seal_name(public_from_text(drive["names_public_key"]), real)
+        else:
+            shown = clean_text(form.name, "name", limit=signing.MAX_NAME, required=True)
         city = clean_text(form.city, "city", limit=MAX_FIELD, required=False) if "city" in drive["fields"] else ""
         title = clean_text(form.title, "title", limit=MAX_FIELD, required=False) if "title" in drive["fields"] else ""
         if not form.consent:

@@ -26,10 +26,14 @@
   });
 
   var pseudo = document.getElementById("pseudonym-fields");
+  var nameField = document.getElementById("name-field");
   function showPseudonym() {
     if (!pseudo) { return; }
     var checked = form.querySelector("input[name=sign_as]:checked");
-    pseudo.hidden = !(checked && checked.value === "pseudonym");
+    var asPseudonym = !!(checked && checked.value === "pseudonym");
+    pseudo.hidden = !asPseudonym;
+    // A pseudonymous signer's real name goes in its own, optional, sealed field.
+    if (nameField) { nameField.hidden = asPseudonym; }
   }
   Array.prototype.forEach.call(form.querySelectorAll("input[name=sign_as]"), function (r) {
     r.addEventListener("change", showPseudonym);
@@ -40,10 +44,14 @@
   var preview = document.getElementById("typed-preview");
   function updatePreview() {
     if (!preview) { return; }
-    preview.textContent = (typed && typed.value.trim()) || (name && name.value.trim()) || "";
+    var pseudonym = document.getElementById("pseudonym");
+    var shown = (pseudo && !pseudo.hidden && pseudonym) ? pseudonym.value.trim() : (name ? name.value.trim() : "");
+    preview.textContent = (typed && typed.value.trim()) || shown || "";
   }
   if (typed) { typed.addEventListener("input", updatePreview); }
   if (name) { name.addEventListener("input", updatePreview); }
+  var pseudonymInput = document.getElementById("pseudonym");
+  if (pseudonymInput) { pseudonymInput.addEventListener("input", updatePreview); }
 
   var pad = document.getElementById("pad");
   var ctx = pad ? pad.getContext("2d") : null;
