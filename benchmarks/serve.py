@@ -113,16 +113,23 @@ def main() -> None:
         base = Path(tmp)
         ws, drive = signing_workspace(base / "ws", ids=("tj-embassy",), rate=100_000)
 
-        def served_run(n: int) -> tuple[list[float], list[float], int, float, float]:
+        alone: list[float] = []
+
+        def served_run(n: int, one_by_one: int = 0) -> tuple[list[float], list[float], int, float, float]:
             cpu0 = children_cpu()
             with ServeProcess(ws, processes=args.processes) as server:
                 time.sleep(2)  # let the workers finish loading the seal
                 pages, submits, errors, wall = asyncio.run(load(server.url, drive.path, n))
+                for _ in range(one_by_one):  # supporters arriving one at a time, as at most meetings
+                    _, one, more, _ = asyncio.run(load(server.url, drive.path, 1))
+                    alone.extend(one)
+                    errors += more
             return pages, submits, errors, wall, children_cpu() - cpu0
 
         small = 10
         _, small_submits, _, _, small_cpu = served_run(small)
         pages, submits, errors, wall, served_cpu = served_run(args.n)
+        served_run(0, one_by_one=20)
         for folder in ("batch-small", "batch"):
             (base / folder).mkdir()
         _, batch_small_cpu = batch(ws, small, args.processes, base / "batch-small")
@@ -136,6 +143,10 @@ def main() -> None:
     )
     print(f"  page          p50 {statistics.median(pages) * 1000:8.0f} ms   p95 {pct(pages, 95) * 1000:8.0f} ms")
     print(f"  submit → PDF  p50 {statistics.median(submits) * 1000:8.0f} ms   p95 {pct(submits, 95) * 1000:8.0f} ms")
+    print(
+        f"  one at a time p50 {statistics.median(alone) * 1000:8.0f} ms   p95 {pct(alone, 95) * 1000:8.0f} ms"
+        f"   (submit → PDF, {len(alone)} supporters arriving one after another)"
+    )
     print(f"  errors        {errors}")
     print(f"  signed PDFs per second, served:       {served:6.2f}  ({len(submits)} in {wall:.1f} s)")
     print(
