@@ -184,3 +184,23 @@ def _follow_the_guide(guide: Path, export: Path, receipt: str, name: str) -> Non
     line = line.replace("'Your Name'", "'" + name + "'")
     done = subprocess.run(["bash", "-c", f"SALT={salt}; T={t}; {line}"], capture_output=True, text=True, check=True)
     assert done.stdout.split()[0] == commitment
+
+
+def test_the_demo_opens_a_drive_to_serve(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import ROOT
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(ROOT / "letters", root / "letters")
+    for name in ("recipients.yaml", "campaign.toml"):
+        shutil.copy2(ROOT / name, root / name)
+    result = run_cli("-C", str(root), "demo")
+    assert result.code == 0, result.output
+    assert "signing drive demo is open" in result.stdout
+    assert f"CAMPAIGN_KEY_PASSPHRASE='{signing_api.DEMO_PASSPHRASE}'" in result.stdout
+    link = re.search(r"then open (http://127\.0\.0\.1:8470/s/\S+)", result.stdout)
+    assert link is not None
+    listed = json.loads(run_cli("-C", str(root / ".campaign" / "demo"), "sign", "list", "--json").stdout)
+    assert listed[0]["name"] == "demo" and link.group(1).endswith(listed[0]["path"])
