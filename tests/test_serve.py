@@ -129,7 +129,9 @@ def test_lan_serves_https_with_the_printed_fingerprint(tmp_path: Path) -> None:
             httpx.get(server.url.replace("127.0.0.2", "127.0.0.1"), verify=False)
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())
     fingerprint = hashlib.sha256(der).hexdigest().upper()
-    shown = re.search(r"fingerprint: ([0-9A-F:]+)", server.output).group(1)  # type: ignore[union-attr]
+    found = re.search(r"fingerprint: ([0-9A-F:]+)", server.output)
+    assert found is not None, server.output
+    shown = found.group(1)
     assert shown.replace(":", "") == fingerprint
     assert ":".join(re.findall("..", fingerprint)[:8]) in page.text
     assert "█" in server.output  # the QR code of the address

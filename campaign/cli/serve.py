@@ -73,6 +73,7 @@ def serve(
                 out().print(signing_api.terminal_qr(drives[0].url(base)))
             if not drives:
                 err().print("no open drive yet: campaign sign open LETTER --to ID")
+            out().file.flush()  # the addresses must reach a log or a pipe now, not at exit
 
         web.serve([listener], on_ready=ready)
     finally:

@@ -115,11 +115,25 @@ class ServeProcess:
                 found = re.search(r"serving the signing page on (\S+)", line)
                 if found:
                     self.url = found.group(1)
+                    self._drain()
                     return self
             elif self.proc.poll() is not None:
                 break
         self.stop()
         raise RuntimeError(f"campaign serve did not start:\n{self.output}")
+
+    def _drain(self) -> None:
+        """Keep reading the server's output in a thread (a full pipe would block it)."""
+        import threading
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self._lines.append(line)
+
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
 
     def stop(self) -> int:
         if self.proc is None:
@@ -127,11 +141,19 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
         try:
-            rest, _ = self.proc.communicate(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        reader = getattr(self, "_reader", None)
+        if reader is not None:
+            reader.join(timeout=10)
+            self.output += "".join(self._lines)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+        else:
             rest, _ = self.proc.communicate()
-        self.output += rest or ""
+            self.output += rest or ""
         code = self.proc.returncode
         self.proc = None
         return code
