@@ -132,6 +132,6 @@ def test_lan_serves_https_with_the_printed_fingerprint(tmp_path: Path) -> None:
     found = re.search(r"fingerprint: ([0-9A-F:]+)", server.output)
     assert found is not None, server.output
     shown = found.group(1)
-    assert shown.replace(":", "") == fingerprint
+    assert shown.replace(":", "") == fingerprint, server.output
     assert ":".join(re.findall("..", fingerprint)[:8]) in page.text
     assert "█" in server.output  # the QR code of the address

@@ -204,3 +204,20 @@ def test_the_demo_opens_a_drive_to_serve(tmp_path: Path) -> None:
     assert link is not None
     listed = json.loads(run_cli("-C", str(root / ".campaign" / "demo"), "sign", "list", "--json").stdout)
     assert listed[0]["name"] == "demo" and link.group(1).endswith(listed[0]["path"])
+
+
+def test_fingerprints_and_names_print_as_they_are() -> None:
+    """rich turned ":AB:" in a certificate fingerprint into an emoji (🆎), ":CD:" into 💿."""
+    import contextlib
+    import io
+
+    from campaign.cli import common
+
+    common.reset_consoles()
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            common.out().print("fingerprint: 12:AB:98:CD:01, a name with :smile:")
+    finally:
+        common.reset_consoles()
+    assert buffer.getvalue() == "fingerprint: 12:AB:98:CD:01, a name with :smile:\n"
