@@ -109,6 +109,11 @@
     if (field) { field.value = (kind() === "drawn" && drawn) ? pad.toDataURL("image/png") : ""; }
   });
 
+  // A field marked wrong by the server stops looking wrong once the supporter edits it.
+  Array.prototype.forEach.call(form.querySelectorAll("[aria-invalid=true]"), function (el) {
+    el.addEventListener("input", function () { el.removeAttribute("aria-invalid"); });
+  });
+
   showPanels();
   showPseudonym();
   updatePreview();
