@@ -4,7 +4,6 @@ store, the real PDF pipeline): languages, headers, signing, bad input, withdrawa
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -120,11 +119,9 @@ def test_headers_cookies_and_no_third_party_requests(client: AppClient, site: di
     for url in re.findall(r'(?:src|href|action)="([^"]+)"', page.text):
         assert url.startswith(("/", "?", "#")), url
     css = client.get("/static/site.css").text
-    assert "http" not in css.replace("https://", "").replace("http://", "") or "url(" not in css
-    assert not re.search(r"url\(\s*['\"]?(https?:)?//", css)
-    assert client.get("/").status_code == 200 and "campaign" not in client.get("/").text.lower().replace(
-        "campaign-sign", ""
-    )
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", css)  # fonts and images come from this server
+    home = client.get("/")
+    assert home.status_code == 200 and "/s/" not in home.text  # no list of drives
 
 
 def test_a_supporter_signs_and_takes_home_a_verifiable_pdf(
@@ -330,7 +327,6 @@ def test_withdrawal_with_the_receipt(client: AppClient, site: dict[str, Any]) ->
 
 def test_downloads_expire_and_unknown_ones_are_404(client: AppClient, site: dict[str, Any]) -> None:
     assert client.get(site["drive"].path + "/download/" + "x" * 24).status_code == 404
-    assert hashlib.sha256(b"").hexdigest()  # keeps hashlib imported for readers of this file
 
 
 def test_templates_use_only_known_words() -> None:
