@@ -50,6 +50,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/receipts.py
 	$(BIN)/python benchmarks/pdf.py
 	$(BIN)/python benchmarks/workers.py
+	$(BIN)/python benchmarks/serve.py
 
 soak: $(STAMP)
 	$(BIN)/python benchmarks/crash_soak.py

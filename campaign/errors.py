@@ -32,6 +32,8 @@ The tree::
     ├── ImapError             the IMAP mailbox cannot be reached or read
     ├── PdfError              rendering, signing or verifying a PDF; key files
     ├── CaseError             .campaign/cases/: a case file, its consent, a submission
+    ├── SigningError          signing drives: receipts, exports, payloads
+    │   └── SubmissionError   a supporter's form that cannot be accepted (a code for the page)
     └── UsageError            a combination of options that cannot work (exit code 2)
 """
 
@@ -130,6 +132,21 @@ class CaseError(CampaignError):
     """A case file does not validate, or a case may not go to a body (consent, profile).
 
     Messages name the file, line and field, never a value: case data is sensitive."""
+
+
+class SigningError(CampaignError):
+    """A signing drive, receipt, drive export or supporter's submission that cannot be used."""
+
+
+class SubmissionError(SigningError):
+    """A supporter's submission refused: ``code`` names the reason (the page words it in the
+    supporter's language), ``field`` the form field, ``status`` the HTTP status to answer."""
+
+    def __init__(self, code: str, *, field: str | None = None, status: int = 422, detail: str = "") -> None:
+        super().__init__(f"{code}{': ' + field if field else ''}{' (' + detail + ')' if detail else ''}")
+        self.code = code
+        self.field = field
+        self.status = status
 
 
 class UsageError(CampaignError):

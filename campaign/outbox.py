@@ -23,7 +23,7 @@ import hashlib
 import pickle
 import re
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -208,8 +208,10 @@ def queue_letter(
     attachment: Attachment | None = None,
     context_for: Callable[[Target], Mapping[str, Any]] | None = None,
     files_for: Callable[[Target, RenderedLetter], list[AttachedFile]] | None = None,
+    fixed_attachments: Sequence[tuple[bytes, str]] = (),
 ) -> QueueReport:
-    """Render and queue ``letter`` for every target, all or nothing.
+    """Render and queue ``letter`` for every target, all or nothing. ``fixed_attachments``
+    (e.g. a signing drive's sealed cover page) go with every letter, after ``attachment``.
 
     Three steps, so the store's write lock is held only for the commit: read what is
     queued already (no lock), render every letter and make its attachment (no lock: a
@@ -258,6 +260,14 @@ def queue_letter(
             if attachment is not None and not unchanged and (existing is None or update):
                 data, filename = attachment(target, rendered, day)
                 attach(msg, data, filename=filename)
+                msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
+                body = message_bytes(msg)
+            if fixed_attachments and not unchanged:
+                for data, filename in fixed_attachments:
+                    if msg.get_content_type() == "multipart/mixed":
+                        msg.add_attachment(data, maintype="application", subtype="pdf", filename=filename)
+                    else:
+                        attach(msg, data, filename=filename)
                 msg.set_boundary(deterministic_boundary("mixed", message_id, content_sha))
                 body = message_bytes(msg)
             new = NewMessage(

@@ -3,6 +3,8 @@
 #   Pango + HarfBuzz subsetting: WeasyPrint (about 4x slower without libharfbuzz-subset0)
 #   poppler-utils: pdftotext / pdftoppm for PDF tests
 #   postfix, dovecot-imapd: the loopback MTA and IMAP server of the integration tests
+#   chromium: the browser the signing page's tests drive with Playwright (no browser download)
+#   zbar-tools: zbarimg, to decode the QR codes printed on signed letters in the tests
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(
@@ -10,6 +12,7 @@ packages=(
   poppler-utils
   postfix dovecot-imapd
   ssl-cert
+  chromium zbar-tools
 )
 missing=()
 for p in "${packages[@]}"; do

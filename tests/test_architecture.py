@@ -19,6 +19,7 @@ LEVELS = {
     "models": 1,
     "chain": 1,
     "pacing": 2,
+    "signing": 2,
     "config": 3,
     "registry": 3,
     "render": 3,
@@ -36,14 +37,18 @@ LEVELS = {
     "submission": 5,
     "api": 6,
     "cli": 7,
+    "web": 7,  # beside the CLI on the top floor; nothing imports it (see test_nothing_imports_web)
 }
+
+# The only import of the web layer: `campaign serve` starts it.
+WEB_LAUNCHER = PACKAGE / "cli" / "serve.py"
 
 # Third-party libraries and the only modules allowed to import them.
 HOMES = {
     "ruamel": {"registry"},
     "yaml": {"registry"},
-    "jinja2": {"render"},
-    "markupsafe": {"render"},
+    "jinja2": {"render", "web"},  # web: its own page templates; letters are rendered by render
+    "markupsafe": {"render", "web"},
     "markdown_it": {"render"},
     "babel": {"render"},
     "sqlite3": {"store"},
@@ -58,7 +63,16 @@ HOMES = {
     "pyhanko": {"pdf"},
     "pyhanko_certvalidator": {"pdf"},
     "pikepdf": {"pdf"},
-    "cryptography": {"pdf", "transport"},
+    "cryptography": {"pdf", "transport", "signing"},  # signing: the LAN certificate of `serve --lan`
+    "nacl": {"signing"},
+    "segno": {"pdf"},
+    "PIL": {"pdf"},
+    "starlette": {"web"},
+    "uvicorn": {"web"},
+    "multipart": {"web"},
+    "python_multipart": {"web"},
+    "httpx": set(),  # tests and benchmarks only
+    "playwright": set(),  # tests only
     "imapclient": {"imap"},
     "docx": {"submission"},
     "openpyxl": {"roster"},
@@ -105,6 +119,8 @@ def test_imports_point_one_way(top: str, path: Path) -> None:
         if target == top or target == "__init__":
             continue
         assert target != "cli", f"{path}:{line}: nothing may import the CLI"
+        if target == "web" and path == WEB_LAUNCHER:
+            continue
         assert LEVELS[target] < LEVELS[top], (
             f"{path}:{line}: {top} (level {LEVELS[top]}) imports {target} (level {LEVELS[target]})"
         )
@@ -129,6 +145,24 @@ def test_core_never_prints_or_exits(top: str, path: Path) -> None:
             name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
             assert name not in ("print", "exit", "_exit"), (
                 f"{path}:{node.lineno}: core modules return, they do not {name}()"
+            )
+
+
+def test_nothing_imports_web() -> None:
+    """The web layer calls api like the CLI does; only `campaign serve` starts it."""
+    for top, path in modules():
+        if top == "web" or path == WEB_LAUNCHER:
+            continue
+        for name, line in imports(path):
+            assert not name.startswith("campaign.web"), f"{path}:{line}: nothing imports the web layer"
+
+
+def test_web_never_touches_the_store() -> None:
+    for path in (PACKAGE / "web").rglob("*.py"):
+        for name, line in imports(path):
+            parts = name.split(".")
+            assert not (parts[0] == "campaign" and len(parts) > 1 and parts[1] in ("store", "registry", "render")), (
+                f"{path}:{line}: the web layer calls campaign.api, never {name}"
             )
 
 

@@ -403,6 +403,8 @@ class QueueRequest:
     at: str | None = None
     cases: list[str] = field(default_factory=list)  # --case: the letter is about these cases
     key_passphrase: str | None = None  # [letters] attach_pdf: the seal's passphrase (else CAMPAIGN_KEY_PASSPHRASE)
+    drive: str | None = None  # a closed signing drive: its institutions, with its sealed cover page attached
+    attachments: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
@@ -410,6 +412,13 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     from campaign import outbox
     from campaign.pacing import dt_to_ms
 
+    if request.drive:
+        from campaign.api import signing as signing_api
+
+        ids, name, cover = signing_api.drive_for_queue(ws, request.drive, request.letter)
+        request.ids = request.ids or ids
+        request.campaign = request.campaign or name
+        request.attachments = [*request.attachments, (cover, f"signatures-{name}.pdf")]
     outbox.check_selection(request.ids, request.tags, request.everyone)
     not_before = wait_reason = None
     if request.at:
@@ -485,6 +494,7 @@ def _queue_into_store(
             if ws.settings.letters.attach_pdf
             else None,
             context_for=context_for,
+            fixed_attachments=request.attachments,
         )
     finally:
         store.close()

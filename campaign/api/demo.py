@@ -17,7 +17,6 @@ from __future__ import annotations
 import email
 import email.policy
 import os
-import secrets
 import shutil
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -104,6 +103,7 @@ class DemoResult:
     pdf_note: str | None = None  # why there is no signed PDF
     case_letters: int = 0  # letters about the fictional example case
     submission: Path | None = None  # the example case's WGEID form
+    drive: Any = None  # the signing drive opened for `campaign serve` (api.signing.DriveInfo)
 
 
 def pdf_unavailable() -> str | None:
@@ -164,7 +164,10 @@ def run(
         result.queued = report.count("new")
         result.postal_only = report.count("postal-only")
         if signed_for is not None:
-            passphrase = secrets.token_urlsafe(24)  # throwaway keys: never shown, never needed again
+            from campaign.api.signing import DEMO_PASSPHRASE
+
+            # throwaway keys; the same passphrase the demo's signing drive uses (printed on purpose)
+            passphrase = DEMO_PASSPHRASE
             keys_init(ws, passphrase)
             sealed = load_workspace(demo_dir, env={}, overrides={"letters.attach_pdf": True})
             extra = queue(sealed, QueueRequest(letter=letter_id, ids=[signed_for], key_passphrase=passphrase))
@@ -181,6 +184,9 @@ def run(
         with open_store(ws) as store, SendLock(store.lock_path, shown=ws.relative):
             result.outcome = _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=None)
     result.receipts = _import_demo_reports(ws, reports)
+    from campaign.api import signing as signing_api
+
+    result.drive = signing_api.demo_drive(ws, letter_id)
     result.messages = log(ws, LogQuery())
     result.verification = verify_log(ws)
     result.languages = dict(Counter(m.lang for m in result.messages if m.status.value not in ("queued", "failed")))

@@ -87,6 +87,8 @@ from campaign.cli import controls as _controls  # noqa: E402
 from campaign.cli import outbox as _outbox  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
 from campaign.cli import receipts as _receipts  # noqa: E402
+from campaign.cli import serve as _serve  # noqa: E402
+from campaign.cli import sign as _sign  # noqa: E402
 from campaign.cli import team as _team  # noqa: E402
 
 _outbox.register(app)
@@ -95,6 +97,8 @@ _receipts.register(app)
 _team.register(app)
 _pdf.register(app)
 _cases.register(app)
+_sign.register(app)
+_serve.register(app)
 
 
 _command: Any = None

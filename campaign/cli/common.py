@@ -63,7 +63,7 @@ def out() -> Console:
     if _stdout is None:
         from rich.console import Console
 
-        _stdout = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+        _stdout = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
     return _stdout
 
 
@@ -73,7 +73,9 @@ def err() -> Console:
     if _stderr is None:
         from rich.console import Console
 
-        _stderr = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200)
+        _stderr = Console(
+            stderr=True, highlight=False, emoji=False, soft_wrap=True, width=None if sys.stderr.isatty() else 200
+        )
     return _stderr
 
 

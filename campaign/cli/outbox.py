@@ -78,6 +78,14 @@ def queue(
             "--case", help="The letter is about this case (repeat); consent must cover each body.", metavar="ID"
         ),
     ] = None,
+    drive: Annotated[
+        str | None,
+        typer.Option(
+            "--drive",
+            help="A closed signing drive: its institutions, each letter with its sealed cover page attached.",
+            metavar="DRIVE",
+        ),
+    ] = None,
 ) -> None:
     """Render a letter for the chosen institutions and put it in the durable queue.
 
@@ -105,6 +113,7 @@ def queue(
             update=update,
             at=at,
             cases=case or [],
+            drive=drive,
         ),
     )
     for w in report.warnings:
@@ -1029,6 +1038,12 @@ def demo(ctx: typer.Context) -> None:
     elif result.pdf_note:
         note(result.pdf_note)
     out().print(f"explore: {plain(me)} -C {plain(here)} log")
+    if result.drive is not None:
+        from campaign.api.signing import DEMO_PASSPHRASE
+
+        out().print(f"signing drive {plain(result.drive.name)} is open: supporters sign in a browser")
+        out().print(f"  CAMPAIGN_KEY_PASSPHRASE='{DEMO_PASSPHRASE}' {plain(me)} -C {plain(here)} serve")
+        out().print(f"  then open {plain(result.drive.url())}")
 
 
 SENDING = "Send: queue, schedule, send and follow up"

@@ -287,6 +287,12 @@ def pdf_verify(
         out().print(f"    intact (not changed since signing): {'yes' if r.intact else 'NO'}")
         out().print(f"    trusted (certificate from the organisation you trust): {'yes' if r.trusted else 'NO'}")
         out().print(f"    unmodified (nothing added after the signature): {'yes' if r.unmodified else 'NO'}")
+        if r.proof is not None:
+            verdict = "matches this document" if r.proof_ok else "DOES NOT match this document"
+            out().print(f"    signing-page proof (QR payload in the metadata): {verdict}")
+            for key in ("drive", "letter_sha256", "commitment", "count", "root", "key_fingerprint"):
+                if key in r.proof:
+                    out().print(f"      {key}: {plain(r.proof[key])}")
         for reason in r.reasons:
             out().print(f"    why: {plain(reason)}")
         failed += 0 if r.ok else 1

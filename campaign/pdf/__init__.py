@@ -22,8 +22,9 @@ Contract:
 - Every error a user can cause is a one-line ``campaign.errors.PdfError``. Nothing
   here prints.
 
-This package is the only home of WeasyPrint, pyHanko, pyhanko-certvalidator and
-pikepdf (cryptography is shared with ``transport``).
+This package is the only home of WeasyPrint, pyHanko, pyhanko-certvalidator, pikepdf,
+segno (QR codes) and Pillow (signature images from the signing page); cryptography is
+shared with ``transport`` and ``signing``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
     )
+    from campaign.pdf.cover import Cover, render_cover
     from campaign.pdf.estimate import PageEstimate, count_pages, estimate_pages
+    from campaign.pdf.image import normalise_signature
     from campaign.pdf.keystore import (
         SigningKey,
         init_keys,
@@ -60,8 +63,10 @@ with warnings.catch_warnings():
         root_certificate_pem,
         root_fingerprint,
     )
-    from campaign.pdf.layout import FIELD_NAME, LetterContent, Letterhead, PdfRenderer, Signer
+    from campaign.pdf.keystore import fingerprint as certificate_fingerprint
+    from campaign.pdf.layout import FIELD_NAME, PAYLOAD_KEY, LetterContent, Letterhead, PdfRenderer, Proof, Signer
     from campaign.pdf.merge import merge_unsigned
+    from campaign.pdf.qr import qr_png, qr_terminal
     from campaign.pdf.signature import render_signed, sign_pdf
     from campaign.pdf.verification import Verification, check_trust_roots, verify_pdf
 
@@ -80,6 +85,14 @@ ASSURANCE = (
 __all__ = [
     "ASSURANCE",
     "FIELD_NAME",
+    "PAYLOAD_KEY",
+    "Cover",
+    "Proof",
+    "certificate_fingerprint",
+    "normalise_signature",
+    "qr_png",
+    "qr_terminal",
+    "render_cover",
     "LetterContent",
     "Letterhead",
     "PageEstimate",

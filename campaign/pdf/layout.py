@@ -33,7 +33,7 @@ from typing import Any
 
 import pydyf
 import pyphen
-from weasyprint import CSS, HTML, Document
+from weasyprint import CSS, HTML, Attachment, Document
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import URLFetcher, URLFetcherResponse
 
@@ -52,8 +52,11 @@ _PX_PER_MM = 96 / 25.4
 _PT_PER_PX = 0.75
 
 _ASSET = "campaign-asset:/"
-_FONT_FILES = ("PTF55F.ttf", "PTF56F.ttf", "PTF75F.ttf", "PTF76F.ttf", "PTS55F.ttf", "PTS75F.ttf")
+_FONT_FILES = (
+    "PTF55F.ttf", "PTF56F.ttf", "PTF75F.ttf", "PTF76F.ttf", "PTS55F.ttf", "PTS75F.ttf", "Caveat-Regular.ttf",
+)  # fmt: skip
 _SIGNATURE_URL = _ASSET + "signature.png"
+_QR_URL = _ASSET + "proof-qr.png"
 _MAX_IMAGE_BYTES = 2_000_000
 _MAX_IMAGE_PIXELS = 4000 * 2000
 _LANG = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
@@ -95,6 +98,18 @@ class Signer:
     title: str | None = None
     city: str | None = None
     signature_image: Path | None = None  # optional PNG of a handwritten signature
+    signature_png: bytes | None = None  # the same, in memory (drawn on the signing page)
+    typed_signature: str | None = None  # a signature typed on the signing page (handwriting font)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What a letter signed on the signing page carries so that it checks offline."""
+
+    payload: str  # the QR code's data, also stored in the PDF's metadata (/CampaignSign)
+    lines: tuple[str, ...]  # the same in words, printed beside the code
+    text: str | None = None  # the canonical letter text, embedded as letter-text.txt
+    attachment_name: str = "letter-text.txt"
 
 
 # ---------------------------------------------------------------------------
@@ -202,6 +217,22 @@ def _css_string(value: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+PAYLOAD_KEY = "CampaignSign"
+"""The document-information key holding the QR code's payload (read by ``verify_pdf``)."""
+
+
+def check_signature_png(data: bytes, name: str = "the signature image") -> bytes:
+    """The same checks as :func:`read_signature_image`, for bytes in memory."""
+    if len(data) > _MAX_IMAGE_BYTES:
+        raise PdfError(f"{name} is larger than {_MAX_IMAGE_BYTES // 1_000_000} MB")
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR" or len(data) < 33:
+        raise PdfError(f"{name} is not a PNG file")
+    width, height = struct.unpack(">II", data[16:24])
+    if not width or not height or width * height > _MAX_IMAGE_PIXELS:
+        raise PdfError(f"{name} is {width}x{height} pixels, too large")
+    return data
+
+
 def read_signature_image(path: Path) -> bytes:
     """The PNG bytes of a handwritten signature, checked. Raises PdfError."""
     try:
@@ -239,6 +270,7 @@ def letter_html(
     lang: str,
     stamp_id: str,
     with_image: bool,
+    proof: Proof | None = None,
 ) -> str:
     """The letter's HTML page: every value escaped, ``body_html`` inserted as is.
 
@@ -270,6 +302,8 @@ def letter_html(
     if signer is not None:
         if with_image:
             person.append(f'<img class="handwritten" src="{_SIGNATURE_URL}" alt="">')
+        elif signer.typed_signature:
+            person.append(f'<p class="typed">{_text(signer.typed_signature)}</p>')
         person.append('<div class="line"></div>')
         person.append(f'<p class="name">{_text(signer.name)}</p>')
         if signer.title:
@@ -319,9 +353,17 @@ def letter_html(
   <div class="person">{"".join(person)}</div>
   <div class="stamp-box" id="{stamp_id}"></div>
 </section>
+{_proof_html(proof)}
 </body>
 </html>
 """
+
+
+def _proof_html(proof: Proof | None) -> str:
+    if proof is None:
+        return ""
+    words = "".join(f'<p class="hash">{_text(line)}</p>' for line in proof.lines)
+    return f'<section class="proof"><img src="{_QR_URL}" alt=""><div class="words">{words}</div></section>'
 
 
 @dataclass(frozen=True)
@@ -402,17 +444,27 @@ class PdfRenderer:
         self.refused_urls: tuple[str, ...] = ()
         """URLs the last letter tried to load and was refused (files, web pages)."""
 
-    def render(self, head: Letterhead, content: LetterContent, signer: Signer | None) -> bytes:
-        """The unsigned PDF of one letter. Raises PdfError."""
+    def render(
+        self, head: Letterhead, content: LetterContent, signer: Signer | None, *, proof: Proof | None = None
+    ) -> bytes:
+        """The unsigned PDF of one letter (with ``proof``: a QR code, the payload in the
+        metadata and the canonical text embedded). Raises PdfError."""
+        from campaign.pdf.qr import qr_png
+
         lang = content.lang.strip()
         if not _LANG.match(lang):
             raise PdfError(f"{lang!r} is not a language code", hint='use e.g. "en", "ru", "tg"')
         resources: dict[str, tuple[bytes, str]] = {}
         if signer is not None and signer.signature_image is not None:
             resources[_SIGNATURE_URL] = (read_signature_image(signer.signature_image), "image/png")
+        elif signer is not None and signer.signature_png is not None:
+            resources[_SIGNATURE_URL] = (check_signature_png(signer.signature_png), "image/png")
+        with_image = bool(resources)
+        if proof is not None:
+            resources[_QR_URL] = (qr_png(proof.payload), "image/png")
         fetcher = _Fetcher(resources)
         stamp_id = "stamp-" + secrets.token_hex(8)
-        source = letter_html(head, content, signer, lang=lang, stamp_id=stamp_id, with_image=bool(resources))
+        source = letter_html(head, content, signer, lang=lang, stamp_id=stamp_id, with_image=with_image, proof=proof)
         try:
             document = HTML(string=source, url_fetcher=fetcher).render(stylesheets=[self._css], font_config=self._fonts)
             self.refused_urls = tuple(fetcher.refused)
@@ -424,9 +476,19 @@ class PdfRenderer:
             meta.lang = lang
             meta.description = meta.generator = meta.created = meta.modified = None
             meta.keywords, meta.attachments, meta.custom, meta.xmp_metadata = [], [], {}, []
+            if proof is not None:
+                meta.custom = {PAYLOAD_KEY: proof.payload}
+                if proof.text is not None:
+                    meta.attachments = [
+                        Attachment(
+                            string=proof.text.encode("utf-8"),
+                            name=proof.attachment_name,
+                            description="The canonical letter text; its SHA-256 is t= in the QR code",
+                        )
+                    ]
             place = _find_stamp(document, stamp_id)
             finisher = _add_signature_field(place) if place is not None else None
-            pdf: bytes = document.write_pdf(finisher=finisher, pdf_identifier=True)
+            pdf: bytes = document.write_pdf(finisher=finisher, pdf_identifier=True, custom_metadata=proof is not None)
         except (ValueError, TypeError, LookupError, OSError) as err:
             raise PdfError(f"cannot lay out the letter {content.reference!r}: {type(err).__name__}: {err}") from err
         return pdf

@@ -39,7 +39,7 @@ from pyhanko.stamp import TextStampStyle
 
 from campaign.errors import PdfError
 from campaign.pdf.keystore import SigningKey
-from campaign.pdf.layout import FIELD_NAME, Labels, LetterContent, Letterhead, PdfRenderer, Signer
+from campaign.pdf.layout import FIELD_NAME, Labels, LetterContent, Letterhead, PdfRenderer, Proof, Signer
 from campaign.pdf.layout import labels_for as _labels_for
 from campaign.pdf.stamp import StampFontFactory
 
@@ -73,15 +73,39 @@ def short_fingerprint(value: str) -> str:
     return value if len(parts) <= 8 else f"{':'.join(parts[:4])} … {':'.join(parts[-4:])}"
 
 
-def stamp_lines(words: Labels, signer: Signer | None, key: SigningKey, when: dt.datetime) -> list[str]:
-    """The text of the visible stamp, one string per line: who signed, when, and which
-    organisation issued the certificate with its root's fingerprint (the holder's name is
-    already the signatory; a reader checks the issuer against what it published)."""
-    lines = [words.stamp_title]
-    if signer is not None:
-        lines.append(f"{words.stamp_signatory}: {_short(signer.name)}")
-    elif key.holder:
-        lines.append(f"{words.stamp_signatory}: {_short(key.holder)}")
+SEALED_BY = {
+    "en": ("Sealed by {org}", "Signed on its signing page by"),
+    "ru": ("Заверено печатью: {org}", "Подписано на её странице:"),
+    "tg": ("Бо мӯҳри {org} тасдиқ шудааст", "Дар саҳифаи он имзо кард:"),
+}
+"""Honest stamp wording for letters signed on the signing page: the organisation's seal
+vouches for the document, the supporter did not sign with a key of their own."""
+
+
+def stamp_lines(
+    words: Labels,
+    signer: Signer | None,
+    key: SigningKey,
+    when: dt.datetime,
+    *,
+    sealed_by: str | None = None,
+    lang: str | None = None,
+) -> list[str]:
+    """The text of the visible stamp, one string per line: who signed (or, on the signing
+    page, that the organisation sealed it for the supporter named), when, and which
+    organisation issued the certificate with its root's fingerprint (a reader checks the
+    issuer against what it published)."""
+    if sealed_by is not None:
+        title, by = SEALED_BY.get((lang or "en").split("-")[0], SEALED_BY["en"])
+        lines = [title.format(org=_short(sealed_by))]
+        if signer is not None:
+            lines.append(f"{by} {_short(signer.name)}")
+    else:
+        lines = [words.stamp_title]
+        if signer is not None:
+            lines.append(f"{words.stamp_signatory}: {_short(signer.name)}")
+        elif key.holder:
+            lines.append(f"{words.stamp_signatory}: {_short(key.holder)}")
     lines.append(f"{words.stamp_date}: {when.astimezone(dt.UTC):%Y-%m-%d %H:%M} UTC")
     issuer = key.issuer or key.holder
     lines.append(f"{words.stamp_certificate}: {_short(issuer)}")
@@ -171,8 +195,10 @@ def sign_pdf(
     signer: Signer | None,
     timestamp_url: str | None = None,
     reason: str | None = None,
+    sealed_by: str | None = None,
 ) -> bytes:
-    """``pdf`` with a PAdES signature by ``key`` appended. Raises PdfError."""
+    """``pdf`` with a PAdES signature by ``key`` appended (``sealed_by``: the stamp says the
+    organisation sealed it, for letters signed on the signing page). Raises PdfError."""
     try:
         writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
     except (PyHankoPdfError, ValueError, KeyError, IndexError, TypeError) as err:
@@ -191,7 +217,7 @@ def sign_pdf(
     field_name, visible = _reserved_field(writer)
     lang = _text_of(writer.root.get("/Lang"))
     now = dt.datetime.now(dt.UTC)
-    lines = stamp_lines(_labels_for(lang), signer, key, now)
+    lines = stamp_lines(_labels_for(lang), signer, key, now, sealed_by=sealed_by, lang=lang)
     meta = PdfSignatureMetadata(
         field_name=field_name,
         md_algorithm="sha256",
@@ -234,6 +260,14 @@ def render_signed(
     key: SigningKey,
     *,
     timestamp_url: str | None = None,
+    proof: Proof | None = None,
+    sealed_by: str | None = None,
 ) -> bytes:
     """Render one letter and sign it (the signature is the last thing written)."""
-    return sign_pdf(renderer.render(head, content, signer), key, signer=signer, timestamp_url=timestamp_url)
+    return sign_pdf(
+        renderer.render(head, content, signer, proof=proof),
+        key,
+        signer=signer,
+        timestamp_url=timestamp_url,
+        sealed_by=sealed_by,
+    )

@@ -19,6 +19,7 @@ Contract:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass, field
 from io import BytesIO
 
@@ -34,6 +35,7 @@ from pyhanko.sign.validation.status import PdfSignatureStatus, SignatureCoverage
 from pyhanko_certvalidator import ValidationContext
 
 from campaign.errors import PdfError
+from campaign.pdf.payload import check_proof
 
 _KEY_USAGE = KeyUsageConstraints(key_usage={"digital_signature", "non_repudiation"}, match_all_key_usages=False)
 
@@ -48,8 +50,10 @@ class Verification:
     intact: bool  # the signed bytes match the signature
     trusted: bool  # the certificate chains to a trusted root
     unmodified: bool  # nothing but validation data was added after signing
-    ok: bool  # all three
+    ok: bool  # all three (and the signing-page proof, when there is one)
     reasons: list[str] = field(default_factory=list)  # plain-language, one per failure
+    proof: dict[str, str] | None = None  # the QR payload's fields (letters from the signing page)
+    proof_ok: bool | None = None  # None: no payload
 
 
 def _load_roots(trust_roots: list[bytes], names: list[str] | None = None) -> list[asn1_x509.Certificate]:
@@ -239,6 +243,9 @@ def verify_pdf(
         if found:
             unmodified = False
             reasons.extend(prefix + reason for reason in found)
+    proof = check_proof(data, _fingerprints(signatures, roots))
+    if proof is not None:
+        reasons.extend(proof.problems)
     return Verification(
         file=name,
         signer="; ".join(dict.fromkeys(holders)),
@@ -246,6 +253,19 @@ def verify_pdf(
         intact=intact,
         trusted=trusted,
         unmodified=unmodified,
-        ok=intact and trusted and unmodified,
+        ok=intact and trusted and unmodified and (proof is None or proof.ok),
         reasons=reasons,
+        proof=proof.fields if proof is not None else None,
+        proof_ok=proof.ok if proof is not None else None,
     )
+
+
+def _fingerprints(signatures: list[EmbeddedPdfSignature], roots: list[asn1_x509.Certificate]) -> set[str]:
+    found = {hashlib.sha256(root.dump()).hexdigest() for root in roots}
+    for sig in signatures:
+        try:
+            for cert in sig.signed_data["certificates"]:
+                found.add(hashlib.sha256(cert.chosen.dump()).hexdigest())
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+    return found

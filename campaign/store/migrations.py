@@ -300,6 +300,71 @@ def m0010_cases(dialect: Dialect) -> list[Step]:
     return ["ALTER TABLE messages ADD COLUMN cases TEXT NOT NULL DEFAULT ''", _rebuild_messages_with_cases]
 
 
+def m0011_signing(dialect: Dialect) -> list[str]:
+    """Signing drives, their frozen texts, and signatures. Names and signature images live
+    only in ``signatures`` (never in the append-only chain), so a withdrawal deletes them."""
+    t = _types(dialect)
+    return [
+        f"""CREATE TABLE signing_drives (
+    id {t["pk"]},
+    name TEXT NOT NULL UNIQUE,
+    token TEXT NOT NULL UNIQUE,
+    letter TEXT NOT NULL,
+    institutions TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    closes_at TEXT,
+    closed_at TEXT,
+    allow_pseudonyms {t["int"]} NOT NULL DEFAULT 0,
+    fields TEXT NOT NULL,
+    passphrase_hash TEXT,
+    rate_per_minute {t["int"]} NOT NULL,
+    names_public_key TEXT,
+    reference_recipient TEXT NOT NULL,
+    text_lang TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    text TEXT NOT NULL,
+    body_html TEXT NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    date_text TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    signature_count {t["int"]},
+    root TEXT,
+    key_fingerprint TEXT,
+    cover_pdf {t["blob"]}
+)""",
+        f"""CREATE TABLE signing_texts (
+    drive {t["int"]} NOT NULL REFERENCES signing_drives (id),
+    lang TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    text TEXT NOT NULL,
+    body_html TEXT NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    PRIMARY KEY (drive, lang)
+)""",
+        f"""CREATE TABLE signatures (
+    id {t["pk"]},
+    drive {t["int"]} NOT NULL REFERENCES signing_drives (id),
+    commitment TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    pseudonymous {t["int"]} NOT NULL DEFAULT 0,
+    sealed_name {t["blob"]},
+    title TEXT,
+    city TEXT,
+    signature_png {t["blob"]},
+    typed_signature TEXT,
+    ui_lang TEXT NOT NULL,
+    text_lang TEXT NOT NULL,
+    text_sha256 TEXT NOT NULL,
+    translation_lang TEXT,
+    translation_sha256 TEXT,
+    consented_to TEXT NOT NULL,
+    signed_on TEXT NOT NULL
+)""",
+        "CREATE INDEX signatures_by_drive ON signatures (drive, id)",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -310,4 +375,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0007_outcome_key", m0007_outcome_key),
     ("0009_campaign_controls", m0009_campaign_controls),
     ("0010_cases", m0010_cases),
+    ("0011_signing", m0011_signing),
 ]

@@ -147,7 +147,7 @@ class PostgresStore(SqlStore):
 
     def after_copy(self) -> None:
         with self.transaction() as tx:
-            for table in ("messages", "receipts"):
+            for table in ("messages", "receipts", "signing_drives", "signatures"):
                 tx.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(COALESCE(MAX(id), 0), 1)) "
                     f"FROM {table}"

@@ -1447,7 +1447,11 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("receipts", "id"),
     ("workers", "id"),
     ("mailbox_positions", "account, folder"),
+    ("signing_drives", "id"),
+    ("signing_texts", "drive, lang"),
+    ("signatures", "id"),
 ]
+SIGNING_TABLES = ("signing_drives", "signing_texts", "signatures")  # not copied into plans
 
 
 def copy_state(
@@ -1467,6 +1471,8 @@ def copy_state(
     copied: dict[str, int] = {}
     for table, order in COPY_TABLES:
         if (table == "events" and not events) or (table == "message_bodies" and not bodies):
+            continue
+        if table in SIGNING_TABLES and not bodies:
             continue
         count = 0
         last: Any = None
