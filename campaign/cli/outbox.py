@@ -41,6 +41,9 @@ CampaignOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
+SHOWN_ROWS = 50
+
+
 def queue(
     ctx: typer.Context,
     letter: Annotated[str, typer.Argument(help="Letter id (a folder in letters/).")],
@@ -119,12 +122,18 @@ def queue(
     for w in report.warnings:
         warn(w)
     t = common.table("institution", "contact", "lang", "subject", "queue")
-    for row in report.rows:
+    # Every row that needs a look (changed, skipped), and the others up to a screenful: a
+    # parliament's 10,000 rows would take longer to print than to queue.
+    shown = [r for r in report.rows if r.state not in ("new", "unchanged")]
+    shown = shown + [r for r in report.rows if r.state in ("new", "unchanged")][: max(0, SHOWN_ROWS - len(shown))]
+    for row in shown:
         label = {"postal-only": "skipped: postal only", "no-role": f"skipped: no contact with role {role}"}.get(
             row.state, row.state
         )
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), label)
     out().print(t)
+    if len(shown) < len(report.rows):
+        note(f"{plural(len(report.rows) - len(shown), 'more row')} not shown: see `campaign log --campaign NAME`")
     new, same = report.count("new"), report.count("unchanged")
     changed = [r for r in report.rows if r.state.startswith("changed")]
     summary = f"{new} new, {same} already queued"
