@@ -365,6 +365,19 @@ def m0011_signing(dialect: Dialect) -> list[str]:
     ]
 
 
+def m0012_compact_bodies(dialect: Dialect) -> list[Step]:
+    """Bodies compressed in the store (``campaign.store.bodies``): a zlib dictionary per
+    (campaign, letter, language), and every existing body recompressed in place."""
+    from campaign.store.bodies import compress_existing
+
+    t = _types(dialect)
+    return [
+        f"CREATE TABLE body_dicts (id {t['pk']}, family TEXT NOT NULL UNIQUE, data {t['blob']} NOT NULL)",
+        "ALTER TABLE message_bodies ADD COLUMN encoding TEXT",
+        compress_existing,
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -376,4 +389,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0009_campaign_controls", m0009_campaign_controls),
     ("0010_cases", m0010_cases),
     ("0011_signing", m0011_signing),
+    ("0012_compact_bodies", m0012_compact_bodies),
 ]

@@ -48,6 +48,7 @@ from campaign.store import (
     ReceiptEntry,
     Report,
     Target,
+    bodies,
 )
 from campaign.store.controls import ControlStore
 from campaign.store.migrations import MIGRATIONS
@@ -309,7 +310,8 @@ class EnqueueSession:
         )
         row = self.tx.cursor.fetchone()
         row_id = int(row[0] if not isinstance(row, dict) else row["id"])
-        self.tx.execute("INSERT INTO message_bodies (id, body) VALUES (?, ?)", (row_id, msg.body))
+        stored, encoding = bodies.encode(self.tx, msg.body, f"{msg.campaign}|{msg.letter}|{msg.lang}")
+        self.tx.execute("INSERT INTO message_bodies (id, body, encoding) VALUES (?, ?, ?)", (row_id, stored, encoding))
         data: dict[str, Any] = {
             "letter": msg.letter,
             "recipient": msg.recipient,
@@ -369,7 +371,10 @@ class EnqueueSession:
             },
             data={"previous_sha256": existing.content_sha256, "content_sha256": msg.content_sha256},
         )
-        self.tx.execute("UPDATE message_bodies SET body = ? WHERE id = ?", (msg.body, existing.id))
+        stored, encoding = bodies.encode(self.tx, msg.body, f"{msg.campaign}|{msg.letter}|{msg.lang}")
+        self.tx.execute(
+            "UPDATE message_bodies SET body = ?, encoding = ? WHERE id = ?", (stored, encoding, existing.id)
+        )
         self.replaced += 1
 
 
@@ -656,8 +661,9 @@ class SqlStore(ControlStore):
     def _mark_sending(
         self, tx: Tx, row: dict[str, Any], now_ms: int, worker: str, lease_ms: int, prefix: PrefixFn
     ) -> Claimed:
-        body_row = tx.one("SELECT body FROM message_bodies WHERE id = ?", (row["id"],))
-        body = bytes(body_row["body"]) if body_row is not None else b""  # a plan's copy has no bodies
+        body_row = tx.one("SELECT body, encoding FROM message_bodies WHERE id = ?", (row["id"],))
+        # a plan's copy has no bodies
+        body = bodies.decode(tx, body_row["body"], body_row["encoding"]) if body_row is not None else b""
         first_attempt_at = row["first_attempt_at"]
         if row["wire_prefix"] is None:
             wire_prefix = prefix(dict(row), body, now_ms)
@@ -1203,13 +1209,15 @@ class SqlStore(ControlStore):
         """(prefix added at the first attempt or None, stored body)."""
         with self.reading() as tx:
             row = tx.one(
-                "SELECT m.wire_prefix, b.body FROM messages m JOIN message_bodies b ON b.id = m.id WHERE m.id = ?",
+                "SELECT m.wire_prefix, b.body, b.encoding FROM messages m JOIN message_bodies b ON b.id = m.id "
+                "WHERE m.id = ?",
                 (message_row_id,),
             )
-        if row is None:
-            raise StoreError(f"no message with id {message_row_id}")
+            if row is None:
+                raise StoreError(f"no message with id {message_row_id}")
+            body = bodies.decode(tx, row["body"], row["encoding"])
         prefix = bytes(row["wire_prefix"]) if row["wire_prefix"] is not None else None
-        return prefix, bytes(row["body"])
+        return prefix, body
 
     def counts(self, campaign: str | None = None) -> dict[str, dict[str, int]]:
         """{campaign: {status: count}}."""
@@ -1439,6 +1447,7 @@ class SqlStore(ControlStore):
 # Tables a copy carries, in dependency order, with the column that orders them.
 COPY_TABLES: list[tuple[str, str]] = [
     ("messages", "id"),
+    ("body_dicts", "id"),
     ("message_bodies", "id"),
     ("events", "seq"),
     ("pacing", "key"),
@@ -1470,7 +1479,7 @@ def copy_state(
     """
     copied: dict[str, int] = {}
     for table, order in COPY_TABLES:
-        if (table == "events" and not events) or (table == "message_bodies" and not bodies):
+        if (table == "events" and not events) or (table in ("message_bodies", "body_dicts") and not bodies):
             continue
         if table in SIGNING_TABLES and not bodies:
             continue
