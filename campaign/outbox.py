@@ -33,6 +33,7 @@ from campaign.models import (
     address_domain,
     address_key,
     ascii_address,
+    check_campaign_id,
     from_rfc3339,
     resolve_zone,
 )
@@ -178,7 +179,13 @@ def queue_letter(
     original_for: Callable[[Target], OriginalLetter | None] | None = None,
     attachment: Attachment | None = None,
 ) -> QueueReport:
-    """Render and queue ``letter`` for every target, all or nothing."""
+    """Render and queue ``letter`` for every target, all or nothing.
+
+    Raises UsageError for a campaign name that is not a valid id."""
+    try:
+        check_campaign_id(campaign)
+    except ValueError as err:
+        raise UsageError(str(err), hint="name it with --campaign NAME (queue) or --into NAME (followup)") from None
     report = QueueReport()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
     with store.enqueue(now_ms) as session:

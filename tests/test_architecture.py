@@ -27,6 +27,7 @@ LEVELS = {
     "imap": 3,
     "outbox": 4,
     "ledger": 4,
+    "evidence": 4,
     "dispatch": 5,
     "receipts": 5,
     "api": 6,

@@ -54,6 +54,10 @@ def seed_letters(workspace: Path, numbers: list[int] | None = None, status: str 
             )
     with store.transaction() as tx:
         tx.execute("UPDATE messages SET status = ?, sent_at = '2024-11-28T09:00:00.000Z'", (status,))
+        # Receipts move only letters that were attempted: each seeded letter was handed to a server once.
+        for row in tx.rows("SELECT message_id, campaign FROM messages"):
+            tx.append(now, "sending", message=row["message_id"], campaign=row["campaign"], data={"attempt": 1})
+            tx.append(now, status, message=row["message_id"], campaign=row["campaign"], data={"attempt": 1})
     store.close()
 
 

@@ -38,7 +38,7 @@ from campaign.store import MessageFilter
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
     from campaign.imap import ImapConfig
-    from campaign.ledger import BundleCheck, Verification
+    from campaign.ledger import Verification
     from campaign.outbox import QueueReport
     from campaign.pacing import PacingConfig
     from campaign.receipts import ImportResult
@@ -267,8 +267,10 @@ def open_store(ws: Workspace, *, create: bool = True) -> SqlStore:
             return SqliteStore(None)
         ws.ensure_state_dir()
         store: SqlStore = _open(ws.store_url)
-        return store
-    return _open(ws.store_url, password=_store_password(ws.store_url))
+    else:
+        store = _open(ws.store_url, password=_store_password(ws.store_url))
+    store.key_path = ws.state_dir / "chain.key"  # the workspace's chain key (campaign.store.integrity)
+    return store
 
 
 def _store_password(url: str) -> str | None:
@@ -465,6 +467,7 @@ class SendOutcome:
     report: RunReport | None
     remaining: list[Message] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # held: bytes not as logged
 
     @property
     def exit_code(self) -> int:
@@ -475,7 +478,7 @@ class SendOutcome:
         if self.report.aborted or self.report.interrupted:
             return 130
         p = self.report.progress
-        return 3 if (p.failed or p.held or self.report.expired) else 0
+        return 3 if (p.failed or p.held or self.report.expired or self.refused) else 0
 
 
 def smtp_config(ws: Workspace) -> SmtpConfig:
@@ -579,6 +582,10 @@ def _run_send(
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
 
+    from campaign.api.evidence import refused_by_integrity
+    from campaign.store.sql import iso
+
+    started = iso(now_ms())
     store.append_event(
         now_ms(), "run_started", campaign=request.campaign, data={"worker": worker, "wait": request.wait}
     )
@@ -607,7 +614,7 @@ def _run_send(
         },
     )
     remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
-    return SendOutcome(report, remaining=remaining)
+    return SendOutcome(report, remaining=remaining, refused=refused_by_integrity(store, started))
 
 
 def _pacing(ws: Workspace, request: SendRequest, registry: Registry | None = None) -> PacingConfig:
@@ -704,7 +711,7 @@ def dkim_keygen(ws: Workspace, selector: str, domain: str | None = None) -> Dkim
     private, public = make_key()
     path = folder / f"{selector}.key"
     _write_private_file(path, private)
-    (folder / f"{selector}.txt").write_text(f"v=DKIM1; k=rsa; p={public}\n")
+    _write_private_file(folder / f"{selector}.txt", f"v=DKIM1; k=rsa; p={public}\n".encode())
     return DkimKey(path, f"{selector}._domainkey.{domain}", f"v=DKIM1; k=rsa; p={public}")
 
 
@@ -722,6 +729,7 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
         path = outdir / f"{msg.id:06d}-{msg.recipient}.eml"
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # an older file may have been looser
             handle.write(prefix + body)
         written.append(path)
     return written
@@ -1110,55 +1118,6 @@ def unmatched_receipts(ws: Workspace) -> list[dict[str, Any]]:
         store.close()
 
 
-@dataclass
-class ExportResult:
-    path: Path
-    letters: int
-    events: int
-    head: str
-
-
-def export_evidence(
-    ws: Workspace, out: Path, *, campaign: str | None = None, ids: list[int] | None = None
-) -> ExportResult:
-    """Write an evidence bundle for a campaign or for message ids."""
-    from campaign.ledger import BundleLetter, export_bundle
-    from campaign.models import to_rfc3339
-
-    if bool(campaign) == bool(ids):
-        raise UsageError("give either --campaign NAME or message ids (see `campaign log`)")
-    store = open_store(ws, create=False)
-    try:
-        messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
-        if not messages:
-            raise SelectionError(
-                f"no letters in campaign {campaign!r}"
-                if campaign
-                else f"no messages with ids {', '.join(map(str, ids or []))}",
-                hint="see `campaign status` and `campaign log`",
-            )
-        letters = [
-            BundleLetter(m.id, m.message_id, m.campaign, m.recipient, m.email, m.status.value, m.subject)
-            for m in messages
-        ]
-        try:
-            events, head = export_bundle(store, letters, out, created_at=to_rfc3339(utcnow()))
-        except OSError as err:
-            raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
-    finally:
-        store.close()
-    return ExportResult(out, len(letters), events, head)
-
-
-def verify_bundle(path: Path) -> BundleCheck:
-    """Check an evidence bundle offline."""
-    from campaign.ledger import verify_bundle as check
-
-    if not path.is_file():
-        raise SelectionError(f"{path}: no such file")
-    return check(path)
-
-
 # ---------------------------------------------------------------------------
 # Teams: a shared store
 
@@ -1380,9 +1339,11 @@ class BatchResult:
     print_file: Path | None = None
 
 
-def read_supporters(path: Path) -> list[SignerInput]:
+def read_supporters(path: Path, images: Path | None = None) -> list[SignerInput]:
     """supporters.csv: columns name (required), title, city, signature_image (a PNG path,
-    relative to the CSV). Raises SelectionError naming the line."""
+    relative to the CSV's folder, or to ``images`` when given, and never outside it: a CSV
+    from someone else must not make us read and stamp any file we can read).
+    Raises SelectionError naming the line."""
     import csv
 
     try:
@@ -1412,7 +1373,14 @@ def read_supporters(path: Path) -> list[SignerInput]:
         if any("\n" in (v or "") or "\r" in (v or "") for v in row.values()):
             raise SelectionError(f"{path}:{line}: a value spans several lines")
         image = (row.get("signature_image") or "").strip()
-        image_path = (path.parent / image) if image else None
+        base = images if images is not None else path.parent
+        image_path = (base / image) if image else None
+        if image_path is not None and not image_path.resolve().is_relative_to(base.resolve()):
+            where = f"--images {images}" if images is not None else "the CSV's folder"
+            raise SelectionError(
+                f"{path}:{line}: signature_image {image!r} is outside {where}; refused",
+                hint="put the signature images in the CSV's folder, or name their folder with --images DIR",
+            )
         if image_path is not None and not image_path.is_file():
             raise SelectionError(f"{path}:{line}: signature_image {image!r} not found")
         supporters.append(
@@ -1458,6 +1426,7 @@ def pdf_batch(
     print_file: Path | None = None,
     processes: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    images: Path | None = None,
 ) -> BatchResult:
     """One organisation-sealed PDF per supporter and institution, in worker processes."""
     import zipfile
@@ -1467,7 +1436,9 @@ def pdf_batch(
     from campaign.outbox import check_selection
 
     check_selection(ids, tags, False)
-    supporters = read_supporters(supporters_csv)
+    if images is not None and not images.is_dir():
+        raise SelectionError(f"--images {images}: no such folder")
+    supporters = read_supporters(supporters_csv, images)
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
@@ -1520,10 +1491,12 @@ def pdf_batch(
     result = BatchResult(files)
     if zip_output:
         result.zip_file = out_dir / f"{letter.id}-signed-letters.zip"
-        with zipfile.ZipFile(result.zip_file, "w", compression=zipfile.ZIP_STORED) as bundle:
-            for path in files:
-                bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
-        result.zip_file.chmod(0o600)
+        fd = os.open(result.zip_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # private from the first byte, whatever the umask
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as bundle:
+                for path in files:
+                    bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
     if print_file is not None:
         _write_private_file(print_file, pdf.merge_unsigned(unsigned))
         result.print_file = print_file

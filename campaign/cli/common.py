@@ -83,11 +83,30 @@ def reset_consoles() -> None:
     _stdout = _stderr = None
 
 
+_UNSAFE = {
+    c
+    for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    if c not in (0x09, 0x0A)
+}
+
+
+def visible(text: str) -> str:
+    """Data with its control characters shown as escapes (``\\x1b``), never sent to a
+    terminal as they are: an escape sequence in a campaign name, a server's reply or a
+    report's subject must not recolour, move or rewrite what a person reads. Tabs and
+    line breaks stay; bidirectional overrides are escaped too."""
+    if text.isprintable():
+        return text
+    return "".join(
+        (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") if ord(ch) in _UNSAFE else ch for ch in text
+    )
+
+
 def plain(text: str) -> str:
-    """Escape rich markup in user data."""
+    """User data, safe to print: rich markup escaped, control characters made visible."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(visible(text))
 
 
 def warn(message: str) -> None:

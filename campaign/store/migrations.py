@@ -218,6 +218,27 @@ def m0006_pacing_microseconds(dialect: Dialect) -> list[str]:
     return ["UPDATE pacing SET tat = tat * 1000, tail = tail * 1000"]
 
 
+def m0008_chain_v2(dialect: Dialect) -> list[str]:
+    """Log format 2 (see ``campaign.chain``): each new event carries its format and the opaque
+    tags of its campaign and letter; events already written keep format 1 and verify as
+    such. ``chain_meta`` remembers which workspace key tags this log (its fingerprint), so
+    a process with another key cannot silently write tags that do not match. A report about
+    a letter that was never attempted is kept with the letter it names in ``suspicious_row``
+    (and ``message_row`` NULL: it changes nothing)."""
+    t = _types(dialect)
+    return [
+        f"ALTER TABLE events ADD COLUMN format {t['int']} NOT NULL DEFAULT 1",
+        "ALTER TABLE events ADD COLUMN ctag TEXT",
+        "ALTER TABLE events ADD COLUMN mtag TEXT",
+        f"""CREATE TABLE chain_meta (
+    id {t["int"]} PRIMARY KEY CHECK (id = 1),
+    key_id TEXT NOT NULL,
+    created_at TEXT NOT NULL
+)""",
+        f"ALTER TABLE receipts ADD COLUMN suspicious_row {t['int']}",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -225,4 +246,5 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], list[str]]]] = [
     ("0004_mailboxes", m0004_mailboxes),
     ("0005_bodies_apart", m0005_bodies_apart),
     ("0006_pacing_microseconds", m0006_pacing_microseconds),
+    ("0008_chain_v2", m0008_chain_v2),
 ]
