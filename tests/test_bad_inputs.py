@@ -115,15 +115,37 @@ def _truncated_pdf(ws: Path) -> None:
     pdf.write_bytes(data[: len(data) // 2])
 
 
+def _other_chain_key(ws: Path) -> None:
+    """Another workspace's chain key in place of this one's (a teammate's, a wrong backup)."""
+    (ws / ".campaign" / "chain.key").write_bytes(bytes(range(32)))
+
+
+def _damaged_chain_key(ws: Path) -> None:
+    (ws / ".campaign" / "chain.key").write_bytes(b"short")
+
+
+def _changed_body(ws: Path) -> None:
+    """A queued letter's bytes changed directly in the database."""
+    con = sqlite3.connect(ws / ".campaign" / "state.db")
+    try:
+        con.execute("UPDATE message_bodies SET body = CAST(body || X'0D0A' AS BLOB)")
+        con.commit()
+    finally:
+        con.close()
+
+
 GENERATORS = {
     "big-registry": _big_registry,
     "newer-schema-db": _newer_schema_db,
     "garbage-db": _garbage_db,
     "truncated-db": _truncated_db,
     "truncated-pdf": _truncated_pdf,
+    "other-chain-key": _other_chain_key,
+    "damaged-chain-key": _damaged_chain_key,
+    "changed-body": _changed_body,
 }
 # Generators that need the state the setup commands created.
-AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf"}
+AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf", "other-chain-key", "damaged-chain-key", "changed-body"}
 
 
 # ---------------------------------------------------------------------------

@@ -669,8 +669,8 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
-    if sys.stdout.isatty():  # on a terminal, data never carries control characters through
-        rows = [{k: common.visible(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    # Data never carries control characters through (CSV is read in terminals too).
+    rows = [{k: common.visible(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)

@@ -186,7 +186,9 @@ def _after_signing(reader: PdfFileReader, data: bytes, sig: EmbeddedPdfSignature
         later = reader.xrefs.total_revisions - 1 - sig.signed_revision
         old = reader.get_historical_resolver(sig.signed_revision)
         if later > 0:
-            described.append(f"{later} update(s) were appended after signing")
+            described.append(
+                "1 update was appended after signing" if later == 1 else f"{later} updates were appended after signing"
+            )
             old_info = old.get_object(old.trailer_view.get_value_as_reference("/Info"))
             new_info = reader.trailer_view["/Info"] if "/Info" in reader.trailer_view else None
             if isinstance(new_info, generic.DictionaryObject) and isinstance(old_info, generic.DictionaryObject):
