@@ -145,7 +145,14 @@ GENERATORS = {
     "changed-body": _changed_body,
 }
 # Generators that need the state the setup commands created.
-AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf", "other-chain-key", "damaged-chain-key", "changed-body"}
+AFTER_SETUP = {
+    "newer-schema-db",
+    "truncated-db",
+    "truncated-pdf",
+    "other-chain-key",
+    "damaged-chain-key",
+    "changed-body",
+}
 
 
 # ---------------------------------------------------------------------------
