@@ -45,7 +45,7 @@ from typing import Any
 
 from campaign import chain
 from campaign.errors import WorkspaceError
-from campaign.store.integrity import SealTracker, load_key
+from campaign.store.integrity import SealTracker
 from campaign.store.sql import SqlStore
 
 BUNDLE_FORMAT = "campaign-evidence/2"
@@ -291,15 +291,6 @@ def _zip_bytes(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def _chain_key(store: SqlStore) -> bytes | None:
-    if store.chain_key is not None:
-        return store.chain_key
-    if store.key_path is not None and store.key_path.exists():
-        with contextlib.suppress(Exception):
-            return load_key(store.key_path, create=False)
-    return None
-
-
 def export_bundle(
     store: SqlStore,
     out: Path,
@@ -355,7 +346,7 @@ def export_bundle(
     warnings: list[str] = []
     scope: dict[str, Any] = {"kind": "letters", "campaign": None, "campaign_tag": None}
     if campaign is not None:
-        key = _chain_key(store)
+        key = store.known_key()
         tag = chain.tag(key, "campaign", campaign) if key is not None else None
         if len(campaign_tags) == 1:
             tag = next(iter(campaign_tags))

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from campaign import chain
-from campaign.errors import StoreError
-from campaign.store.integrity import SealTracker, check_bytes, load_key
+from campaign.store.integrity import SealTracker, check_bytes
 from campaign.store.sql import SqlStore
 
 
@@ -70,17 +69,6 @@ def check_event(row: dict[str, Any], expected_seq: int, prev_hash: str, *, after
     return None
 
 
-def _chain_key(store: SqlStore) -> bytes | None:
-    if store.chain_key is not None:
-        return store.chain_key
-    if store.key_path is None or not store.key_path.exists():
-        return None
-    try:
-        return load_key(store.key_path, create=False)
-    except StoreError:
-        return None
-
-
 def verify(store: SqlStore, *, batch: int = 5000) -> Verification:
     """Recompute the whole chain, then check every stored letter's bytes against it.
 
@@ -90,7 +78,7 @@ def verify(store: SqlStore, *, batch: int = 5000) -> Verification:
     count = 0
     last = 0
     v2_from: int | None = None
-    key = _chain_key(store)
+    key = store.known_key()
     tag_problems: list[str] = []
     seals: dict[str, SealTracker] = {}
     while True:

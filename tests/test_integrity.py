@@ -781,3 +781,131 @@ def test_bundle_helpers_are_deterministic() -> None:
     entries = [("a", b"1"), ("b/c", b"2")]
     assert _zip_bytes(entries) == _zip_bytes(entries)
     assert zipfile.ZipFile(io.BytesIO(_zip_bytes(entries))).read("b/c") == b"2"
+
+
+# ---------------------------------------------------------------------------
+# The same mechanisms on both backends (SQLite and PostgreSQL), through the store
+
+
+def test_integrity_in_the_store_on_both_backends(store_url: str, tmp_path: Path) -> None:
+    from campaign.errors import StoreError
+    from campaign.evidence import export_bundle, verify_bundle
+    from campaign.ledger import verify as verify_log
+    from campaign.pacing import Pacer, PacingConfig
+    from campaign.store import NewMessage, ReceiptEntry, Report, Target, open_store
+    from campaign.store.sql import copy_state
+    from campaign.store.sqlite import SqliteStore
+
+    now = 1_795_000_000_000
+    store = open_store(store_url)
+    store.key_path = tmp_path / "keys" / "chain.key"
+    try:
+        with store.enqueue(now) as session:
+            for n in range(4):
+                body = f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()
+                session.add(
+                    NewMessage(
+                        campaign="c",
+                        letter="l",
+                        recipient=f"inst-{n}",
+                        email=f"o{n}@i{n}.example",
+                        email_key=f"o{n}@i{n}.example",
+                        domain=f"i{n}.example",
+                        contact_name=None,
+                        lang="en",
+                        subject=f"letter {n}",
+                        message_id=f"<c-{n}@campaign.example>",
+                        envid=f"{n:032x}",
+                        body=body,
+                        content_sha256=chain.sha256_hex(body),
+                    )
+                )
+        if store.key_in_store:  # a team's log keeps its key, so every workspace tags alike
+            assert store.known_key() is not None and not store.key_path.exists()
+        else:
+            assert (store.key_path.stat().st_mode & 0o777) == 0o600
+        with store.transaction() as tx:
+            tx.execute("UPDATE message_bodies SET body = ? WHERE id = 1", (b"Subject: 0\r\n\r\nforged\r\n",))
+        claim = store.claim(
+            now,
+            worker="w",
+            limit=2,
+            pacer=Pacer(PacingConfig(rate=10_000, per_domain_rate=10_000)),
+            lease_ms=60_000,
+            prefix=lambda row, body, at: b"Date: x\r\n",
+        )
+        assert [item.id for item in claim.items] == [2, 3]
+        assert [row["id"] for row in store.integrity_holds("2000-01-01T00:00:00Z")] == [1]
+        checked = verify_log(store)
+        assert not checked.ok and checked.broken_seq is None
+        assert any("message 1 <c-0@campaign.example>" in p for p in checked.problems)
+        # Receipts: letter 4 was never attempted (the caller even claims it was).
+        targets = store.targets(message_ids=["<c-1@campaign.example>", "<c-3@campaign.example>"])
+        assert targets["<c-1@campaign.example>"].attempted and not targets["<c-3@campaign.example>"].attempted
+        forged = Target(**{**targets["<c-3@campaign.example>"].__dict__, "attempted": True})
+        entries = [
+            ReceiptEntry(part=0, kind="dsn", target=targets["<c-1@campaign.example>"], outcome="delivered"),
+            ReceiptEntry(part=1, kind="dsn", target=forged, outcome="delivered"),
+        ]
+        raw = b"x: y\r\n\r\n"
+        report = Report(raw=raw, sha256=chain.sha256_hex(raw), source="t", entries=entries)
+        assert store.record_reports([report], now) == 2
+        statuses = {m.id: m.status.value for m in store.messages()}
+        assert statuses[2] == "delivered" and statuses[4] == "queued"
+        assert [r["suspicious_row"] for r in store.unmatched()] == [4]
+        # Another key cannot append to this log.
+        other = open_store(store_url)
+        other.chain_key = bytes(32)
+        try:
+            with pytest.raises(StoreError, match="not the key this log"):
+                other.append_event(now, "run_started")
+        finally:
+            other.close()
+        # A campaign bundle from this store verifies; a copy keeps the key's fingerprint.
+        out = tmp_path / "e.zip"
+        messages = store.messages()
+        export_bundle(
+            store,
+            out,
+            message_ids=[m.message_id for m in messages],
+            db_status={m.message_id: m.status.value for m in messages},
+            campaign="c",
+            created_at="2026-01-01T00:00:00Z",
+        )
+        check = verify_bundle(out)
+        assert check.scope == "campaign c"
+        assert check.problems == [  # the changed letter, and only it
+            "letters/1/queued.eml is not the message whose hash its queued or updated event recorded: it was "
+            "changed or replaced"
+        ]
+        copy = SqliteStore(tmp_path / "copy" / "state.db")
+        copy_state(store, copy)
+        copy.key_path = store.key_path
+        assert verify_log(copy).count == verify_log(store).count
+        copy.append_event(now, "run_started")  # the same key: accepted
+        copy.close()
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_log_moved_to_a_shared_store_keeps_its_tags_for_the_whole_team(
+    workspace: Path, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import make_workspace
+
+    queue("--to", "ohchr", "--to", "wgad")
+    assert send(workspace)[0].code == 0
+    moved = run_cli("store", "migrate", "--to", pg_url)
+    assert moved.code == 0, moved.output
+    bob = make_workspace(tmp_path / "bob")  # a teammate's checkout: no chain key of its own
+    monkeypatch.setenv("CAMPAIGN_DB", pg_url)
+    added = run_cli("-C", str(bob), "queue", "peace-agreement", "--to", "odihr")
+    assert added.code == 0, added.output
+    assert not (bob / ".campaign" / "chain.key").exists()
+    checked = run_cli("-C", str(bob), "log", "verify")
+    assert checked.code == 0, checked.output
+    out = tmp_path / "team.zip"
+    assert run_cli("-C", str(bob), "log", "export", "--campaign", "peace-agreement", "-o", str(out)).code == 0
+    ok = verify(out)
+    assert ok.code == 0 and "3 letters" in ok.stdout, ok.output

@@ -1153,6 +1153,9 @@ def migrate_store(
                     hint="migrate into an empty database",
                 )
             copied = copy_state(source, target, on_progress=on_progress)
+            if target.key_in_store:  # the team's log keeps this workspace's chain key
+                target.key_path = ws.state_dir / "chain.key"
+                target.share_key()
             check = verify(target)
             label = target.label
         finally:

@@ -12,11 +12,15 @@ Contract:
   with a reason that says the log cannot tell an attachment from a change.
 - ``campaign release`` of a letter held for this reason re-seals it (its ``released``
   event records the bytes a person accepted) and resets its send prefix.
-- The chain key (``.campaign/chain.key``, 32 random bytes, mode 0600, created on first
-  use) tags every format-2 event with its campaign and letter (see ``campaign.chain``).
-  ``chain_meta`` keeps the key's fingerprint: a process holding another key is refused
-  before it appends, since its tags would not match the log's. A store opened without a
-  key (an in-memory plan, a test) uses a throwaway key and neither records nor checks it.
+- The chain key tags every format-2 event with its campaign and letter (see
+  ``campaign.chain``): 32 random bytes, created on first use. A workspace's own store
+  (SQLite) keeps it in ``.campaign/chain.key`` (mode 0600 whatever the umask) and
+  ``chain_meta`` keeps its fingerprint: a process holding another key is refused before it
+  appends, since its tags would not match the log's. A shared store (PostgreSQL, a team
+  with one log and many workspaces) keeps the key itself in ``chain_meta.secret``, so every
+  member tags alike without copying a file; a log moved there from a workspace
+  (`store migrate`) takes that workspace's key. A store opened without a key (an in-memory
+  plan, a test) uses a throwaway key and neither records nor checks it.
 """
 
 from __future__ import annotations
@@ -183,20 +187,32 @@ class IntegrityMixin:
     """The chain key and the claim-time check of a letter's bytes (part of ``SqlStore``)."""
 
     chain_key: bytes | None = None
-    key_path: Path | None = None  # where the key lives (for messages)
+    key_path: Path | None = None  # the workspace's key file (a shared store only adopts it)
+    key_in_store = False  # a shared store keeps its key in chain_meta (PostgreSQL)
     plan_copy = False  # a copy without bodies or events (``campaign plan``): nothing to check
     _ephemeral_key: bytes | None = None
+    _shared: bytes | None = None
     _key_checked = False
     _tags: dict[tuple[str, str], str]
+
+    label = "store"
 
     if TYPE_CHECKING:
 
         def reading(self) -> AbstractContextManager[Tx]: ...
 
+        def transaction(self) -> AbstractContextManager[Tx]: ...
+
     # -- the chain key -----------------------------------------------------------------
 
     def tagging_key(self, tx: Tx) -> bytes:
         """The key that tags events appended in ``tx``; refuses a key the log does not know."""
+        if self.key_in_store or self._shared is not None:
+            return self._shared_key(tx)
+        if not self._key_checked:
+            row = tx.one("SELECT secret FROM chain_meta WHERE id = 1")
+            if row is not None and row["secret"] is not None:
+                return self._shared_key(tx)  # a log that carries its key (copied from a shared store)
         if self.chain_key is None and self.key_path is not None:
             self.chain_key = load_key(self.key_path)
         if self.chain_key is None:
@@ -222,6 +238,68 @@ class IntegrityMixin:
                 )
             self._key_checked = True
         return self.chain_key
+
+    def _candidate_key(self) -> bytes | None:
+        if self.chain_key is not None:
+            return self.chain_key
+        if self.key_path is not None and self.key_path.exists():
+            return load_key(self.key_path, create=False)
+        return None
+
+    def _shared_key(self, tx: Tx) -> bytes:
+        """A shared log's key, from ``chain_meta`` (created, or adopted from the workspace
+        whose log was moved here, on first use). Appends hold the chain head's lock, so two
+        processes never create two keys."""
+        if self._shared is not None:
+            return self._shared
+        from campaign.models import to_rfc3339, utcnow
+
+        row = tx.one("SELECT key_id, secret FROM chain_meta WHERE id = 1")
+        if row is not None and row["secret"] is not None:
+            key = bytes(row["secret"])
+            if key_fingerprint(key) != row["key_id"]:
+                raise StoreError(f"{self.label}: the log's chain key is damaged (its fingerprint does not match)")
+        else:
+            candidate = self._candidate_key()
+            if row is None:
+                key = candidate or secrets.token_bytes(KEY_BYTES)
+                tx.execute(
+                    "INSERT INTO chain_meta (id, key_id, created_at, secret) VALUES (1, ?, ?, ?)",
+                    (key_fingerprint(key), to_rfc3339(utcnow()), key),
+                )
+            elif candidate is not None and key_fingerprint(candidate) == row["key_id"]:
+                key = candidate
+                tx.execute("UPDATE chain_meta SET secret = ? WHERE id = 1", (key,))
+            else:
+                raise StoreError(
+                    f"{self.label}: this log was moved here from a workspace whose chain key this one does not hold",
+                    hint="run any command once from that workspace (its .campaign/chain.key), or copy the file here",
+                )
+        if self.chain_key is not None and self.chain_key != key:
+            raise StoreError(
+                f"{self.label}: the chain key given is not the key this log's events are tagged with; nothing "
+                "was changed"
+            )
+        self._shared = key  # cached: a shared log's key never changes
+        return key
+
+    def share_key(self) -> None:
+        """Put the workspace's key into a shared store now (after `store migrate`)."""
+        with self.transaction() as tx:
+            self._shared_key(tx)
+
+    def known_key(self) -> bytes | None:
+        """The key that tagged this log, if this process can know it (never creates one)."""
+        with self.reading() as tx:
+            row = tx.one("SELECT secret FROM chain_meta WHERE id = 1")
+        if row is not None and row["secret"] is not None:
+            return bytes(row["secret"])
+        if self.key_in_store:
+            return None
+        try:
+            return self._candidate_key()
+        except StoreError:
+            return None
 
     def event_tags(self, key: bytes, campaign: str | None, message: str | None) -> tuple[str, str]:
         """(campaign tag, message tag) of an event, cached per store."""

@@ -221,8 +221,9 @@ def m0006_pacing_microseconds(dialect: Dialect) -> list[str]:
 def m0008_chain_v2(dialect: Dialect) -> list[str]:
     """Log format 2 (see ``campaign.chain``): each new event carries its format and the opaque
     tags of its campaign and letter; events already written keep format 1 and verify as
-    such. ``chain_meta`` remembers which workspace key tags this log (its fingerprint), so
-    a process with another key cannot silently write tags that do not match. A report about
+    such. ``chain_meta`` remembers which key tags this log (its fingerprint), so a process
+    with another key cannot silently write tags that do not match; a shared (PostgreSQL)
+    log keeps the key itself there (``secret``), so every member of a team tags alike. A report about
     a letter that was never attempted is kept with the letter it names in ``suspicious_row``
     (and ``message_row`` NULL: it changes nothing)."""
     t = _types(dialect)
@@ -233,7 +234,8 @@ def m0008_chain_v2(dialect: Dialect) -> list[str]:
         f"""CREATE TABLE chain_meta (
     id {t["int"]} PRIMARY KEY CHECK (id = 1),
     key_id TEXT NOT NULL,
-    created_at TEXT NOT NULL
+    created_at TEXT NOT NULL,
+    secret {t["blob"]}
 )""",
         f"ALTER TABLE receipts ADD COLUMN suspicious_row {t['int']}",
     ]

@@ -45,6 +45,7 @@ class PostgresStore(SqlStore):
     lock_suffix = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     head_select = "SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"
+    key_in_store = True  # one log for a team: its chain key lives with it (campaign.store.integrity)
 
     def __init__(self, url: str, *, password: str | None = None, migrate: bool = True) -> None:
         self.url = url
