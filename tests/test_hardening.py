@@ -235,7 +235,7 @@ def test_campaign_ids_are_validated_and_escapes_never_printed(workspace: Path) -
     con.execute("UPDATE messages SET campaign = ?", ("old\x1b[2J\x1b[31mname\u202e",))
     con.commit()
     con.close()
-    for args in (["status"], ["log"], ["log", "--csv"]):
+    for args in (["status"], ["log"], ["log", "--csv"], ["status", "--json"], ["log", "--json"], ["log", "--events"]):
         shown = run_cli(*args)
         assert shown.code == 0 and "\x1b" not in shown.output and "\u202e" not in shown.output, args
     assert "old\\x1b[2J" in run_cli("status").stdout

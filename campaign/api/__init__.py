@@ -336,6 +336,8 @@ def _new_state_undone_on_error(ws: Workspace) -> Iterator[None]:
     folder_existed = ws.state_dir.exists()
     db = ws.state_dir / "state.db"
     db_existed = db.exists() or ws.settings.store.url is not None
+    key = ws.state_dir / "chain.key"
+    key_existed = key.exists()
     try:
         yield
     except BaseException:
@@ -344,6 +346,8 @@ def _new_state_undone_on_error(ws: Workspace) -> Iterator[None]:
         elif not db_existed:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
+            if not key_existed:
+                key.unlink(missing_ok=True)  # it tagged nothing that was kept
         raise
 
 

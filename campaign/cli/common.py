@@ -117,9 +117,14 @@ def note(message: str) -> None:
     err().print(plain(message))
 
 
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x7F}  # json.dumps escapes the rest
+
+
 def print_json(data: Any) -> None:
-    """JSON to stdout, UTF-8, stable key order."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    """JSON to stdout, UTF-8, stable key order; C1 controls and bidirectional overrides
+    escaped (JSON escapes C0 itself), so no data can drive a terminal."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write(text.translate(_JSON_UNSAFE) + "\n")
     sys.stdout.flush()
 
 
