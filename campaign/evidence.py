@@ -653,6 +653,25 @@ def _check_headers(path: Path, infos: list[zipfile.ZipInfo]) -> None:
                     raise _Stop(f"{name}: its local header disagrees with the zip's directory: the zip is damaged")
 
 
+MAX_REBUILD_BYTES = 64 << 20
+
+
+def _compare_with_export(path: Path, box: _Zip, check: BundleCheck) -> None:
+    """Say whether the zip is byte for byte what `log export` wrote. A faithful re-zip is
+    fine (its contents are what was checked), but a person should know it was re-packed."""
+    infos = box.archive.infolist()
+    if sum(info.file_size for info in infos) > MAX_REBUILD_BYTES:
+        return
+    rebuilt = _zip_bytes([(info.filename, box.archive.read(info)) for info in infos])
+    with path.open("rb") as handle:
+        same = handle.read(len(rebuilt) + 1) == rebuilt
+    if not same:
+        check.caveats.append(
+            "the zip is not byte for byte the one campaign exported (it was re-packed, or its zip metadata "
+            "changed); everything in it was checked and verifies"
+        )
+
+
 @dataclass(frozen=True)
 class _Link:
     seq: int
@@ -718,6 +737,8 @@ def verify_bundle(path: Path, *, max_bytes: int = MAX_BUNDLE_BYTES) -> BundleChe
         with _open_container(path, max_bytes) as box:
             check.caveats.extend(box.notes)
             _verify(box, check)
+            if isinstance(box, _Zip) and not check.problems:
+                _compare_with_export(path, box, check)
     except _Stop as stop:
         check.problems.append(str(stop))
     except _READ_ERRORS as err:

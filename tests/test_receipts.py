@@ -270,7 +270,9 @@ def test_evidence_bundle_round_trip(workspace: Path, tmp_path: Path) -> None:
         changed[offset] ^= 0x01
         broken.write_bytes(bytes(changed))
         result = run_cli("log", "verify", "--bundle", str(broken))
-        assert result.code == 1, offset
+        # A changed byte of content fails; one in zip metadata that carries none (versions,
+        # file attributes: what any faithful re-zip changes) is named as a re-pack.
+        assert result.code == 1 or "not byte for byte the one campaign exported" in result.stderr, offset
         assert "Traceback" not in result.output
 
 

@@ -1156,10 +1156,7 @@ def migrate_store(
                     f"{target.label}: already holds letters or events; nothing was copied",
                     hint="migrate into an empty database",
                 )
-            copied = copy_state(source, target, on_progress=on_progress)
-            if target.key_in_store:  # the team's log keeps this workspace's chain key
-                target.key_path = ws.state_dir / "chain.key"
-                target.share_key()
+            copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
             check = verify(target)
             label = target.label
         finally:

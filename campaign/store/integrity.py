@@ -283,10 +283,21 @@ class IntegrityMixin:
         self._shared = key  # cached: a shared log's key never changes
         return key
 
-    def share_key(self) -> None:
-        """Put the workspace's key into a shared store now (after `store migrate`)."""
+    def adopt_key(self, key: bytes) -> None:
+        """Keep ``key`` in this shared store: the key of the log copied into it."""
+        from campaign.models import to_rfc3339, utcnow
+
         with self.transaction() as tx:
-            self._shared_key(tx)
+            row = tx.one("SELECT key_id, secret FROM chain_meta WHERE id = 1")
+            if row is None:
+                tx.execute(
+                    "INSERT INTO chain_meta (id, key_id, created_at, secret) VALUES (1, ?, ?, ?)",
+                    (key_fingerprint(key), to_rfc3339(utcnow()), key),
+                )
+            elif row["key_id"] != key_fingerprint(key):
+                raise StoreError(f"{self.label}: its log is tagged with another chain key; nothing was changed")
+            elif row["secret"] is None:
+                tx.execute("UPDATE chain_meta SET secret = ? WHERE id = 1", (key,))
 
     def known_key(self) -> bytes | None:
         """The key that tagged this log, if this process can know it (never creates one)."""

@@ -997,5 +997,8 @@ def copy_state(
         head = source.chain_head()
         with target.transaction() as tx:
             tx.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
+        key = source.known_key()
+        if key is not None and target.key_in_store:
+            target.adopt_key(key)  # a shared log keeps the key its events were tagged with
     target.after_copy()
     return copied
