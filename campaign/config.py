@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -159,13 +159,30 @@ class StoreSettings(StrictModel):
         return value
 
 
+_SECRET_PARAMETERS = {"password", "sslpassword", "passfile", "sslkey"}
+
+
 def check_store_url(url: str) -> str:
-    """Refuse store URLs that are not PostgreSQL or SQLite, or that carry a password."""
-    parts = urlsplit(url)
+    """Refuse store URLs that are not PostgreSQL or SQLite, or that carry a password
+    (``user:pw@`` or a ``?password=`` parameter). The messages never repeat the URL, which
+    may hold the secret."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        raise ValueError("not a URL: use postgresql://user@host/db (or sqlite:///path)") from None
     if parts.scheme not in ("postgresql", "postgres", "sqlite"):
-        raise ValueError(f"{url!r}: use postgresql://user@host/db (or sqlite:///path)")
-    if parts.password:
+        shown = url if not (password or parts.query) else f"{parts.scheme}://…"
+        raise ValueError(f"{shown!r}: use postgresql://user@host/db (or sqlite:///path)")
+    if password:
         raise ValueError("the store URL carries a password; remove it and use PGPASSWORD, ~/.pgpass or the keyring")
+    names = {name.strip().lower() for name, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    secret = sorted(names & _SECRET_PARAMETERS)
+    if secret:
+        raise ValueError(
+            f"the store URL carries a secret in its {secret[0]} parameter; remove it and use PGPASSWORD, "
+            "~/.pgpass or the keyring"
+        )
     return url
 
 

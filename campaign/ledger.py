@@ -1,41 +1,46 @@
-"""Reading and verifying the append-only, hash-chained event log.
+"""Reading and verifying the append-only, hash-chained event log, and the bytes it names.
 
-Contract: :func:`verify` recomputes every event's hash from its stored fields (see
-``campaign.chain``), checks that each names its predecessor's hash and that the
-sequence has no gaps, and that the stored chain head matches the last event (so a
-cut-off tail is noticed too). It reports the first broken event by number; it never
-changes anything. What the chain proves: that no recorded event was altered,
-removed or inserted after the fact *relative to a head hash you kept elsewhere*
-(in an exported bundle, a note, a message to a colleague).
+Contract: :func:`verify` recomputes every event's hash from its stored fields (format 1
+or 2, see ``campaign.chain``), checks that each names its predecessor's hash, that the
+sequence has no gaps, that no format-1 event follows a format-2 one, and that the stored
+chain head matches the last event (so a cut-off tail is noticed too). With the
+workspace's chain key it also checks that each format-2 event's tags are those of its
+campaign and letter. Then it checks every stored letter against the log the way
+``campaign send`` does before sending (see ``campaign.store.integrity``): the body
+against the ``body_sha256`` of its latest ``queued``/``updated`` event, and the bytes of
+an attempted letter against its latest ``sending`` event. It reports the first broken
+event by number and every letter whose bytes do not match; it never changes anything.
+What the chain proves: that no recorded event was altered, removed or inserted after the
+fact *relative to a head hash you kept elsewhere* (in an exported bundle, a note, a
+message to a colleague).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import zipfile
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from campaign import chain
+from campaign.store.integrity import SealTracker, check_bytes
 from campaign.store.sql import SqlStore
 
 
 @dataclass(frozen=True)
 class Verification:
-    """The outcome of a chain check."""
+    """The outcome of a chain check (and of the stored bytes against it)."""
 
     ok: bool
     count: int
     head: str
     broken_seq: int | None = None
     reason: str | None = None
+    problems: list[str] = field(default_factory=list)  # letters whose bytes do not match the log
+    caveats: list[str] = field(default_factory=list)  # what this log cannot prove (format 1)
+    v2_from: int | None = None  # the first event in log format 2
 
 
-def check_event(row: dict[str, Any], expected_seq: int, prev_hash: str) -> str | None:
+def check_event(row: dict[str, Any], expected_seq: int, prev_hash: str, *, after_v2: bool = False) -> str | None:
     """Why the stored event ``row`` does not continue the chain, or None if it does."""
     if int(row["seq"]) != expected_seq:
         return f"expected event {expected_seq}, found {row['seq']} (an event is missing)"
@@ -46,9 +51,18 @@ def check_event(row: dict[str, Any], expected_seq: int, prev_hash: str) -> str |
     except (TypeError, ValueError):
         return "its data is not valid JSON"
     rec = chain.record(row["time"], row["kind"], row["message"], row["campaign"], data)
+    version = int(row.get("format") or chain.FORMAT_V1)
     try:
-        digest = chain.link(prev_hash, rec)
-    except ValueError as err:
+        if version == chain.FORMAT_V2:
+            ctag, mtag = row.get("ctag") or chain.NO_TAG, row.get("mtag") or chain.NO_TAG
+            digest = chain.link_v2(prev_hash, str(ctag), str(mtag), chain.record_digest(rec))
+        elif version == chain.FORMAT_V1:
+            if after_v2:
+                return "it is in log format 1 after format-2 events (it was inserted or rewritten)"
+            digest = chain.link(prev_hash, rec)
+        else:
+            return f"it is in an unknown log format ({version})"
+    except (ValueError, UnicodeError) as err:
         return f"its data cannot be hashed: {err}"
     if digest != row["hash"]:
         return "its content does not match its hash (it was changed after it was written)"
@@ -56,18 +70,37 @@ def check_event(row: dict[str, Any], expected_seq: int, prev_hash: str) -> str |
 
 
 def verify(store: SqlStore, *, batch: int = 5000) -> Verification:
-    """Recompute the whole chain. Never raises for a broken chain: it reports it."""
+    """Recompute the whole chain, then check every stored letter's bytes against it.
+
+    Never raises for a broken chain or changed bytes: it reports them.
+    """
     prev = chain.GENESIS
     count = 0
     last = 0
+    v2_from: int | None = None
+    key = store.known_key()
+    tag_problems: list[str] = []
+    seals: dict[str, SealTracker] = {}
     while True:
         rows = store.raw_events(after_seq=last, limit=batch)
         if not rows:
             break
         for row in rows:
-            reason = check_event(row, count + 1, prev)
+            reason = check_event(row, count + 1, prev, after_v2=v2_from is not None)
             if reason is not None:
-                return Verification(False, count, prev, int(row["seq"]), reason)
+                return Verification(False, count, prev, int(row["seq"]), reason, v2_from=v2_from)
+            if int(row.get("format") or 1) == chain.FORMAT_V2:
+                if v2_from is None:
+                    v2_from = int(row["seq"])
+                if key is not None and len(tag_problems) < 20:
+                    want = (chain.tag(key, "campaign", row["campaign"]), chain.tag(key, "message", row["message"]))
+                    if want != (row.get("ctag") or chain.NO_TAG, row.get("mtag") or chain.NO_TAG):
+                        tag_problems.append(
+                            f"event {row['seq']}: its tags are not those of its campaign and letter under this "
+                            "workspace's chain key (it was written with another key, or its campaign was changed)"
+                        )
+            if row["message"] and row["kind"] in ("queued", "updated", "released", "sending"):
+                seals.setdefault(str(row["message"]), SealTracker()).feed(str(row["kind"]), json.loads(row["data"]))
             prev = row["hash"]
             count += 1
         last = int(rows[-1]["seq"])
@@ -80,256 +113,47 @@ def verify(store: SqlStore, *, batch: int = 5000) -> Verification:
             count + 1 if head_seq > count else head_seq,
             f"the chain head says {head_seq} events ending in {head_hash[:12]}…, but the log has {count} "
             f"ending in {prev[:12]}… (events were removed)",
+            v2_from=v2_from,
         )
-    return Verification(True, count, prev)
-
-
-# ---------------------------------------------------------------------------
-# Evidence bundles
-
-BUNDLE_FORMAT = "campaign-evidence/1"
-
-VERIFY_MD = """\
-# How to check this evidence bundle
-
-This bundle was exported by `campaign`, a tool that sends advocacy letters and keeps an
-append-only, hash-chained log of everything that happened to them. It contains, for each
-letter listed in `manifest.json`:
-
-- `letters/<n>/message.eml`: the exact bytes that were handed to the mail server
-  (a letter that was never sent has `queued.eml` instead: the bytes as queued);
-- `letters/<n>/receipts/<sha256>.eml`: every delivery report, read receipt or reply that came
-  back for it, exactly as received;
-- `events/<seq>.json`: every log event about these letters, each in the exact form its hash
-  covers;
-- `chain.tsv`: the whole chain of the log (number, previous hash, hash of every event,
-  including events about other letters, whose content is not included);
-- `manifest.json`: what is where, with the SHA-256 of every file, and the chain head.
-
-## What the chain proves
-
-Each event's hash covers the previous event's hash and the event itself:
-
-    hash = SHA-256( previous_hash + "\\n" + event_json )
-
-The first event's previous hash is 64 zeros. Changing, removing or inserting any event
-changes every hash after it, so the last hash (the *chain head*, in `manifest.json` and at
-the end of `chain.tsv`) stands for the whole log. If you received the chain head earlier by
-another way (a message, a note, a published post), and it matches, then nothing in the log
-was changed since. A `sending` event records the SHA-256 of the exact bytes sent; a
-`sent` event records what the receiving server answered; `receipt` events record the
-delivery reports, with the SHA-256 of each report's bytes.
-
-This proves what the organisation's log recorded and that it was not altered afterwards.
-It does not by itself prove that the organisation's clock was right or that a server told
-the truth; the delivery reports are the receiving servers' own words.
-
-## Check it with the tool
-
-    campaign log verify --bundle bundle.zip
-
-## Check it by hand (Linux or macOS shell)
-
-1. Every file matches the manifest:
-
-       sha256sum letters/1/message.eml        # compare with manifest.json "files"
-
-2. One event: take its previous hash from `chain.tsv` (the line with its number) and:
-
-       { printf '%s\\n' PREVIOUS_HASH; cat events/000123.json; } | sha256sum
-
-   The result must equal the event's hash in `chain.tsv`. The event JSON is canonical:
-   keys sorted, no spaces, UTF-8, times in UTC, no trailing newline.
-
-3. The chain: in `chain.tsv` each line's previous hash must equal the line before's hash,
-   numbers must run 1, 2, 3 … without gaps, and the last hash must equal the chain head.
-
-4. The letter: `sha256sum letters/1/message.eml` must equal the `sha256` of its `sending`
-   event(s); each receipt file's SHA-256 must equal the `report_sha256` of its receipt event.
-"""
-
-
-@dataclass(frozen=True)
-class BundleLetter:
-    """What the exporter needs about one letter."""
-
-    row_id: int
-    message_id: str
-    campaign: str
-    recipient: str
-    email: str
-    status: str
-    subject: str
-
-
-@dataclass
-class BundleCheck:
-    ok: bool
-    letters: int = 0
-    events: int = 0
-    head: str | None = None
-    problems: list[str] = field(default_factory=list)
-
-
-def _zip_bytes(entries: list[tuple[str, bytes]]) -> bytes:
-    """A zip with no compression, fixed timestamps and modes: the same entries always give
-    the same bytes, so a verifier can rebuild it and notice a change to any single byte."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as bundle:
-        for name, data in entries:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_STORED
-            info.create_system = 3
-            info.external_attr = 0o644 << 16
-            bundle.writestr(info, data)
-    return buffer.getvalue()
-
-
-def export_bundle(store: SqlStore, letters: list[BundleLetter], out: Path, *, created_at: str) -> tuple[int, str]:
-    """Write an evidence bundle (zip) for ``letters``; returns (events included, chain head)."""
-    files: dict[str, str] = {}
-    entries: list[tuple[str, bytes]] = []
-    summaries: list[dict[str, Any]] = []
-    included: set[int] = set()
-
-    def put(name: str, data: bytes) -> None:
-        entries.append((name, data))
-        files[name] = chain.sha256_hex(data)
-
-    for number, letter in enumerate(letters, start=1):
-        folder = f"letters/{number}"
-        prefix, body = store.wire_bytes(letter.row_id)
-        put(f"{folder}/message.eml" if prefix is not None else f"{folder}/queued.eml", (prefix or b"") + body)
-        events = store.events(message=letter.message_id)
-        included.update(e.seq for e in events)
-        receipts: list[str] = []
-        for row in store.receipts_for(letter.row_id):
-            sha = row["report_sha256"]
-            raw = store.blob(sha) if sha not in receipts else None
-            if raw is not None:
-                put(f"{folder}/receipts/{sha}.eml", raw)
-                receipts.append(sha)
-        summaries.append(
-            {
-                "folder": folder,
-                "message_id": letter.message_id,
-                "campaign": letter.campaign,
-                "recipient": letter.recipient,
-                "email": letter.email,
-                "status": letter.status,
-                "subject": letter.subject,
-                "events": [e.seq for e in events],
-                "receipts": receipts,
-            }
+    problems, caveats = _check_bodies(store, seals)
+    problems = tag_problems + problems
+    if v2_from != 1 and count:
+        upto = (v2_from - 1) if v2_from else count
+        caveats.insert(
+            0,
+            f"events 1–{upto} are in log format 1: an evidence bundle cannot prove that none of them about its "
+            "letters was left out, and letters queued then are bound to the log by their text, not their exact bytes",
         )
-    lines = []
-    head = (0, chain.GENESIS)
+    if v2_from is not None and key is None:
+        caveats.append("the chain key (.campaign/chain.key) is missing: the events' tags were not checked")
+    return Verification(not problems, count, prev, problems=problems, caveats=caveats, v2_from=v2_from)
+
+
+def _check_bodies(store: SqlStore, seals: dict[str, SealTracker]) -> tuple[list[str], list[str]]:
+    """Every stored letter against what the log says its bytes are."""
+    problems: list[str] = []
+    caveats: list[str] = []
     last = 0
     while True:
-        rows = store.raw_events(after_seq=last, limit=5000)
+        rows = store.body_rows(after_id=last)
         if not rows:
             break
         for row in rows:
-            lines.append(f"{row['seq']}\t{row['prev_hash']}\t{row['hash']}")
-            if int(row["seq"]) in included:
-                rec = chain.record(row["time"], row["kind"], row["message"], row["campaign"], json.loads(row["data"]))
-                put(f"events/{int(row['seq']):06d}.json", chain.canonical_json(rec).encode("utf-8"))
-            head = (int(row["seq"]), str(row["hash"]))
-        last = int(rows[-1]["seq"])
-    put("chain.tsv", ("\n".join(lines) + "\n").encode("ascii"))
-    put("VERIFY.md", VERIFY_MD.encode("utf-8"))
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "created_at": created_at,
-        "head": {"seq": head[0], "hash": head[1]},
-        "letters": summaries,
-        "files": files,
-    }
-    entries.append(
-        ("manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8"))
-    )
-    data = _zip_bytes(entries)
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return len(included), head[1]
-
-
-def verify_bundle(path: Path) -> BundleCheck:
-    """Check an evidence bundle offline; never raises for a bad bundle, reports it."""
-    check = BundleCheck(ok=False)
-    try:
-        with zipfile.ZipFile(path) as bundle:
-            names = set(bundle.namelist())
-            if "manifest.json" not in names:
-                check.problems.append("manifest.json is missing: not an evidence bundle")
-                return check
-            manifest = json.loads(bundle.read("manifest.json"))
-            ordered = [(name, bundle.read(name)) for name in bundle.namelist()]
-            contents = dict(ordered)
-        if _zip_bytes(ordered) != path.read_bytes():
-            check.problems.append("the zip file itself was changed after export (its bytes differ from a clean export)")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, KeyError, zlib.error) as err:
-        check.problems.append(f"{path.name}: cannot be read as an evidence bundle ({err}): it was damaged or changed")
-        return check
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        check.problems.append("manifest.json is not a campaign evidence manifest")
-        return check
-    files: dict[str, str] = manifest.get("files", {})
-    for name, digest in files.items():
-        data = contents.get(name)
-        if data is None:
-            check.problems.append(f"{name} is listed but missing")
-        elif chain.sha256_hex(data) != digest:
-            check.problems.append(f"{name} does not match its SHA-256 in the manifest: it was changed")
-    for name in sorted(names - set(files) - {"manifest.json"}):
-        check.problems.append(f"{name} is not listed in the manifest")
-    links: dict[int, tuple[str, str]] = {}
-    prev = chain.GENESIS
-    for number, line in enumerate(contents.get("chain.tsv", b"").decode("ascii", "replace").splitlines(), start=1):
-        parts = line.split("\t")
-        if len(parts) != 3 or parts[0] != str(number):
-            check.problems.append(f"chain.tsv line {number} is not event {number}")
-            break
-        if parts[1] != prev:
-            check.problems.append(f"chain.tsv: event {number} does not follow event {number - 1}")
-            break
-        links[number] = (parts[1], parts[2])
-        prev = parts[2]
-    head = manifest.get("head", {})
-    check.head = prev
-    if head.get("hash") != prev or head.get("seq") != len(links):
-        check.problems.append("the chain head in the manifest is not the last hash of chain.tsv")
-    sending: dict[str, set[str]] = {}
-    reports: dict[str, set[str]] = {}
-    for name in sorted(n for n in names if n.startswith("events/")):
-        seq = int(name.split("/")[1].split(".")[0])
-        if seq not in links:
-            check.problems.append(f"{name}: event {seq} is not in the chain")
-            continue
-        previous, digest = links[seq]
-        payload = previous.encode("ascii") + b"\n" + contents[name]
-        if hashlib.sha256(payload).hexdigest() != digest:
-            check.problems.append(f"{name}: its content does not match its hash in the chain")
-            continue
-        event = json.loads(contents[name])
-        check.events += 1
-        data = event.get("data", {})
-        if event.get("event") == "sending" and data.get("sha256"):
-            sending.setdefault(event.get("message") or "", set()).add(data["sha256"])
-        if data.get("report_sha256"):
-            reports.setdefault(event.get("message") or "", set()).add(data["report_sha256"])
-    for letter in manifest.get("letters", []):
-        check.letters += 1
-        folder, mid = letter.get("folder", ""), letter.get("message_id", "")
-        sent = contents.get(f"{folder}/message.eml")
-        if sent is not None and chain.sha256_hex(sent) not in sending.get(mid, set()):
-            check.problems.append(f"{folder}/message.eml is not the message whose hash the log recorded")
-        for sha in letter.get("receipts", []):
-            if sha not in reports.get(mid, set()):
-                check.problems.append(f"{folder}/receipts/{sha}.eml has no receipt event in the log")
-    check.ok = not check.problems
-    return check
+            last = int(row["id"])
+            label = f"message {row['id']} {row['message_id']}"
+            tracker = seals.get(str(row["message_id"]))
+            body = row["body"]
+            if body is None:
+                problems.append(f"{label}: its stored bytes are missing")
+                continue
+            if not isinstance(body, bytes | memoryview):
+                problems.append(f"{label}: its stored bytes are not bytes ({type(body).__name__})")
+                continue
+            if tracker is None:
+                problems.append(f"{label}: the log has no event about it")
+                continue
+            prefix = bytes(row["wire_prefix"]) if row["wire_prefix"] is not None else None
+            problem, legacy, _ = check_bytes(tracker.seal(), bytes(body), prefix)
+            if problem is not None:
+                (caveats if legacy else problems).append(f"{label}: {problem}")
+    return problems, caveats

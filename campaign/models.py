@@ -92,6 +92,18 @@ def _slug(value: Any) -> Any:
 
 Slug = Annotated[str, AfterValidator(_slug)]
 
+
+def check_campaign_id(value: str) -> str:
+    """A campaign name follows the rule of institution ids (lowercase letters, digits and
+    hyphens, at most 64): it is printed, logged and put in file names. Raises ValueError."""
+    if not _SLUG.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid campaign name: use lowercase letters, digits and hyphens, at most 64 "
+            "(e.g. 'peace-agreement-2026')"
+        )
+    return value
+
+
 _LANG = re.compile(r"^[a-z]{2}$")
 
 
@@ -129,7 +141,21 @@ def _validated_address(candidate: str) -> str:
         info = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as err:
         raise ValueError(f"not a valid address: {err}") from None
+    local = str(info.normalized).rpartition("@")[0]
+    if len(local.encode("utf-8")) > 64:
+        raise ValueError(
+            f"not a valid address: the part before the @ is {len(local.encode('utf-8'))} bytes long; "
+            "mail servers accept at most 64 (RFC 5321)"
+        )
+    if _ENCODED_WORD.search(local):
+        raise ValueError(
+            "not a valid address: the part before the @ is an encoded word (=?charset?b?...?=), which mail "
+            "programs decode into a different address"
+        )
     return str(info.normalized)
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -40,6 +40,7 @@ from campaign.models import (
     address_domain,
     address_key,
     ascii_address,
+    check_campaign_id,
     from_rfc3339,
     resolve_zone,
 )
@@ -218,7 +219,13 @@ def queue_letter(
     PDF signature may even ask a timestamp server), then one short write transaction that
     re-checks each key (another process may have queued it meanwhile) and stores the rest.
     Rendered letters wait in a private temporary file, not in memory.
+
+    Raises UsageError for a campaign name that is not a valid id.
     """
+    try:
+        check_campaign_id(campaign)
+    except ValueError as err:
+        raise UsageError(str(err), hint="name it with --campaign NAME (queue) or --into NAME (followup)") from None
     report = QueueReport()
     today = datetime.fromtimestamp(now_ms / 1000, UTC).date()
     known = store.queued_keys(campaign, letter.id)

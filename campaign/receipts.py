@@ -11,8 +11,17 @@ Contract:
   original headers (X-Failed-Recipients, a quoted Message-ID). The outcome comes from
   ``Action``: delivered/expanded → delivered, relayed → relayed, failed → bounced (an
   expired message is bounced with its 4.x.x status), delayed → delayed (not final).
-- Matching, in order: Original-Envelope-Id (then the recipient within that envelope),
-  the returned headers' Message-ID, the VERP tag ``<return-path-local>+<envid>@``.
+- Matching a delivery report, in order: Original-Envelope-Id (then the recipient within
+  that envelope), the VERP tag ``<return-path-local>+<envid>@``, or our Message-ID (from
+  the returned headers, X-Original-Message-ID, In-Reply-To) *together with* the recipient
+  the report names (Final-Recipient or Original-Recipient, or X-Failed-Recipients): a
+  Message-ID alone is something anyone who saw the letter can write, so it changes
+  nothing. Exchange Online and Gmail bounces carry no ENVID and match this way.
+- Receipts move only what was attempted: an entry about a letter with no ``sending``
+  event is kept as *suspicious*, listed by `campaign receipts unmatched`, and changes
+  nothing (the store checks this again in the transaction that records it).
+- A report nested deeper than :data:`MAX_MIME_DEPTH` MIME levels is not read: it is kept
+  as one unmatched entry that says so.
 - MDNs (RFC 8098) are matched by Original-Message-ID and set a displayed/deleted flag;
   replies are mail whose In-Reply-To or References names one of our Message-IDs; an
   auto-reply (Auto-Submitted, X-Autoreply, "out of office" subjects) is flagged as such.
@@ -43,6 +52,7 @@ from campaign.store import ReceiptEntry, Report, Target
 from campaign.store.sql import SqlStore
 
 MAX_REPORT_BYTES = 50 * 1024 * 1024
+MAX_MIME_DEPTH = 30  # real reports nest 3 or 4 levels; parsing recurses once per level
 
 _MSGID = re.compile(r"<[^<>\s]+@[^<>\s]+>")
 _ENVID = re.compile(r"^[0-9a-f]{32}$")
@@ -336,14 +346,42 @@ def _referenced_ids(msg: Message) -> list[str]:
     return ids
 
 
+def _depth(msg: Message) -> int:
+    """How deep the parsed parts nest (iterative: no recursion on hostile input)."""
+    deepest = 0
+    stack: list[tuple[Message, int]] = [(msg, 1)]
+    while stack:
+        part, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_MIME_DEPTH:
+            return deepest
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend((p, level + 1) for p in payload if isinstance(p, Message))
+    return deepest
+
+
+def _too_deep_report(depth: str) -> Parsed:
+    return Parsed(
+        kind="dsn",
+        warning=f"nested {depth} MIME levels deep: not read (the limit is {MAX_MIME_DEPTH}); kept for a person to "
+        "look at",
+    )
+
+
 def parse(raw: bytes, *, return_local: str | None = None) -> Parsed:
     """Classify and parse one mail item (no matching). Never raises for odd input."""
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    except RecursionError:
+        return _too_deep_report("hundreds of")
     except (ValueError, TypeError, IndexError, LookupError, AttributeError) as err:  # pragma: no cover - parser bugs
         return Parsed(kind="other", skip_reason=f"unparseable ({type(err).__name__})")
     if not msg.keys():
         return Parsed(kind="other", skip_reason="not an e-mail message")
+    depth = _depth(msg)
+    if depth > MAX_MIME_DEPTH:
+        return _too_deep_report(f"more than {MAX_MIME_DEPTH}")
     warning = None
     if any(type(d).__name__ in ("CloseBoundaryNotFoundDefect", "StartBoundaryNotFoundDefect") for d in msg.defects):
         warning = "truncated: the report ends before its last part"
@@ -535,14 +573,20 @@ class ImportResult:
     recorded: int = 0
     already: int = 0
     unmatched: int = 0
+    suspicious: int = 0  # entries about letters that were never attempted: kept, changed nothing
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
     handled: list[str] = field(default_factory=list)  # sources recorded now or before
 
 
+def _same_address(a: str | None, b: str) -> bool:
+    return bool(a) and unicodedata.normalize("NFC", str(a)).casefold() == unicodedata.normalize("NFC", b).casefold()
+
+
 def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
     """Match a parsed item's entries against the letters (see the module docstring)."""
+    from campaign.store.receipts import suspicious
 
     def by_id() -> tuple[Target | None, str | None]:
         for mid in parsed.message_ids:
@@ -553,6 +597,30 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
                 return targets[token], "verp"
         return None, None
 
+    def by_verp() -> Target | None:
+        return next((targets[t] for t in parsed.verp if t in targets), None)
+
+    def named(entry: dict[str, str | None]) -> tuple[Target | None, str | None]:
+        """Our letter by Message-ID, only with the recipient the report names."""
+        for mid in parsed.message_ids:
+            candidate = targets.get(mid)
+            if candidate is None:
+                continue
+            if any(_same_address(entry.get(k), candidate.email) for k in ("final_recipient", "original_recipient")):
+                return candidate, "message-id+recipient"
+            who = entry.get("final_recipient") or entry.get("original_recipient")
+            return None, (
+                f"names our letter {mid} but "
+                + (f"another recipient ({who})" if who else "no recipient")
+                + ": a Message-ID alone does not identify the letter it reports on"
+            )
+        return None, None
+
+    def judged(entry: ReceiptEntry) -> ReceiptEntry:
+        if entry.target is not None and not entry.target.attempted:
+            return suspicious(entry, entry.target)
+        return entry
+
     out: list[ReceiptEntry] = []
     if parsed.kind in ("mdn", "reply"):
         target, how = by_id()
@@ -561,19 +629,21 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
             kind = "auto-reply" if parsed.automatic else "reply"
         for index, entry in enumerate(parsed.entries or [{}]):
             out.append(
-                ReceiptEntry(
-                    part=index,
-                    kind=kind,
-                    target=target,
-                    matched_by=how,
-                    outcome=entry.get("outcome"),
-                    action=entry.get("action"),
-                    final_recipient=entry.get("final_recipient"),
-                    original_recipient=entry.get("original_recipient"),
-                    reporting_mta=entry.get("reporting_mta"),
-                    original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
-                    arrival=parsed.arrival,
-                    note=parsed.automatic,
+                judged(
+                    ReceiptEntry(
+                        part=index,
+                        kind=kind,
+                        target=target,
+                        matched_by=how,
+                        outcome=entry.get("outcome"),
+                        action=entry.get("action"),
+                        final_recipient=entry.get("final_recipient"),
+                        original_recipient=entry.get("original_recipient"),
+                        reporting_mta=entry.get("reporting_mta"),
+                        original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
+                        arrival=parsed.arrival,
+                        note=parsed.automatic,
+                    )
                 )
             )
         return out
@@ -586,38 +656,43 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
     for index, entry in enumerate(entries):
         target = None
         how = None
+        note = parsed.warning
         envid = entry.get("envid")
         if envid and envid in targets:
             candidate = targets[envid]
-            wanted = candidate.email.casefold()
-            names = {
-                (entry.get("original_recipient") or "").casefold(),
-                (entry.get("final_recipient") or "").casefold(),
-            }
-            if wanted in names:
+            if any(_same_address(entry.get(k), candidate.email) for k in ("original_recipient", "final_recipient")):
                 target, how = candidate, "envid+recipient"
             elif len(by_envelope[envid]) == 1:
                 target, how = candidate, "envid"
-        elif not envid or envid not in targets:
-            target, how = by_id()
+        else:
+            target = by_verp()
+            how = "verp" if target is not None else None
+            if target is None:
+                target, reason = named(entry)
+                if target is not None:
+                    how = reason
+                elif reason:
+                    note = f"{reason}; {note}" if note else reason
         out.append(
-            ReceiptEntry(
-                part=index,
-                kind="dsn",
-                target=target,
-                matched_by=how,
-                outcome=entry.get("outcome"),
-                action=entry.get("action"),
-                status=entry.get("status"),
-                diagnostic=entry.get("diagnostic"),
-                reporting_mta=entry.get("reporting_mta"),
-                remote_mta=entry.get("remote_mta"),
-                original_recipient=entry.get("original_recipient"),
-                final_recipient=entry.get("final_recipient"),
-                envid=envid,
-                original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
-                arrival=parsed.arrival,
-                note=parsed.warning,
+            judged(
+                ReceiptEntry(
+                    part=index,
+                    kind="dsn",
+                    target=target,
+                    matched_by=how,
+                    outcome=entry.get("outcome"),
+                    action=entry.get("action"),
+                    status=entry.get("status"),
+                    diagnostic=entry.get("diagnostic"),
+                    reporting_mta=entry.get("reporting_mta"),
+                    remote_mta=entry.get("remote_mta"),
+                    original_recipient=entry.get("original_recipient"),
+                    final_recipient=entry.get("final_recipient"),
+                    envid=envid,
+                    original_message_id=parsed.message_ids[0] if parsed.message_ids else None,
+                    arrival=parsed.arrival,
+                    note=note,
+                )
             )
         )
     if not out and parsed.warning:
@@ -673,7 +748,8 @@ def import_items(
                 continue
             if parsed.warning:
                 result.warnings.append(f"{item.source}: {parsed.warning}")
-            result.unmatched += sum(1 for e in entries if e.target is None)
+            result.suspicious += sum(1 for e in entries if e.suspicious is not None)
+            result.unmatched += sum(1 for e in entries if e.target is None and e.suspicious is None)
             for e in entries:
                 result.by_kind[e.kind] = result.by_kind.get(e.kind, 0) + 1
             reports.append(Report(raw=item.raw, sha256=sha, source=item.source, entries=entries))

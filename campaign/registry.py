@@ -327,6 +327,7 @@ def _write_cache(target: Path, registry: Registry) -> None:
         tmp = target.with_suffix(".tmp")
         fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(registry.model_dump_json())
         os.replace(tmp, target)
     except OSError:
@@ -738,6 +739,11 @@ def load_letter_template(letters_dir: Path, file: Path) -> LetterTemplate:
     """One ``<lang>.md.j2`` file: validate its name and front matter."""
     rel = file.relative_to(letters_dir).as_posix()
     label = f"letters/{rel}"
+    if not file.resolve().is_relative_to(letters_dir.resolve()):
+        raise LetterError(
+            f"{label}: a symbolic link to a file outside letters/: refused",
+            hint="a letter may only use files inside letters/; copy the text in instead of linking to it",
+        )
     lang = file.name[: -len(TEMPLATE_SUFFIX)]
     if not re.fullmatch(r"[a-z]{2}", lang):
         raise LetterError(f"{label}: {lang!r} is not a language code; name files <lang>.md.j2, e.g. en.md.j2")

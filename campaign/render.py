@@ -6,7 +6,16 @@ Contract:
   ``RenderError`` naming the template, line and institution.
 - Every merged value is Markdown-escaped before the Markdown is parsed (CommonMark,
   raw HTML disabled), so registry text cannot inject links or markup; the HTML part
-  is escaped by markdown-it. All text is NFC-normalised.
+  is escaped by markdown-it. All text is NFC-normalised. Remote images are dropped
+  (a tracking pixel), with a warning.
+- A template cannot exhaust the machine: inside the sandbox (no signals, so any thread
+  may render, the web server's too) each render has a budget of steps (loop iterations,
+  ``range`` items, calls, includes), a depth limit on nested calls and includes, and a
+  cap on the size of any text it builds (``*``, ``**``, ``+``, ``%``, ``~``, filters and
+  string methods that grow text are checked before they allocate) and of its output
+  (counted while ``generate()`` runs). Going over is a ``RenderError`` naming the template.
+- Templates are read only from inside ``letters/``: one that resolves outside it (a
+  symbolic link) is refused.
 - :func:`build_message` makes one ``EmailMessage`` per contact (exactly one address
   in To), with a random Message-ID on the sender's domain, a subject that must be one
   line, and bodies in quoted-printable so the bytes are 7-bit and never re-encoded on
@@ -18,10 +27,11 @@ This module is the only home of Jinja2, markdown-it-py and Babel.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email import base64mime as email_base64mime
@@ -36,6 +46,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import SandboxedEnvironment, SecurityError
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
@@ -118,6 +131,24 @@ BABEL_LOCALES = {"en": "en_GB"}
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~&=])")
 _MARKDOWN = MarkdownIt("commonmark", {"html": False})
+_INLINE_IMAGE = re.compile(r"^(data:image/|cid:)", re.I)
+
+
+def _image(renderer: Any, tokens: Any, idx: int, options: Any, env: Any) -> str:
+    """Images in a letter: only inline ones (``data:``, ``cid:``). A remote image is a
+    tracking pixel (the mail client fetches it and tells its server who opened the letter
+    and when), so it is dropped: its alt text stays, and the renderer warns."""
+    token = tokens[idx]
+    src = str(token.attrGet("src") or "")
+    if _INLINE_IMAGE.match(src):
+        return str(renderer.image(tokens, idx, options, env))
+    if isinstance(env, dict):
+        env.setdefault("dropped_images", []).append(src)
+    alt = renderer.renderInlineAsText(token.children or [], options, env)
+    return f"[{escape(alt)}]" if alt else ""
+
+
+_MARKDOWN.add_render_rule("image", _image)
 
 
 def md_escape(value: Any) -> str:
@@ -366,6 +397,219 @@ for _base in (jinja2.Undefined, jinja2.StrictUndefined):
     for _name, _value in vars(_base).items():
         if _value is jinja2.Undefined._fail_with_undefined_error and _name != "_fail_with_undefined_error":
             setattr(_Undefined, _name, _Undefined._fail_with_undefined_error)
+# Resource limits inside the sandbox
+
+MAX_TEXT = 10_000_000  # characters in any text a template builds, and in its output (a letter: ~10,000)
+MAX_STEPS = 1_000_000  # loop iterations, range items, calls and includes per render
+MAX_DEPTH = 40  # nested macro calls
+MAX_INCLUDES = 100  # includes and imports per render (a template that includes itself stops here)
+MAX_INT_BITS = 100_000  # ``**`` results
+_LOOP_FILTER = "campaign_loop_budget"
+
+
+class _Budget:
+    """What one render may still spend (one per render, in a context variable)."""
+
+    def __init__(self) -> None:
+        self.steps = MAX_STEPS
+        self.depth = 0
+        self.includes = 0
+
+    def spend(self, steps: int = 1) -> None:
+        self.steps -= steps
+        if self.steps < 0:
+            raise RenderError(
+                f"the template does too much work (more than {MAX_STEPS:,} loop iterations, calls and includes)",
+                hint="a letter needs no big loops; look for a loop inside a loop, or a macro that calls itself",
+            )
+
+
+_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("campaign_render_budget", default=None)
+
+
+def _spend(steps: int = 1) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.spend(steps)
+
+
+def _too_long(size: int, what: str = "text") -> RenderError:
+    return RenderError(
+        f"the template builds a {what} of {size:,} characters; a letter may hold at most {MAX_TEXT:,}",
+        hint="look for a multiplication, padding or repetition of text in the template",
+    )
+
+
+def _check_size(size: int, what: str = "text") -> None:
+    if size > MAX_TEXT:
+        raise _too_long(size, what)
+
+
+def _limit_text(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise _too_long(len(value))
+    return value
+
+
+def _budgeted(iterable: Any) -> Iterator[Any]:
+    """A loop's items, one budget step each."""
+    budget = _BUDGET.get()
+    if isinstance(iterable, jinja2.Undefined):
+        iterable = iter(iterable)
+    for item in iterable:
+        if budget is not None:
+            budget.spend()
+        yield item
+
+
+def _budgeted_range(*args: int) -> range:
+    from jinja2.sandbox import safe_range
+
+    found = safe_range(*args)
+    _spend(len(found))
+    return found
+
+
+_FORMAT_PERCENT = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_BRACES = re.compile(r"\{[^{}]*\}")
+
+
+def _check_format(text: str) -> None:
+    """Refuse a format string whose widths would make a huge text before we could check it."""
+    for match in _FORMAT_PERCENT.finditer(text):
+        for group in match.groups():
+            if group == "*" or (group and len(group) > 6) or (group and int(group) > MAX_TEXT):
+                raise _too_long(MAX_TEXT + 1, "formatted text")
+    for match in _FORMAT_BRACES.finditer(text):
+        for number in re.findall(r"\d+", match.group(0).partition(":")[2]):
+            if len(number) > 6 or int(number) > MAX_TEXT:
+                raise _too_long(MAX_TEXT + 1, "formatted text")
+
+
+def _grown(value: Any, args: tuple[Any, ...], method: str) -> int | None:
+    """The size a text-growing operation would produce (checked before it runs), or None."""
+    if not isinstance(value, str):
+        return None
+    if method in ("center", "ljust", "rjust", "zfill", "indent", "wordwrap", "truncate"):
+        widths = [a for a in args[:1] if isinstance(a, int)]
+        extra = widths[0] if widths else 0
+        if method == "indent":
+            return len(value) + extra * (value.count("\n") + 2)
+        return len(value) + max(0, extra)
+    if method == "expandtabs":
+        width = args[0] if args and isinstance(args[0], int) else 8
+        return len(value) + value.count("\t") * max(0, width)
+    if method == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
+        count = value.count(args[0]) if args[0] else len(value) + 1
+        return len(value) + count * max(0, len(args[1]) - len(args[0]))
+    if method in ("format", "format_map"):
+        _check_format(value)
+    return None
+
+
+def _checked_filter(name: str, filter_: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(filter_)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # Filters get the value first (or the context/environment, marked by pass_* flags).
+        values = [a for a in args if isinstance(a, str)]
+        if values:
+            rest = args[args.index(values[0]) + 1 :] + tuple(kwargs[k] for k in ("width", "length") if k in kwargs)
+            size = _grown(values[0], rest, name)
+            if size is not None:
+                _check_size(size)
+        if name == "format" and values:
+            _check_format(values[0])
+        _spend()
+        result = filter_(*args, **kwargs)
+        if isinstance(result, str | list | tuple) and len(result) > MAX_TEXT:
+            raise _too_long(len(result))
+        return result
+
+    return run
+
+
+class _LimitedCode(CodeGenerator):
+    """The sandbox's code, with every loop's items counted and every ``~`` checked."""
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        for loop in node.find_all(nodes.For):
+            if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == _LOOP_FILTER):
+                loop.iter = nodes.Filter(loop.iter, _LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno)
+        super().visit_Template(node, frame)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.limit_text(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+class LimitedSandbox(SandboxedEnvironment):
+    """Jinja2's sandbox with the resource limits above."""
+
+    code_generator_class = _LimitedCode
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.globals["range"] = _budgeted_range
+        self.globals.pop("lipsum", None)  # placeholder text in any amount: nothing a letter needs
+        self.filters = {name: _checked_filter(name, f) for name, f in self.filters.items()}
+        self.filters[_LOOP_FILTER] = _budgeted
+
+    @staticmethod
+    def limit_text(value: Any) -> Any:
+        return _limit_text(value)
+
+    def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                    _check_size(len(seq) * max(0, times))
+        elif operator == "**":
+            if isinstance(left, int) and isinstance(right, int) and right > 0:
+                if max(1, abs(left).bit_length()) * right > MAX_INT_BITS and abs(left) > 1:
+                    raise RenderError(f"the template computes a number with more than {MAX_INT_BITS:,} bits")
+        elif operator == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _check_size(len(left) + len(right))
+        elif operator == "%" and isinstance(left, str):
+            _check_format(left)
+        return _limit_text(super().call_binop(context, operator, left, right))
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        budget = _BUDGET.get()
+        if isinstance(__obj, LoopContext) and args:  # a recursive loop's next level
+            args = (_budgeted(args[0]), *args[1:])
+        target = getattr(__obj, "__wrapped__", __obj)
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, str):
+            size = _grown(owner, args, getattr(target, "__name__", ""))
+            if size is not None:
+                _check_size(size)
+        if budget is None:
+            return _limit_text(super().call(__context, __obj, *args, **kwargs))
+        budget.spend()
+        budget.depth += 1
+        try:
+            if budget.depth > MAX_DEPTH:
+                raise RenderError(
+                    f"the template nests calls more than {MAX_DEPTH} deep (a macro that calls itself?)",
+                    hint="a macro must stop calling itself at some point",
+                )
+            return _limit_text(super().call(__context, __obj, *args, **kwargs))
+        finally:
+            budget.depth -= 1
+
+    def get_template(self, name: Any, parent: str | None = None, globals: Any = None) -> jinja2.Template:  # noqa: A002
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.spend()
+            budget.includes += 1
+            if budget.includes > MAX_INCLUDES:
+                raise RenderError(
+                    f"the template includes templates more than {MAX_INCLUDES} times (a template that includes itself?)"
+                )
+        return super().get_template(name, parent, globals)
 
 
 class _LetterLoader(jinja2.BaseLoader):
@@ -387,6 +631,15 @@ class _LetterLoader(jinja2.BaseLoader):
             raise RenderError(f"letters/{'/'.join(pieces)}: cannot read: {err.strerror or err}") from None
         except UnicodeDecodeError:
             raise RenderError(f"letters/{'/'.join(pieces)}: not UTF-8 text", hint="save the file as UTF-8") from None
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            # A symbolic link out of letters/ would let {% include %} put any readable file
+            # (a key, a password store) into a letter.
+            raise LetterError(
+                f"letters/{'/'.join(pieces)}: a symbolic link to a file outside letters/: refused",
+                hint="a letter may only use files inside letters/; copy the text in instead of linking to it",
+            )
+        mtime = path.stat().st_mtime
+        text = nfc(path.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
         front, body, body_line = split_front_matter(text)
         if front is not None:
             body = "\n" * (body_line - 1) + body
@@ -420,8 +673,8 @@ class Renderer:
             "keep_trailing_newline": True,
             "auto_reload": False,
         }
-        self._body_env = SandboxedEnvironment(finalize=_finalize_markdown, **common)
-        self._plain_env = SandboxedEnvironment(finalize=_finalize_plain, **common)
+        self._body_env = LimitedSandbox(finalize=_finalize_markdown, **common)
+        self._plain_env = LimitedSandbox(finalize=_finalize_plain, **common)
         for env in (self._body_env, self._plain_env):
             env.filters["date"] = format_date
 
@@ -491,7 +744,15 @@ class Renderer:
         except jinja2.TemplateNotFound as err:
             raise LetterError(f"letters/{template.path}: template not found: {err.name}") from None
         markdown = _run(body_tpl, context, subject_source, where).strip() + "\n"
-        html_body = _MARKDOWN.render(markdown)
+        env: dict[str, Any] = {}
+        html_body = _MARKDOWN.render(markdown, env)
+        warnings = [warning] if warning else []
+        for src in env.get("dropped_images", []):
+            shown = src if len(src) <= 60 else src[:57] + "…"
+            warnings.append(
+                f"{subject_source}: image {shown!r} dropped {where}: letters carry no remote images (the mail "
+                "client would fetch it and tell its server who opened the letter)"
+            )
         html = (
             f'<!DOCTYPE html>\n<html lang="{chosen}">\n<head>\n<meta charset="utf-8">\n'
             f"<title>{escape(subject)}</title>\n</head>\n<body>\n{html_body}</body>\n</html>\n"
@@ -504,7 +765,7 @@ class Renderer:
             text=markdown_to_text(markdown),
             html=html,
             body_html=html_body,
-            warnings=(warning,) if warning else (),
+            warnings=tuple(warnings),
         )
 
 
@@ -534,9 +795,27 @@ def choose_language(letter: Letter, recipient: Recipient, override: str | None =
     )
 
 
+def _generate(template: jinja2.Template, context: dict[str, Any]) -> str:
+    """Render with a fresh budget, counting the output as it is produced."""
+    token = _BUDGET.set(_Budget())
+    try:
+        out: list[str] = []
+        size = 0
+        for chunk in template.generate(context):
+            size += len(chunk)
+            if size > MAX_TEXT:
+                raise _too_long(size, "letter")
+            out.append(chunk)
+        return "".join(out)
+    finally:
+        _BUDGET.reset(token)
+
+
 def _run(template: jinja2.Template, context: dict[str, Any], source: str, where: str) -> str:
     try:
-        return template.render(context)
+        return _generate(template, context)
+    except RecursionError:
+        raise RenderError(f"{source}: the template nests too deeply (it includes or calls itself) {where}") from None
     except RenderError as err:
         line = _template_line(err)
         raise RenderError(f"{source}{line}: {err.message} {where}") from None
@@ -726,6 +1005,7 @@ def build_message(
     html = _text_part(rendered.html, "html", policy)
     html.set_raw("MIME-Version", "1.0")  # as add_alternative() writes it: the same bytes as before
     msg.set_payload([_text_part(rendered.text, "plain", policy), html])
+    check_header_lines(msg, to_address)
     return msg
 
 
@@ -771,6 +1051,24 @@ def _text_part(text: str, subtype: str, policy: Any) -> EmailMessage:
 def _parsed(utf8: bool, name: str, value: str) -> Any:
     """A header object of the policy, made once per value (header objects are immutable)."""
     return (POLICY_UTF8 if utf8 else POLICY).header_factory(name, value)
+
+
+MAX_LINE = 998  # octets per line, RFC 5322 2.1.1
+
+
+def check_header_lines(msg: EmailMessage, to_address: str) -> None:
+    """Every header line fits the 998-octet limit once folded (a long name without spaces
+    cannot be folded). Raises RenderError naming the header."""
+    for name, value in msg.raw_items():  # raw: no header is parsed again to be measured
+        if len(name) + 2 + 4 * len(str(value)) <= MAX_LINE:
+            continue  # cannot reach the limit even if every character took four bytes
+        folded = msg.policy.fold_binary(name, value)
+        longest = max(len(line) for line in folded.split(b"\r\n"))
+        if longest > MAX_LINE:
+            raise RenderError(
+                f"{name} (to <{to_address}>): a header line of {longest} bytes; mail allows {MAX_LINE}",
+                hint="shorten the name or subject (a contact's name, or the institution's when it has none)",
+            )
 
 
 def message_bytes(msg: EmailMessage) -> bytes:

@@ -137,3 +137,26 @@ def tree_digest(path: Path) -> dict[str, str]:
         if file.is_file() and ".campaign/cache/" not in file.as_posix():
             digests[str(file.relative_to(path))] = hashlib.sha256(file.read_bytes()).hexdigest()
     return digests
+
+
+def stored_body(state_db: Path, row_id: int | None = None) -> bytes:
+    """A letter's stored bytes as every reader sees them (the store compresses bodies)."""
+    from campaign.store import open_store
+
+    with open_store(f"sqlite:///{state_db}") as store:
+        if row_id is None:
+            row_id = store.messages()[0].id
+        return store.wire_bytes(row_id)[1]
+
+
+def forge_body(state_db: Path, row_id: int, body: bytes) -> None:
+    """Change a letter's stored bytes behind campaign's back, as someone editing the
+    database would: the raw bytes, uncompressed."""
+    import sqlite3
+
+    con = sqlite3.connect(state_db)
+    try:
+        con.execute("UPDATE message_bodies SET body = ?, encoding = NULL WHERE id = ?", (body, row_id))
+        con.commit()
+    finally:
+        con.close()

@@ -32,6 +32,7 @@ LEVELS = {
     "ledger": 4,
     "cases": 4,
     "roster": 4,
+    "evidence": 4,
     "dispatch": 5,
     "receipts": 5,
     "submission": 5,

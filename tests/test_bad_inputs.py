@@ -143,6 +143,23 @@ def _template_folder(ws: Path) -> None:
     (template / "README.txt").write_text("not a template\n")
 
 
+def _other_chain_key(ws: Path) -> None:
+    """Another workspace's chain key in place of this one's (a teammate's, a wrong backup)."""
+    (ws / ".campaign" / "chain.key").write_bytes(bytes(range(32)))
+
+
+def _damaged_chain_key(ws: Path) -> None:
+    (ws / ".campaign" / "chain.key").write_bytes(b"short")
+
+
+def _changed_body(ws: Path) -> None:
+    """A queued letter's bytes changed directly in the database."""
+    from tests.conftest import forge_body, stored_body
+
+    state = ws / ".campaign" / "state.db"
+    forge_body(state, 1, stored_body(state, 1) + b"\r\n")
+
+
 GENERATORS = {
     "registry-folder": _registry_folder,
     "template-folder": _template_folder,
@@ -152,9 +169,19 @@ GENERATORS = {
     "truncated-db": _truncated_db,
     "truncated-pdf": _truncated_pdf,
     "case-files": _case_files,
+    "other-chain-key": _other_chain_key,
+    "damaged-chain-key": _damaged_chain_key,
+    "changed-body": _changed_body,
 }
 # Generators that need the state the setup commands created.
-AFTER_SETUP = {"newer-schema-db", "truncated-db", "truncated-pdf"}
+AFTER_SETUP = {
+    "newer-schema-db",
+    "truncated-db",
+    "truncated-pdf",
+    "other-chain-key",
+    "damaged-chain-key",
+    "changed-body",
+}
 
 
 # ---------------------------------------------------------------------------

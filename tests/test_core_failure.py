@@ -177,7 +177,7 @@ def test_an_exception_inside_the_claimer_stops_the_run_with_one_line(tmp_path: P
     with Sink(record=tmp_path / "sink.log") as sink:
         ws = workspace_for(tmp_path, sink.port, letters=3)
         with sqlite3.connect(ws / ".campaign" / "state.db") as conn:
-            conn.execute("UPDATE message_bodies SET body = 'text, not bytes' WHERE id = 2")
+            conn.execute("UPDATE messages SET attempts = 'not a number' WHERE id = 2")
         result = crash.run(ws, "send", "--yes", timeout=60)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

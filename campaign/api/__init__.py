@@ -34,12 +34,11 @@ from campaign.errors import (
 from campaign.models import Contact, Event, Letter, Message, Recipient, Registry, utcnow
 from campaign.render import RenderedLetter, Renderer, build_message, message_bytes, new_message_id
 from campaign.store import MessageFilter
-from campaign.wording import plural
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
     from campaign.imap import ImapConfig
-    from campaign.ledger import BundleCheck, Verification
+    from campaign.ledger import Verification
     from campaign.outbox import QueueReport
     from campaign.pacing import PacingConfig
     from campaign.receipts import ImportResult
@@ -368,8 +367,11 @@ def open_store(ws: Workspace, *, create: bool = True) -> SqlStore:
 
             return SqliteStore(None)
         ws.ensure_state_dir()
-        return _open(ws.store_url, busy_timeout=busy)
-    return _open(ws.store_url, password=_store_password(ws.store_url), busy_timeout=busy)
+        store: SqlStore = _open(ws.store_url, busy_timeout=busy)
+    else:
+        store = _open(ws.store_url, password=_store_password(ws.store_url), busy_timeout=busy)
+    store.key_path = ws.state_dir / "chain.key"  # the workspace's chain key (campaign.store.integrity)
+    return store
 
 
 def _store_password(url: str) -> str | None:
@@ -453,6 +455,8 @@ def _new_state_undone_on_error(ws: Workspace) -> Iterator[None]:
     folder_existed = ws.state_dir.exists()
     db = ws.state_dir / "state.db"
     db_existed = db.exists() or ws.settings.store.url is not None
+    key = ws.state_dir / "chain.key"
+    key_existed = key.exists()
     try:
         yield
     except BaseException:
@@ -461,6 +465,8 @@ def _new_state_undone_on_error(ws: Workspace) -> Iterator[None]:
         elif not db_existed:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
+            if not key_existed:
+                key.unlink(missing_ok=True)  # it tagged nothing that was kept
         raise
 
 
@@ -617,6 +623,7 @@ class SendOutcome:
     report: RunReport | None
     remaining: list[Message] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
+    refused: list[dict[str, Any]] = field(default_factory=list)  # held: bytes not as logged
 
     @property
     def exit_code(self) -> int:
@@ -627,7 +634,7 @@ class SendOutcome:
         if self.report.aborted or self.report.interrupted:
             return 130
         p = self.report.progress
-        return 3 if (p.failed or p.held or self.report.expired) else 0
+        return 3 if (p.failed or p.held or self.report.expired or self.refused) else 0
 
 
 def smtp_config(ws: Workspace) -> SmtpConfig:
@@ -766,11 +773,17 @@ def _run_send(
             if installed:
                 loop.remove_signal_handler(signal.SIGINT)
 
+    from campaign.api.evidence import refused_by_integrity
+    from campaign.store.sql import iso
+
+    started = iso(now_ms())
     report = asyncio.run(main())
     remaining: list[Message] = []
+    refused: list[Any] = []
     with contextlib.suppress(CampaignError):  # a store that stopped the run may refuse this too
         remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
-    return SendOutcome(report, remaining=remaining)
+        refused = refused_by_integrity(store, started)
+    return SendOutcome(report, remaining=remaining, refused=refused)
 
 
 def _pacing(ws: Workspace, request: SendRequest, registry: Registry | None = None) -> PacingConfig:
@@ -871,7 +884,7 @@ def dkim_keygen(ws: Workspace, selector: str, domain: str | None = None) -> Dkim
     private, public = make_key()
     path = folder / f"{selector}.key"
     _write_private_file(path, private)
-    (folder / f"{selector}.txt").write_text(f"v=DKIM1; k=rsa; p={public}\n")
+    _write_private_file(folder / f"{selector}.txt", f"v=DKIM1; k=rsa; p={public}\n".encode())
     return DkimKey(path, f"{selector}._domainkey.{domain}", f"v=DKIM1; k=rsa; p={public}")
 
 
@@ -889,6 +902,7 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
         path = outdir / f"{msg.id:06d}-{msg.recipient}.eml"
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # an older file may have been looser
             handle.write(prefix + body)
         written.append(path)
     return written
@@ -1185,71 +1199,6 @@ def unmatched_receipts(ws: Workspace) -> list[dict[str, Any]]:
         store.close()
 
 
-@dataclass
-class ExportResult:
-    path: Path
-    letters: int
-    events: int
-    head: str
-    left_out: int = 0  # letters about a case, left out without --with-case-letters
-
-
-def export_evidence(
-    ws: Workspace,
-    out: Path,
-    *,
-    campaign: str | None = None,
-    ids: list[int] | None = None,
-    with_case_letters: bool = False,
-) -> ExportResult:
-    """Write an evidence bundle for a campaign or for message ids. Letters about a case
-    carry case data in their bytes: they are left out unless ``with_case_letters``."""
-    from campaign.ledger import BundleLetter, export_bundle
-    from campaign.models import to_rfc3339
-
-    if bool(campaign) == bool(ids):
-        raise UsageError("give either --campaign NAME or message ids (see `campaign log`)")
-    store = open_store(ws, create=False)
-    try:
-        messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
-        about_cases = [m for m in messages if m.cases]
-        if about_cases and not with_case_letters:
-            if len(about_cases) == len(messages):
-                raise SelectionError(
-                    f"all {plural(len(messages), 'letter')} are about a case and carry its data in their bytes; "
-                    "nothing was written",
-                    hint="add --with-case-letters to export them (keep the bundle as private as the case files)",
-                )
-            messages = [m for m in messages if not m.cases]
-        if not messages:
-            raise SelectionError(
-                f"no letters in campaign {campaign!r}"
-                if campaign
-                else f"no messages with ids {', '.join(map(str, ids or []))}",
-                hint="see `campaign status` and `campaign log`",
-            )
-        letters = [
-            BundleLetter(m.id, m.message_id, m.campaign, m.recipient, m.email, m.status.value, m.subject)
-            for m in messages
-        ]
-        try:
-            events, head = export_bundle(store, letters, out, created_at=to_rfc3339(utcnow()))
-        except OSError as err:
-            raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
-    finally:
-        store.close()
-    return ExportResult(out, len(letters), events, head, 0 if with_case_letters else len(about_cases))
-
-
-def verify_bundle(path: Path) -> BundleCheck:
-    """Check an evidence bundle offline."""
-    from campaign.ledger import verify_bundle as check
-
-    if not path.is_file():
-        raise SelectionError(f"{path}: no such file")
-    return check(path)
-
-
 # ---------------------------------------------------------------------------
 # Teams: a shared store
 
@@ -1284,7 +1233,7 @@ def migrate_store(
                     f"{target.label}: already holds letters or events; nothing was copied",
                     hint="migrate into an empty database",
                 )
-            copied = copy_state(source, target, on_progress=on_progress)
+            copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
             check = verify(target)
             label = target.label
         finally:
@@ -1491,9 +1440,11 @@ class BatchResult:
     print_file: Path | None = None
 
 
-def read_supporters(path: Path) -> list[SignerInput]:
+def read_supporters(path: Path, images: Path | None = None) -> list[SignerInput]:
     """supporters.csv: columns name (required), title, city, signature_image (a PNG path,
-    relative to the CSV). Raises SelectionError naming the line."""
+    relative to the CSV's folder, or to ``images`` when given, and never outside it: a CSV
+    from someone else must not make us read and stamp any file we can read).
+    Raises SelectionError naming the line."""
     import csv
 
     try:
@@ -1523,7 +1474,14 @@ def read_supporters(path: Path) -> list[SignerInput]:
         if any("\n" in (v or "") or "\r" in (v or "") for v in row.values()):
             raise SelectionError(f"{path}:{line}: a value spans several lines")
         image = (row.get("signature_image") or "").strip()
-        image_path = (path.parent / image) if image else None
+        base = images if images is not None else path.parent
+        image_path = (base / image) if image else None
+        if image_path is not None and not image_path.resolve().is_relative_to(base.resolve()):
+            where = f"--images {images}" if images is not None else "the CSV's folder"
+            raise SelectionError(
+                f"{path}:{line}: signature_image {image!r} is outside {where}; refused",
+                hint="put the signature images in the CSV's folder, or name their folder with --images DIR",
+            )
         if image_path is not None and not image_path.is_file():
             raise SelectionError(f"{path}:{line}: signature_image {image!r} not found")
         supporters.append(
@@ -1570,6 +1528,7 @@ def pdf_batch(
     print_file: Path | None = None,
     processes: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    images: Path | None = None,
 ) -> BatchResult:
     """One organisation-sealed PDF per supporter and institution, in worker processes."""
     import zipfile
@@ -1579,7 +1538,9 @@ def pdf_batch(
     from campaign.outbox import check_selection
 
     check_selection(ids, tags, everyone)
-    supporters = read_supporters(supporters_csv)
+    if images is not None and not images.is_dir():
+        raise SelectionError(f"--images {images}: no such folder")
+    supporters = read_supporters(supporters_csv, images)
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
@@ -1634,10 +1595,12 @@ def pdf_batch(
     result = BatchResult(files)
     if zip_output:
         result.zip_file = out_dir / f"{letter.id}-signed-letters.zip"
-        with zipfile.ZipFile(result.zip_file, "w", compression=zipfile.ZIP_STORED) as bundle:
-            for path in files:
-                bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
-        result.zip_file.chmod(0o600)
+        fd = os.open(result.zip_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o600)  # private from the first byte, whatever the umask
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as bundle:
+                for path in files:
+                    bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
     if print_file is not None:
         _write_private_file(print_file, pdf.merge_unsigned(unsigned))
         result.print_file = print_file

@@ -85,11 +85,30 @@ def reset_consoles() -> None:
     _stdout = _stderr = None
 
 
+_UNSAFE = {
+    c
+    for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+    if c not in (0x09, 0x0A)
+}
+
+
+def visible(text: str) -> str:
+    """Data with its control characters shown as escapes (``\\x1b``), never sent to a
+    terminal as they are: an escape sequence in a campaign name, a server's reply or a
+    report's subject must not recolour, move or rewrite what a person reads. Tabs and
+    line breaks stay; bidirectional overrides are escaped too."""
+    if text.isprintable():
+        return text
+    return "".join(
+        (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}") if ord(ch) in _UNSAFE else ch for ch in text
+    )
+
+
 def plain(text: str) -> str:
-    """Escape rich markup in user data."""
+    """User data, safe to print: rich markup escaped, control characters made visible."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(visible(text))
 
 
 def warn(message: str) -> None:
@@ -100,9 +119,14 @@ def note(message: str) -> None:
     err().print(plain(message))
 
 
+_JSON_UNSAFE = {c: f"\\u{c:04x}" for c in _UNSAFE if c >= 0x7F}  # json.dumps escapes the rest
+
+
 def print_json(data: Any) -> None:
-    """JSON to stdout, UTF-8, stable key order."""
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+    """JSON to stdout, UTF-8, stable key order; C1 controls and bidirectional overrides
+    escaped (JSON escapes C0 itself), so no data can drive a terminal."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write(text.translate(_JSON_UNSAFE) + "\n")
     sys.stdout.flush()
 
 

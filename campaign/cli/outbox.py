@@ -490,6 +490,11 @@ def print_send_summary(outcome: Any) -> None:
                 f"recovery journal could not be written either ({plain(report.journal_error or '')}): "
                 f"message ids {ids} were delivered; do not send them again"
             )
+    for held in getattr(outcome, "refused", []):
+        common.err().print(
+            f"[bold red]error:[/bold red] message {held['id']} to {plain(held['recipient'])} "
+            f"<{plain(held['email'])}> held, {plain(held['last_reply'] or '')}"
+        )
     if report.stopped is not None:
         common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
         if report.stopped.hint:
@@ -849,6 +854,8 @@ def _write_csv(rows: list[dict[str, Any]]) -> None:
     fields: list[str] = []
     for row in rows:
         fields.extend(k for k in row if k not in fields)
+    # Data never carries control characters through (CSV is read in terminals too).
+    rows = [{k: common.visible(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
@@ -859,41 +866,68 @@ def log_verify(
     ctx: typer.Context,
     bundle: Annotated[
         Path | None,
-        typer.Option("--bundle", help="Check an exported evidence bundle instead of the log.", metavar="FILE"),
+        typer.Option(
+            "--bundle",
+            help="Check an exported evidence bundle (.zip, or the folder it was unzipped into) instead of the log.",
+            metavar="FILE|DIR",
+        ),
     ] = None,
 ) -> None:
-    """Recompute the hash chain of the log; name the first broken event.
+    """Recompute the hash chain of the log and check every stored letter against it.
 
     Exit 0 and print the event count and the chain head hash (keep it somewhere
-    else: it lets anyone check later that nothing was changed); exit 1 otherwise.
-    With --bundle, check an evidence bundle offline (no workspace needed).
+    else: it lets anyone check later that nothing was changed); exit 1 and name the
+    first broken event, or each letter whose stored bytes are not the bytes the log
+    recorded. With --bundle, check an evidence bundle offline (no workspace needed):
+    every file against the chain, the manifest against the events, and that no event
+    of its campaign or letters was left out.
 
     Example:
 
         campaign log verify --bundle evidence.zip
     """
-    from campaign import api
+    from campaign.api import evidence as evidence_api
 
     if bundle is not None:
-        check = api.verify_bundle(bundle)
+        check = evidence_api.verify_bundle(bundle)
+        for caveat in check.caveats:
+            warn(caveat)
         if check.ok:
             out().print(
                 f"ok: {plural(check.letters, 'letter')}, {plural(check.events, 'event')}, chain head {check.head}"
             )
+            if check.scope and check.scope.startswith("campaign "):
+                out().print(f"complete: every event of {plain(check.scope)} in the log is in the bundle")
+            elif check.scope:
+                out().print("complete: every event of each of these letters in the log is in the bundle")
             out().print("compare the chain head with one you received earlier by another way")
             return
         for problem in check.problems:
             err().print(f"[bold red]error:[/bold red] {plain(problem)}")
         raise typer.Exit(1)
+    from campaign import api
+
     ws = state(ctx).workspace()
     result = api.verify_log(ws)
+    for caveat in result.caveats:
+        warn(caveat)
     if result.ok:
         out().print(f"ok: {plural(result.count, 'event')}, chain head {result.head}")
         return
+    if result.broken_seq is not None:
+        err().print(
+            f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}"
+        )
+        err().print(f"[dim]hint:[/dim] events 1–{result.count} verify; the log was changed outside campaign")
+        raise typer.Exit(1)
+    for problem in result.problems[:50]:
+        err().print(f"[bold red]error:[/bold red] {plain(problem)}")
+    if len(result.problems) > 50:
+        err().print(f"[bold red]error:[/bold red] … and {len(result.problems) - 50} more")
     err().print(
-        f"[bold red]error:[/bold red] the log is broken at event {result.broken_seq}: {plain(result.reason or '')}"
+        f"[dim]hint:[/dim] the chain verifies ({result.count} events, head {result.head[:16]}…); `campaign send` holds "
+        "these letters instead of sending them"
     )
-    err().print(f"[dim]hint:[/dim] events 1–{result.count} verify; the log was changed outside campaign")
     raise typer.Exit(1)
 
 
@@ -913,22 +947,32 @@ def log_export(
             "--with-case-letters", help="Include letters about a case (their bytes carry the case's personal data)."
         ),
     ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the bundle if the file exists.")] = False,
 ) -> None:
     """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
 
     Anyone can check the bundle offline, with `campaign log verify --bundle` or by hand
-    with sha256sum (VERIFY.md explains how).
+    with sha256sum and a few lines of Python (VERIFY.md explains how). A campaign's
+    bundle proves it holds every event of the campaign; a bundle of some letters, every
+    event of those letters. The file is private (mode 0600) and never overwritten
+    without --force.
 
     Example:
 
         campaign log export --campaign peace-agreement -o evidence.zip
     """
-    from campaign import api
+    from campaign.api import evidence as evidence_api
 
     ws = state(ctx).workspace()
-    result = api.export_evidence(ws, output, campaign=campaign, ids=ids or None, with_case_letters=with_case_letters)
+    result = evidence_api.export_evidence(
+        ws, output, campaign=campaign, ids=ids or None, force=force, with_case_letters=with_case_letters
+    )
+    for w in result.warnings:
+        warn(w)
+    whole = f"campaign {campaign}, complete" if result.scope == "campaign" else "selected letters"
     out().print(
-        f"wrote {plain(str(result.path))}: {plural(result.letters, 'letter')}, {plural(result.events, 'event')}"
+        f"wrote {plain(str(result.path))} ({plain(whole)}): {plural(result.letters, 'letter')}, "
+        f"{plural(result.events, 'event')}"
     )
     if result.left_out:
         warn(

@@ -188,12 +188,19 @@ def pdf_batch(
     processes: Annotated[
         int | None, typer.Option("--processes", min=1, help="Worker processes (default: number of CPUs).")
     ] = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images", help="The folder signature_image paths are relative to (default: the CSV's).", metavar="DIR"
+        ),
+    ] = None,
 ) -> None:
     """One organisation-sealed PDF per supporter and institution.
 
     supporters.csv is UTF-8 with a header; `name` is required, `title`, `city` and
-    `signature_image` (a PNG path relative to the CSV) are optional. A bad row is
-    reported with its line number and nothing is written.
+    `signature_image` (a PNG path relative to the CSV's folder, or to --images DIR,
+    and never outside it) are optional. A bad row is reported with its line number
+    and nothing is written.
 
     Example:
 
@@ -229,6 +236,7 @@ def pdf_batch(
             print_file=print_file,
             processes=processes,
             on_progress=tick,
+            images=images,
         )
     finally:
         if progress is not None:
@@ -251,7 +259,9 @@ def pdf_verify(
 ) -> None:
     """Check signed letters: who signed, when, and whether each is intact, trusted and unmodified.
 
-    Exit 1 when any file fails. Works without a workspace when --trust is given.
+    Any byte after the signed part of the file is reported and what it changed is named
+    (document information, metadata, bytes outside the document). Exit 1 when any file
+    fails. Works without a workspace when --trust is given.
 
     Example:
 
@@ -295,6 +305,8 @@ def pdf_verify(
                     out().print(f"      {key}: {plain(r.proof[key])}")
         for reason in r.reasons:
             out().print(f"    why: {plain(reason)}")
+        for found in r.after_signing:
+            out().print(f"    after the signature: {plain(found)}")
         failed += 0 if r.ok else 1
     if failed < len(results):
         out().print(f"[dim]{plain(ASSURANCE)}[/dim]")

@@ -45,6 +45,11 @@ def receipts_import(
         out().print(f"{plural(result.already, 'report')} imported before: unchanged")
     if result.unmatched:
         out().print(f"{plural(result.unmatched, 'entry')} matching no letter: see `campaign receipts unmatched`")
+    if result.suspicious:
+        warn(
+            f"{plural(result.suspicious, 'entry')} about letters that were never sent: kept as suspicious, "
+            "nothing was changed; see `campaign receipts unmatched`"
+        )
     for reason, n in sorted(result.skipped.items()):
         out().print(f"skipped {n}: {plain(reason)}")
 
@@ -54,7 +59,8 @@ def receipts_unmatched(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """List report entries that matched no letter (they are kept, never dropped).
+    """List report entries that changed no letter: unmatched ones, and suspicious ones
+    (about a letter that was never sent). They are kept, never dropped.
 
     Example:
 
@@ -74,7 +80,7 @@ def receipts_unmatched(
     for r in rows:
         t.add_row(
             r["received_at"][:19].replace("T", " "),
-            r["kind"],
+            ("SUSPICIOUS " if r.get("suspicious_row") else "") + r["kind"],
             r["outcome"] or "",
             plain(r["final_recipient"] or ""),
             plain(r["status"] or ""),

@@ -10,7 +10,12 @@ Contract:
   and allowed to sign), *unmodified* (nothing was appended after the last signature
   except validation data or timestamps; an earlier signature may only be followed by
   further signatures; any DocMDP violation, any drawing, annotation or replaced
-  object counts as modified).
+  object counts as modified). pyHanko lets an update of the document information
+  (Title, Author) or of its XMP metadata pass, and ignores bytes appended after the
+  last ``%%EOF``: every byte after the last signed range is therefore examined here
+  and named (:attr:`Verification.after_signing`); a changed /Info or XMP, or bytes
+  outside any revision, make the letter *modified*. Only validation data (a /DSS
+  dictionary, a document timestamp) may follow a signature unremarked.
 - The reasons are plain sentences for a non-technical reader, one per failure.
 - A bad, forged or tampered signature never raises; only a file that is not a PDF, is
   truncated or cannot be parsed at all raises ``PdfError`` (one line).
@@ -25,6 +30,7 @@ from io import BytesIO
 
 from asn1crypto import pem
 from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.misc import PdfError as PyHankoPdfError
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.diff_analysis import ModificationLevel, SuspiciousModification
@@ -54,6 +60,7 @@ class Verification:
     reasons: list[str] = field(default_factory=list)  # plain-language, one per failure
     proof: dict[str, str] | None = None  # the QR payload's fields (letters from the signing page)
     proof_ok: bool | None = None  # None: no payload
+    after_signing: list[str] = field(default_factory=list)  # what the bytes after the signed range hold
 
 
 def _load_roots(trust_roots: list[bytes], names: list[str] | None = None) -> list[asn1_x509.Certificate]:
@@ -164,6 +171,71 @@ def _modification_reasons(status: PdfSignatureStatus, *, last: bool) -> list[str
     return reasons
 
 
+_BLANK = b"\r\n\t\x0c\x00 "
+
+
+def _text(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _after_signing(reader: PdfFileReader, data: bytes, sig: EmbeddedPdfSignature) -> tuple[list[str], list[str]]:
+    """(what the bytes after the last signed range hold, which of those are changes)."""
+    try:
+        byte_range = [int(x) for x in sig.sig_object["/ByteRange"]]
+        signed_end = byte_range[2] + byte_range[3]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return [], []
+    if not data[signed_end:].strip(_BLANK):
+        return [], []
+    described: list[str] = []
+    changes: list[str] = []
+    extra = len(data) - signed_end
+    described.append(f"{extra:,} bytes follow the signed part of the file")
+    try:
+        later = reader.xrefs.total_revisions - 1 - sig.signed_revision
+        old = reader.get_historical_resolver(sig.signed_revision)
+        if later > 0:
+            described.append(
+                "1 update was appended after signing" if later == 1 else f"{later} updates were appended after signing"
+            )
+            old_info = old.get_object(old.trailer_view.get_value_as_reference("/Info"))
+            new_info = reader.trailer_view["/Info"] if "/Info" in reader.trailer_view else None
+            if isinstance(new_info, generic.DictionaryObject) and isinstance(old_info, generic.DictionaryObject):
+                keys = sorted(
+                    str(k).lstrip("/") for k in set(old_info) | set(new_info) if old_info.get(k) != new_info.get(k)
+                )
+                if keys:
+                    shown = ", ".join(
+                        f"{k} ({_text(old_info.get('/' + k, ''))!r} → {_text(new_info.get('/' + k, ''))!r})"
+                        for k in keys[:4]
+                    )
+                    changes.append(f"The document information was changed after signing: {shown}.")
+            old_root = old.get_object(old.trailer_view.get_value_as_reference("/Root"))
+            old_bytes = new_bytes = None
+            if isinstance(old_root, generic.DictionaryObject) and "/Metadata" in old_root:
+                old_bytes = old.get_object(old_root.get_value_as_reference("/Metadata")).data
+            if "/Metadata" in reader.root:
+                new_bytes = reader.root["/Metadata"].data
+            if old_bytes != new_bytes:
+                changes.append("The document's XMP metadata (title, author, dates) was changed after signing.")
+            if "/DSS" in reader.root or list(reader.embedded_timestamp_signatures):
+                described.append("validation data (certificates, revocation data or a timestamp) was added")
+        last_end = reader.xrefs.get_xref_container_info(reader.xrefs.total_revisions - 1).end_location
+        eof = data.find(b"%%EOF", last_end)
+        tail = data[eof + 5 :].strip(_BLANK) if eof >= 0 else b""
+        if tail:
+            changes.append(
+                f"{len(tail):,} bytes were added after the end of the file: they belong to no revision of the "
+                "document and no signature covers them."
+            )
+    except (PyHankoPdfError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        changes.append(
+            f"The bytes after the signature cannot be read ({type(err).__name__}): treat the file as changed."
+        )
+    return described, changes
+
+
 def verify_pdf(
     data: bytes, *, trust_roots: list[bytes], name: str = "letter.pdf", trust_names: list[str] | None = None
 ) -> Verification:
@@ -246,6 +318,10 @@ def verify_pdf(
     proof = check_proof(data, _fingerprints(signatures, roots))
     if proof is not None:
         reasons.extend(proof.problems)
+    after, changes = _after_signing(reader, data, signatures[-1])
+    if changes:
+        unmodified = False
+        reasons.extend(changes)
     return Verification(
         file=name,
         signer="; ".join(dict.fromkeys(holders)),
@@ -257,6 +333,7 @@ def verify_pdf(
         reasons=reasons,
         proof=proof.fields if proof is not None else None,
         proof_ok=proof.ok if proof is not None else None,
+        after_signing=after,
     )
 
 

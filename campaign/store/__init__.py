@@ -68,6 +68,7 @@ class Existing:
     status: str
     content_sha256: str
     created_at: str
+    possible_duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,7 @@ class Target:
     campaign: str
     email: str
     status: str
+    attempted: bool = True  # has at least one ``sending`` event: only then may a report change it
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,8 @@ class ReceiptEntry:
 
     ``kind``: dsn | mdn | reply | auto-reply. ``outcome`` for a DSN: delivered, relayed,
     bounced or delayed; for an MDN: displayed or deleted. ``target`` is None when the
-    entry matches no letter (it is kept and listed, never dropped).
+    entry matches no letter (it is kept and listed, never dropped). ``suspicious`` is the
+    letter an entry names when that letter was never attempted: kept, listed, changes nothing.
     """
 
     part: int
@@ -169,6 +172,7 @@ class ReceiptEntry:
     original_message_id: str | None = None
     arrival: str | None = None
     note: str | None = None
+    suspicious: Target | None = None
 
 
 @dataclass(frozen=True)

@@ -378,6 +378,29 @@ def m0012_compact_bodies(dialect: Dialect) -> list[Step]:
     ]
 
 
+def m0008_chain_v2(dialect: Dialect) -> list[str]:
+    """Log format 2 (see ``campaign.chain``): each new event carries its format and the opaque
+    tags of its campaign and letter; events already written keep format 1 and verify as
+    such. ``chain_meta`` remembers which key tags this log (its fingerprint), so a process
+    with another key cannot silently write tags that do not match; a shared (PostgreSQL)
+    log keeps the key itself there (``secret``), so every member of a team tags alike. A report about
+    a letter that was never attempted is kept with the letter it names in ``suspicious_row``
+    (and ``message_row`` NULL: it changes nothing)."""
+    t = _types(dialect)
+    return [
+        f"ALTER TABLE events ADD COLUMN format {t['int']} NOT NULL DEFAULT 1",
+        "ALTER TABLE events ADD COLUMN ctag TEXT",
+        "ALTER TABLE events ADD COLUMN mtag TEXT",
+        f"""CREATE TABLE chain_meta (
+    id {t["int"]} PRIMARY KEY CHECK (id = 1),
+    key_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    secret {t["blob"]}
+)""",
+        f"ALTER TABLE receipts ADD COLUMN suspicious_row {t['int']}",
+    ]
+
+
 MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0001_queue_and_log", m0001_queue_and_log),
     ("0002_receipts", m0002_receipts),
@@ -386,6 +409,7 @@ MIGRATIONS: list[tuple[str, Callable[[Dialect], Sequence[Step]]]] = [
     ("0005_bodies_apart", m0005_bodies_apart),
     ("0006_pacing_microseconds", m0006_pacing_microseconds),
     ("0007_outcome_key", m0007_outcome_key),
+    ("0008_chain_v2", m0008_chain_v2),
     ("0009_campaign_controls", m0009_campaign_controls),
     ("0010_cases", m0010_cases),
     ("0011_signing", m0011_signing),

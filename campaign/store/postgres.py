@@ -54,6 +54,7 @@ class PostgresStore(SqlStore):
     lock_suffix = " FOR UPDATE"
     skip_locked = " FOR UPDATE SKIP LOCKED"
     head_select = "SELECT seq, hash FROM chain_head WHERE id = 1 FOR UPDATE"
+    key_in_store = True  # one log for a team: its chain key lives with it (campaign.store.integrity)
 
     def __init__(
         self, url: str, *, password: str | None = None, migrate: bool = True, busy_timeout: float = 30.0
@@ -147,7 +148,7 @@ class PostgresStore(SqlStore):
 
     def after_copy(self) -> None:
         with self.transaction() as tx:
-            for table in ("messages", "receipts", "signing_drives", "signatures"):
+            for table in ("messages", "receipts", "signing_drives", "signatures", "body_dicts"):
                 tx.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(COALESCE(MAX(id), 0), 1)) "
                     f"FROM {table}"

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import Any
 
 from campaign import chain, transitions
 from campaign.errors import StoreConflictError, StoreError
-from campaign.models import Event, Message, Status, from_rfc3339, to_rfc3339
+from campaign.models import Event, Invalid, Message, Status, from_rfc3339, parse, to_rfc3339
 from campaign.pacing import Bucket, Pacer
 from campaign.store import (
     Claim,
@@ -45,13 +46,12 @@ from campaign.store import (
     MessageFilter,
     NewMessage,
     Outcome,
-    ReceiptEntry,
-    Report,
-    Target,
     bodies,
 )
 from campaign.store.controls import ControlStore
+from campaign.store.integrity import INTEGRITY, IntegrityMixin
 from campaign.store.migrations import MIGRATIONS
+from campaign.store.receipts import ReceiptsMixin
 
 MESSAGE_COLUMNS = (
     "id, campaign, letter, recipient, email, lang, subject, message_id, envid, status, attempts, "
@@ -74,11 +74,6 @@ class Expr:
 
 def _flag(value: Any) -> int | None:
     return None if value is None else int(bool(value))
-
-
-def _detail(entry: ReceiptEntry) -> str | None:
-    parts = [p for p in (entry.status, entry.diagnostic) if p]
-    return " ".join(parts) if parts else None
 
 
 def iso(ms: int) -> str:
@@ -121,7 +116,7 @@ class Tx:
         campaign: str | None = None,
         data: dict[str, Any] | None = None,
     ) -> str:
-        """Append one event to the chain; returns its hash."""
+        """Append one event to the chain (log format 2, see ``campaign.chain``); returns its hash."""
         if self._head is None:
             row = self.one(self.store.head_select)
             assert row is not None, "chain_head row missing"
@@ -130,11 +125,25 @@ class Tx:
         time = iso(now_ms)
         payload = {k: v for k, v in (data or {}).items() if v is not None}
         rec = chain.record(time, kind, message, campaign, payload)
-        digest = chain.link(prev, rec)
+        key = self.store.tagging_key(self)
+        ctag, mtag = self.store.event_tags(key, campaign, message)
+        digest = chain.link_v2(prev, ctag, mtag, chain.record_digest(rec))
         self.execute(
-            "INSERT INTO events (seq, time, kind, message, campaign, data, prev_hash, hash) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq + 1, time, kind, message, campaign, chain.canonical_json(payload), prev, digest),
+            "INSERT INTO events (seq, time, kind, message, campaign, data, prev_hash, hash, format, ctag, mtag) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq + 1,
+                time,
+                kind,
+                message,
+                campaign,
+                chain.canonical_json(payload),
+                prev,
+                digest,
+                chain.FORMAT_V2,
+                None if ctag == chain.NO_TAG else ctag,
+                None if mtag == chain.NO_TAG else mtag,
+            ),
         )
         self._head = (seq + 1, digest)
         return digest
@@ -272,11 +281,15 @@ class EnqueueSession:
 
     def lookup(self, campaign: str, letter: str, recipient: str, email_key: str, cases: str = "") -> Existing | None:
         row = self.tx.one(
-            "SELECT id, message_id, envid, status, content_sha256, created_at FROM messages "
+            "SELECT id, message_id, envid, status, content_sha256, created_at, possible_duplicate FROM messages "
             "WHERE campaign = ? AND letter = ? AND recipient = ? AND email_key = ? AND cases = ?",
             (campaign, letter, recipient, email_key, cases),
         )
-        return Existing(**row) if row else None
+        if not row:
+            return None
+        found = dict(row)
+        found["possible_duplicate"] = bool(found["possible_duplicate"])
+        return Existing(**found)
 
     def add(self, msg: NewMessage) -> int:
         now = iso(self.now_ms)
@@ -319,6 +332,7 @@ class EnqueueSession:
             "lang": msg.lang,
             "subject": msg.subject,
             "content_sha256": msg.content_sha256,
+            "body_sha256": chain.sha256_hex(msg.body),  # the exact stored bytes, checked before each send
             "envid": msg.envid,
         }
         if msg.not_before_ms is not None:
@@ -349,10 +363,23 @@ class EnqueueSession:
         )
 
     def replace(self, existing: Existing, msg: NewMessage) -> None:
-        """Replace the bytes of an unsent message, keeping its Message-ID and envelope id."""
+        """Replace the bytes of an unsent message, keeping its Message-ID and envelope id.
+
+        The send prefix (Date, DKIM) fixed at an earlier attempt belongs to the old bytes: it
+        is reset, so the next attempt makes a new one and logs the hash of what it sends. A
+        letter flagged as a possible duplicate is refused: the old text may already be at the
+        institution, and a different text under the same Message-ID would be a second letter.
+        """
         status = Status(existing.status)
         if status not in transitions.UNSENT:
             raise StoreError(f"message {existing.id} is {existing.status}; only unsent messages can be updated")
+        if existing.possible_duplicate:
+            raise StoreError(
+                f"message {existing.id} to {msg.recipient} may already have reached the institution "
+                "(possible duplicate): --update would send a different text under the same Message-ID; "
+                "nothing was queued",
+                hint="leave it as it is, or queue the new text as a new campaign (--campaign NAME)",
+            )
         self.tx.move(
             existing.id,
             "updated",
@@ -367,9 +394,17 @@ class EnqueueSession:
                 "lang": msg.lang,
                 "contact_name": msg.contact_name,
                 "smtputf8": int(msg.smtputf8),
+                "wire_prefix": None,
+                "wire_sha256": None,
                 "updated_at": iso(self.now_ms),
             },
-            data={"previous_sha256": existing.content_sha256, "content_sha256": msg.content_sha256},
+            data={
+                "previous_sha256": existing.content_sha256,
+                "content_sha256": msg.content_sha256,
+                "body_sha256": chain.sha256_hex(msg.body),
+                "subject": msg.subject,
+                "lang": msg.lang,
+            },
         )
         stored, encoding = bodies.encode(self.tx, msg.body, f"{msg.campaign}|{msg.letter}|{msg.lang}")
         self.tx.execute(
@@ -378,9 +413,10 @@ class EnqueueSession:
         self.replaced += 1
 
 
-class SqlStore(ControlStore):
-    """The store; subclasses connect to SQLite or PostgreSQL. Capabilities live in mixins
-    (``campaign.store.controls``: pause, resume, cancel)."""
+class SqlStore(ControlStore, IntegrityMixin, ReceiptsMixin):
+    """The store; subclasses connect to SQLite or PostgreSQL. Capabilities live in mixins:
+    ``campaign.store.controls`` (pause, resume, cancel), ``campaign.store.integrity`` (the
+    chain key, bytes bound to the chain), ``campaign.store.receipts`` (reports and replies)."""
 
     dialect = "sqlite"
     lock_suffix = ""  # " FOR UPDATE" on PostgreSQL
@@ -639,8 +675,11 @@ class SqlStore(ControlStore):
                         (slot, verdict.reason, row["id"]),
                     )
                     continue
+                claimed = self._mark_sending(tx, row, now_ms, worker, lease_ms, prefix)
+                if claimed is None:
+                    continue  # held: its bytes are not the bytes the log recorded
                 pacer.consume(now_ms, row["recipient"], row["domain"], state)
-                items.append(self._mark_sending(tx, row, now_ms, worker, lease_ms, prefix))
+                items.append(claimed)
             state.flush()
             return Claim(items, *wait, held=held)
 
@@ -660,18 +699,22 @@ class SqlStore(ControlStore):
 
     def _mark_sending(
         self, tx: Tx, row: dict[str, Any], now_ms: int, worker: str, lease_ms: int, prefix: PrefixFn
-    ) -> Claimed:
+    ) -> Claimed | None:
+        """Mark one letter ``sending``, or hold it (None) when its bytes are not the bytes the
+        log recorded (see ``campaign.store.integrity``)."""
         body_row = tx.one("SELECT body, encoding FROM message_bodies WHERE id = ?", (row["id"],))
-        # a plan's copy has no bodies
-        body = bodies.decode(tx, body_row["body"], body_row["encoding"]) if body_row is not None else b""
+        problem, body, wire_prefix, details = self.seal_problem(
+            tx, row, body_row["body"] if body_row else None, body_row["encoding"] if body_row else None
+        )
+        if problem is not None:
+            self.hold_for_integrity(tx, row, now_ms, worker, problem, details)
+            return None
         first_attempt_at = row["first_attempt_at"]
-        if row["wire_prefix"] is None:
+        if wire_prefix is None:
             wire_prefix = prefix(dict(row), body, now_ms)
-            first_attempt_at = iso(now_ms)
-        else:
-            wire_prefix = bytes(row["wire_prefix"])
+            first_attempt_at = first_attempt_at or iso(now_ms)
         wire = wire_prefix + body
-        wire_sha = str(row["wire_sha256"]) if row["wire_prefix"] is not None else chain.sha256_hex(wire)
+        wire_sha = chain.sha256_hex(wire)
         attempt = int(row["attempts"]) + 1
         duplicate = bool(row["possible_duplicate"])
         tx.move(
@@ -852,7 +895,8 @@ class SqlStore(ControlStore):
         with self.transaction() as tx:
             for mid in ids:
                 row = tx.one(
-                    "SELECT id, message_id, campaign, status, hold_reason, wait_reason FROM messages WHERE id = ?",
+                    "SELECT id, message_id, campaign, status, hold_reason, wait_reason, last_status FROM messages "
+                    "WHERE id = ?",
                     (mid,),
                 )
                 if row is None:
@@ -865,6 +909,28 @@ class SqlStore(ControlStore):
                         hint="queue it again for the institution as it is now (`campaign queue LETTER --to ID`), "
                         "or `campaign cancel " + str(mid) + "`",
                     )
+                data: dict[str, Any] = {"from": row["status"], "note": note}
+                sets: dict[str, Any] = {
+                    "next_attempt_at": now_ms,
+                    "wait_reason": None,
+                    "hold_reason": None,
+                    # a fresh max_age window (a letter never attempted has none yet)
+                    "first_attempt_at": Expr("CASE WHEN first_attempt_at IS NULL THEN NULL ELSE ? END", (iso(now_ms),)),
+                    "updated_at": iso(now_ms),
+                }
+                if row["status"] == "held" and row["last_status"] == INTEGRITY:
+                    # Held because its bytes did not match the log: a person checked them and
+                    # accepts them as they are now. The release seals these bytes.
+                    stored = tx.one("SELECT body, encoding FROM message_bodies WHERE id = ?", (mid,))
+                    value = stored["body"] if stored is not None else None
+                    if stored is None or not isinstance(value, bytes | memoryview):
+                        raise StoreError(f"message {mid}: its stored bytes are missing or damaged; it cannot be sent")
+                    try:
+                        data["body_sha256"] = chain.sha256_hex(bodies.decode(tx, value, stored["encoding"]))
+                    except (zlib.error, ValueError):
+                        raise StoreError(f"message {mid}: its stored bytes are damaged; it cannot be sent") from None
+                    data["accepted"] = "the stored bytes, as a person checked them"
+                    sets.update(wire_prefix=None, wire_sha256=None, last_status=None)
                 tx.move(
                     mid,
                     "released",
@@ -873,15 +939,8 @@ class SqlStore(ControlStore):
                     now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
-                    sets={
-                        "next_attempt_at": now_ms,
-                        "wait_reason": None,
-                        "first_attempt_at": Expr(
-                            "CASE WHEN first_attempt_at IS NULL THEN NULL ELSE ? END", (iso(now_ms),)
-                        ),
-                        "updated_at": iso(now_ms),
-                    },
-                    data={"from": row["status"], "note": note},
+                    sets=sets,
+                    data=data,
                 )
                 released.append(row["message_id"])
         return released
@@ -929,219 +988,6 @@ class SqlStore(ControlStore):
                     },
                 )
             return [r["message_id"] for r in rows]
-
-    # -- receipts ----------------------------------------------------------------------
-
-    def targets(self, *, envids: Sequence[str] = (), message_ids: Sequence[str] = ()) -> dict[str, Target]:
-        """Messages by envelope id and by Message-ID (one dict, both kinds of key)."""
-        found: dict[str, Target] = {}
-        with self.reading() as tx:
-            for column, keys in (
-                ("envid", list(dict.fromkeys(envids))),
-                ("message_id", list(dict.fromkeys(message_ids))),
-            ):
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start : start + 500]
-                    rows = tx.rows(
-                        "SELECT id, message_id, envid, campaign, email, status FROM messages "
-                        f"WHERE {column} IN ({', '.join('?' for _ in chunk)})",
-                        chunk,
-                    )
-                    for row in rows:
-                        found[row[column]] = Target(**row)
-        return found
-
-    def known_reports(self, shas: Sequence[str]) -> set[str]:
-        """Which reports (by SHA-256 of their bytes) were imported before."""
-        known: set[str] = set()
-        shas = list(dict.fromkeys(shas))
-        with self.reading() as tx:
-            for start in range(0, len(shas), 500):
-                chunk = shas[start : start + 500]
-                rows = tx.rows(
-                    "SELECT DISTINCT report_sha256 FROM receipts WHERE report_sha256 IN "
-                    f"({', '.join('?' for _ in chunk)})",
-                    chunk,
-                )
-                known.update(r["report_sha256"] for r in rows)
-        return known
-
-    def record_reports(self, reports: Sequence[Report], now_ms: int) -> int:
-        """Store reports (bytes content-addressed) and apply what they say; returns the
-        number of entries recorded. Importing the same report again changes nothing."""
-        recorded = 0
-        now = iso(now_ms)
-        with self.transaction() as tx:
-            for report in reports:
-                tx.execute(
-                    "INSERT INTO blobs (sha256, data, size, created_at) VALUES (?, ?, ?, ?) ON CONFLICT "
-                    "(sha256) DO NOTHING",
-                    (report.sha256, report.raw, len(report.raw), now),
-                )
-                for entry in report.entries:
-                    target = entry.target
-                    tx.execute(
-                        "INSERT INTO receipts (report_sha256, part, kind, message_row, matched_by, outcome, action, "
-                        "status, diagnostic, reporting_mta, remote_mta, original_recipient, final_recipient, envid, "
-                        "original_message_id, arrival, source, note, received_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (report_sha256, part) DO NOTHING",
-                        (
-                            report.sha256,
-                            entry.part,
-                            entry.kind,
-                            target.id if target else None,
-                            entry.matched_by,
-                            entry.outcome,
-                            entry.action,
-                            entry.status,
-                            entry.diagnostic,
-                            entry.reporting_mta,
-                            entry.remote_mta,
-                            entry.original_recipient,
-                            entry.final_recipient,
-                            entry.envid,
-                            entry.original_message_id,
-                            entry.arrival,
-                            report.source,
-                            entry.note,
-                            now,
-                        ),
-                    )
-                    if tx.cursor.rowcount != 1:
-                        continue
-                    recorded += 1
-                    self._apply_receipt(tx, report, entry, now_ms)
-        return recorded
-
-    def _apply_receipt(self, tx: Tx, report: Report, entry: ReceiptEntry, now_ms: int) -> None:
-        now = iso(now_ms)
-        data: dict[str, Any] = {
-            "kind": entry.kind,
-            "outcome": entry.outcome,
-            "action": entry.action,
-            "status": entry.status,
-            "diagnostic": entry.diagnostic,
-            "reporting_mta": entry.reporting_mta,
-            "remote_mta": entry.remote_mta,
-            "final_recipient": entry.final_recipient,
-            "arrival": entry.arrival,
-            "matched_by": entry.matched_by,
-            "report_sha256": report.sha256,
-            "part": entry.part,
-            "note": entry.note,
-        }
-        target = entry.target
-        if target is None:
-            tx.append(now_ms, "receipt_unmatched", data=data)
-            return
-        row = tx.one("SELECT status, delivery_status FROM messages WHERE id = ?", (target.id,))
-        assert row is not None
-        current = Status(row["status"])
-        kind = {"dsn": "receipt", "mdn": "read_receipt", "reply": "reply", "auto-reply": "auto_reply"}[entry.kind]
-        if entry.kind == "mdn":
-            column = "displayed_at" if entry.outcome == "displayed" else "deleted_at"
-            tx.execute(
-                f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id)
-            )
-        elif entry.kind in ("reply", "auto-reply"):
-            column = "replied_at" if entry.kind == "reply" else "auto_replied_at"
-            tx.execute(
-                f"UPDATE messages SET {column} = COALESCE({column}, ?) WHERE id = ?", (entry.arrival or now, target.id)
-            )
-        elif entry.outcome == "delayed":
-            tx.execute(
-                "UPDATE messages SET delayed_at = COALESCE(delayed_at, ?), delivery_detail = "
-                "COALESCE(delivery_detail, ?) "
-                "WHERE id = ?",
-                (entry.arrival or now, _detail(entry), target.id),
-            )
-        elif entry.outcome in ("delivered", "relayed", "bounced"):
-            new = transitions.receipt_target(current, Status(entry.outcome))
-            if new is not None:
-                if current in transitions.PENDING or current == Status.SENDING:
-                    # A report proves a server took the letter: stop retrying (a retry would be a duplicate).
-                    data["note"] = (
-                        f"report for a letter that was {current.value}: the server had accepted it; no further attempt"
-                    )
-                tx.move(
-                    target.id,
-                    "receipt",
-                    sources=(current,),
-                    target=new,
-                    now_ms=now_ms,
-                    message=target.message_id,
-                    campaign=target.campaign,
-                    data=data,
-                    sets={
-                        "delivery_status": new.value,
-                        "delivery_detail": _detail(entry),
-                        "reporting_mta": entry.reporting_mta,
-                        "receipt_at": entry.arrival or now,
-                        "next_attempt_at": None,
-                        "wait_reason": None,
-                        "lease_owner": None,
-                        "updated_at": now,
-                    },
-                )
-                return
-            if current in transitions.DELIVERY:
-                data["unchanged"] = f"the letter is already {current.value}: delivery states never move backwards"
-            else:
-                data["unchanged"] = f"the letter is {current.value}"
-        tx.append(now_ms, kind, message=target.message_id, campaign=target.campaign, data=data)
-
-    def mailbox_position(self, account: str, folder: str) -> tuple[int, int] | None:
-        """(UIDVALIDITY, last UID processed) for an IMAP folder."""
-        with self.reading() as tx:
-            row = tx.one(
-                "SELECT uidvalidity, last_uid FROM mailbox_positions WHERE account = ? AND folder = ?",
-                (account, folder),
-            )
-        return (int(row["uidvalidity"]), int(row["last_uid"])) if row else None
-
-    def set_mailbox_position(self, account: str, folder: str, uidvalidity: int, last_uid: int, now_ms: int) -> None:
-        with self.transaction() as tx:
-            tx.execute(
-                "INSERT INTO mailbox_positions (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, "
-                "?, ?, ?, ?) "
-                "ON CONFLICT (account, folder) DO UPDATE SET uidvalidity = excluded.uidvalidity, "
-                "last_uid = excluded.last_uid, updated_at = excluded.updated_at",
-                (account, folder, uidvalidity, last_uid, iso(now_ms)),
-            )
-
-    def replies(self, campaign: str | None = None) -> list[dict[str, Any]]:
-        """Replies and automatic replies with their letter, oldest first."""
-        sql = (
-            "SELECT r.kind, r.report_sha256, r.arrival, r.received_at, r.note, m.id AS message_row, m.message_id, "
-            "m.campaign, m.recipient, m.email, m.subject, m.cases "
-            "FROM receipts r JOIN messages m ON m.id = r.message_row "
-            "WHERE r.kind IN ('reply', 'auto-reply')"
-        )
-        params: list[Any] = []
-        if campaign:
-            sql += " AND m.campaign = ?"
-            params.append(campaign)
-        with self.reading() as tx:
-            return tx.dicts(sql + " ORDER BY COALESCE(r.arrival, r.received_at), r.id", params)
-
-    def unmatched(self) -> list[dict[str, Any]]:
-        """Report entries that matched no letter, oldest first."""
-        with self.reading() as tx:
-            return tx.dicts(
-                "SELECT id, report_sha256, part, kind, outcome, status, diagnostic, reporting_mta, final_recipient, "
-                "original_recipient, envid, original_message_id, source, note, received_at FROM receipts "
-                "WHERE message_row IS NULL ORDER BY received_at, id"
-            )
-
-    def receipts_for(self, row_id: int) -> list[dict[str, Any]]:
-        with self.reading() as tx:
-            return tx.dicts("SELECT * FROM receipts WHERE message_row = ? ORDER BY id", (row_id,))
-
-    def blob(self, sha: str) -> bytes | None:
-        with self.reading() as tx:
-            row = tx.one("SELECT data FROM blobs WHERE sha256 = ?", (sha,))
-        return bytes(row["data"]) if row else None
 
     # -- queries -----------------------------------------------------------------------
 
@@ -1203,7 +1049,16 @@ class SqlStore(ControlStore):
         data["cases"] = tuple(c for c in (data.get("cases") or "").split(",") if c)
         for key in ("first_attempt_at", "wire_sha256", "domain", "contact_name"):
             data.pop(key, None)
-        return Message.model_validate(data)
+        try:
+            return parse(Message, data)
+        except (Invalid, ValueError, TypeError) as err:
+            # A row no version of campaign wrote: say so in one line, never a traceback.
+            field = ".".join(map(str, err.loc)) if isinstance(err, Invalid) else "a value"
+            raise StoreError(
+                f"{self.label}: message {data.get('id')}: {field} is not valid in the database ({err}): "
+                "it was changed outside campaign",
+                hint="restore the database from a backup; `campaign log verify` shows what the log recorded",
+            ) from None
 
     def wire_bytes(self, message_row_id: int) -> tuple[bytes | None, bytes]:
         """(prefix added at the first attempt or None, stored body)."""
@@ -1432,7 +1287,7 @@ class SqlStore(ControlStore):
         """Events exactly as stored (text columns), for verification."""
         with self.reading() as tx:
             return tx.dicts(
-                "SELECT seq, time, kind, message, campaign, data, prev_hash, hash FROM events "
+                "SELECT seq, time, kind, message, campaign, data, prev_hash, hash, format, ctag, mtag FROM events "
                 f"WHERE seq > ? ORDER BY seq LIMIT {int(limit)}",
                 (after_seq,),
             )
@@ -1459,6 +1314,7 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("signing_drives", "id"),
     ("signing_texts", "drive, lang"),
     ("signatures", "id"),
+    ("chain_meta", "id"),
 ]
 SIGNING_TABLES = ("signing_drives", "signing_texts", "signatures")  # not copied into plans
 
@@ -1478,6 +1334,8 @@ def copy_state(
     events). Returns rows copied per table. The chain head travels with the events.
     """
     copied: dict[str, int] = {}
+    if not (bodies and events):
+        target.plan_copy = True  # nothing to check the bytes against: it sends nothing real
     for table, order in COPY_TABLES:
         if (table == "events" and not events) or (table in ("message_bodies", "body_dicts") and not bodies):
             continue
@@ -1512,5 +1370,8 @@ def copy_state(
         head = source.chain_head()
         with target.transaction() as tx:
             tx.execute("UPDATE chain_head SET seq = ?, hash = ? WHERE id = 1", head)
+        key = source.known_key()
+        if key is not None and target.key_in_store:
+            target.adopt_key(key)  # a shared log keeps the key its events were tagged with
     target.after_copy()
     return copied

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign.errors import StoreBusyError, StoreError
+from campaign.store.integrity import KEY_FILE
 from campaign.store.sql import SqlStore
 
 _BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
@@ -37,6 +38,7 @@ class SqliteStore(SqlStore):
             self._migrate()
             return
         self.label = path.name if path.parent.name != ".campaign" else f".campaign/{path.name}"
+        self.key_path = path.parent / KEY_FILE  # the chain key lives beside the database by default
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             # Create the file ourselves so it is 0600 from the first byte.
