@@ -47,6 +47,7 @@ from campaign import chain
 from campaign.errors import WorkspaceError
 from campaign.store.integrity import SealTracker
 from campaign.store.sql import SqlStore
+from campaign.wording import plural
 
 BUNDLE_FORMAT = "campaign-evidence/2"
 LEGACY_FORMAT = "campaign-evidence/1"
@@ -364,7 +365,10 @@ def export_bundle(
     ordered = sorted(views.values(), key=lambda v: v.events[0])
     missing = [m for m in message_ids if m not in views]
     if missing:
-        warnings.append(f"{len(missing)} letters have no events in the log: {', '.join(missing[:3])}")
+        warnings.append(
+            f"{plural(len(missing), 'letter')} {'has' if len(missing) == 1 else 'have'} no events in the log: "
+            f"{', '.join(missing[:3])}"
+        )
     summaries = []
     for number, view in enumerate(ordered, start=1):
         folder = f"letters/{number}"
@@ -559,7 +563,7 @@ def _strip_folder(names: dict[str, Any], sizes: dict[str, int]) -> tuple[dict[st
 def _total_check(sizes: dict[str, int], limit: int, label: str) -> None:
     if len(sizes) > MAX_FILES:
         raise _Stop(
-            f"{label}: {len(sizes):,} files, more than a bundle's {MAX_FILES:,}: not a campaign evidence bundle"
+            f"{label}: {plural(len(sizes), 'file')}, more than a bundle's {MAX_FILES:,}: not a campaign evidence bundle"
         )
     total = sum(sizes.values())
     if total > limit:
@@ -956,7 +960,7 @@ def _compare_manifest(
         differences.append("manifest.json: its letters are not a list")
         said = []
     if len(said) != len(summaries):
-        differences.append(f"manifest.json lists {len(said)} letters; the events are about {len(summaries)}")
+        differences.append(f"manifest.json lists {plural(len(said), 'letter')}; the events are about {len(summaries)}")
     for index, (given, real) in enumerate(zip(said, summaries, strict=False), start=1):
         if not isinstance(given, dict):
             differences.append(f"manifest.json: letter {index} is not an object")

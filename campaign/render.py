@@ -159,12 +159,12 @@ def md_escape(value: Any) -> str:
     return "\\\n".join(line for line in lines if line)
 
 
-def markdown_to_text(markdown: str) -> str:
-    """The plain-text part, rendered from the Markdown syntax tree (markdown-it tokens):
-    no ``**`` or ``_`` markers, no backslash escapes; paragraphs separated by a blank
-    line, the author's line breaks kept, lists as ``-`` / ``1.``, quotes as ``>``,
-    links as "text (address)"."""
-    text = _TextWriter().write(_MARKDOWN.parse(markdown))
+def markdown_to_text(markdown: str, tokens: list[Any] | None = None) -> str:
+    """The plain-text part, rendered from the Markdown syntax tree (markdown-it tokens,
+    parsed here unless the caller parsed them already): no ``**`` or ``_`` markers, no
+    backslash escapes; paragraphs separated by a blank line, the author's line breaks kept,
+    lists as ``-`` / ``1.``, quotes as ``>``, links as "text (address)"."""
+    text = _TextWriter().write(tokens if tokens is not None else _MARKDOWN.parse(markdown))
     return text + "\n" if markdown.endswith("\n") and text else text
 
 
@@ -745,7 +745,9 @@ class Renderer:
             raise LetterError(f"letters/{template.path}: template not found: {err.name}") from None
         markdown = _run(body_tpl, context, subject_source, where).strip() + "\n"
         env: dict[str, Any] = {}
-        html_body = _MARKDOWN.render(markdown, env)
+        tokens = _MARKDOWN.parse(markdown, env)  # once, for both parts
+        text = markdown_to_text(markdown, tokens)
+        html_body = _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, env)
         warnings = [warning] if warning else []
         for src in env.get("dropped_images", []):
             shown = src if len(src) <= 60 else src[:57] + "…"
@@ -762,7 +764,7 @@ class Renderer:
             lang=chosen,
             subject=subject,
             markdown=markdown,
-            text=markdown_to_text(markdown),
+            text=text,
             html=html,
             body_html=html_body,
             warnings=tuple(warnings),

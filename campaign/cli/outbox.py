@@ -925,8 +925,8 @@ def log_verify(
     if len(result.problems) > 50:
         err().print(f"[bold red]error:[/bold red] … and {len(result.problems) - 50} more")
     err().print(
-        f"[dim]hint:[/dim] the chain verifies ({result.count} events, head {result.head[:16]}…); `campaign send` holds "
-        "these letters instead of sending them"
+        f"[dim]hint:[/dim] the chain verifies ({plural(result.count, 'event')}, head {result.head[:16]}…); "
+        "`campaign send` holds these letters instead of sending them"
     )
     raise typer.Exit(1)
 
