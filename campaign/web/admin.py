@@ -207,11 +207,7 @@ class AdminSite:
 
     def _check_post(self, request: Request, scope: str, values: dict[str, str]) -> str | None:
         """Why a POST is refused (a word code), or None: same origin, session CSRF, one-time token."""
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site not in ("same-origin", "none"):
-            return "form_forged"
-        origin = request.headers.get("origin")
-        if origin is not None and origin != f"http://{request.headers.get('host', '')}":
+        if _cross_site(request):
             return "form_forged"
         session = self._session(request)
         if session is None:
@@ -239,12 +235,7 @@ class AdminSite:
 
     async def login(self, request: Request) -> Response:
         values = await self._form(request)
-        site = request.headers.get("sec-fetch-site")
-        origin = request.headers.get("origin")
-        cross = (site is not None and site not in ("same-origin", "none")) or (
-            origin is not None and origin != f"http://{request.headers.get('host', '')}"
-        )
-        if cross or self.guard.check("login", "login", "login", values.get("form_token", "")):
+        if _cross_site(request) or self.guard.check("login", "login", "login", values.get("form_token", "")):
             return self._render(
                 request, "login.html", {"message": "form_forged", "login_token": self._login_token()}, status=403
             )
@@ -433,6 +424,17 @@ class AdminSite:
 
 
 ACTIONS = ("release", "cancel")
+
+
+def _cross_site(request: Request) -> bool:
+    """A POST that did not come from this origin's own pages. Browsers send
+    ``Sec-Fetch-Site``; ``Origin`` is this origin, or "null" (our pages send no referrer,
+    and Chromium then says "null"; the session's tokens still have to match)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return True
+    origin = request.headers.get("origin")
+    return origin is not None and origin not in ("null", f"http://{request.headers.get('host', '')}")
 
 
 def _attachment(filename: str, data: bytes, media_type: str) -> Response:
