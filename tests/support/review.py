@@ -160,22 +160,30 @@ def envids(ws: Path) -> dict[int, str]:
     return {m.id: m.envid for m in api.log(api.open_workspace(ws), api.LogQuery())}
 
 
-def mixed_campaign(target: Path, institutions: int = 2000, monkeypatch: Any = None) -> Path:
+def mixed_campaign(target: Path, institutions: int = 2000, monkeypatch: Any = None, *, letters: int = 1) -> Path:
     """The workspace described in the module docstring (CAMPAIGN_WORKSPACE must point at
-    it while the CLI runs: the caller's monkeypatch sets it)."""
+    it while the CLI runs: the caller's monkeypatch sets it). With ``letters`` > 1, copies
+    of the letter (peace-agreement-2, …) go to every institution in the same campaign, so
+    a campaign can hold more letters than a registry under its 5 MB limit has institutions."""
+    import shutil
+
     ws = make_workspace(target)
     (ws / "recipients.yaml").write_text(registry(institutions))
     (ws / "campaign.toml").write_text(config(2525))
     if monkeypatch is not None:
         monkeypatch.setenv("CAMPAIGN_WORKSPACE", str(ws))
-    ok = run_cli("queue", "peace-agreement", "--all")
-    assert ok.code == 0, ok.output
-    with ScriptedServer(Script(data_end=["554 5.7.1 Message refused by policy"] * 5)) as refusing:
+    for k in range(2, letters + 1):
+        shutil.copytree(ws / "letters" / "peace-agreement", ws / "letters" / f"peace-agreement-{k}")
+    for name in ["peace-agreement", *(f"peace-agreement-{k}" for k in range(2, letters + 1))]:
+        ok = run_cli("queue", name, "--all", "--campaign", "peace-agreement")
+        assert ok.code == 0, ok.output
+    with ScriptedServer(Script(data_end=["554 5.7.1 Message refused by policy"] * 5 * letters)) as refusing:
         set_port(ws, refusing.port)
         held = run_cli("send", "--yes", *[a for i in range(5) for a in ("--to", f"inst-{i:04d}")])
         assert held.code in (0, 3), held.output
-    rows = {r["recipient"]: r for r in log_rows()}
-    cancel = run_cli("cancel", *[str(rows[f"inst-{i:04d}"]["id"]) for i in range(5, 10)])
+    cancel = run_cli(
+        "cancel", *[str(r["id"]) for r in log_rows() if r["recipient"] in {f"inst-{i:04d}" for i in range(5, 10)}]
+    )
     assert cancel.code == 0, cancel.output
     later = run_cli("queue", "peace-agreement", *[a for i in range(10, 15) for a in ("--to", f"inst-{i:04d}")],
                     "--at", "2031-01-01T09:00+00:00")  # fmt: skip
