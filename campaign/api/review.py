@@ -399,7 +399,7 @@ class ReviewService:
         return LetterHistory(
             row=self._row(row, lang),
             detail=detail,
-            events=[EventView(e.seq, to_rfc3339(e.time), e.kind, dict(e.data), e.prev_hash, e.hash) for e in events],
+            events=[EventView(e.seq, _ms(e.time), e.kind, dict(e.data), e.prev_hash, e.hash) for e in events],
             receipts=views,
             size=len((prefix or b"") + body),
             sent_bytes=prefix is not None,
@@ -461,7 +461,7 @@ class ReviewService:
         found = []
         for r in rows:
             since = r["delivered_at"] or r["sent_at"] or ""
-            days = (today - date.fromisoformat(since[:10])).days if since else 0
+            days = max(0, (today - date.fromisoformat(since[:10])).days) if since else 0
             found.append(
                 Unanswered(
                     recipient=r["recipient"],
@@ -676,6 +676,10 @@ def _days(rows: list[tuple[str, str, int]]) -> list[Day]:
         Day(date.fromordinal(o), per.get(date.fromordinal(o), {}))
         for o in range(first.toordinal(), last.toordinal() + 1)
     ]
+
+
+def _ms(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _utc(ms: int) -> str:

@@ -29,6 +29,7 @@ COLOURS = {
     "replied": "#b35100",
 }
 BAR = "#1f4e8c"
+PAD = 24
 
 # leather is styled through its theme module (documented as the way to configure it).
 leather.theme.background_color = "#ffffff"
@@ -51,7 +52,7 @@ def _svg(chart: leather.Chart, title: str, ident: str, width: int, height: int) 
         "svg",
         {
             "xmlns": "http://www.w3.org/2000/svg",
-            "viewBox": f"0 0 {width} {height}",
+            "viewBox": f"0 0 {width + PAD} {height}",  # room for the last tick label
             "width": "100%",
             "role": "img",
             "aria-labelledby": f"{ident}-title",
@@ -61,6 +62,9 @@ def _svg(chart: leather.Chart, title: str, ident: str, width: int, height: int) 
     )
     label = ET.SubElement(root, "title", {"id": f"{ident}-title"})
     label.text = title
+    ET.SubElement(
+        root, "rect", {"x": str(width), "y": "0", "width": str(PAD), "height": str(height), "fill": "#ffffff"}
+    )
     root.append(group)
     return ET.tostring(root, encoding="unicode")
 

@@ -28,7 +28,6 @@ from tests.support.sink import Sink
 from tests.support.smtp import Script, ScriptedServer
 
 HOSTILE_SUBJECT = "<script>alert('reply')</script> Re: your letter"
-BASE_DAY = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
 def registry(n: int) -> str:
@@ -195,8 +194,9 @@ def mixed_campaign(target: Path, institutions: int = 2000, monkeypatch: Any = No
     reports = target.parent / f"{target.name}-reports"
     reports.mkdir()
     ids = envids(ws)
+    sent_at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # reports arrive over the next days
     for n, row in enumerate(r for r in log_rows() if r["status"] == "sent"):
-        when = BASE_DAY + timedelta(days=n % 5, hours=n % 7)
+        when = sent_at + timedelta(days=n % 5, hours=1 + n % 7)
         envid, address, mid = ids[row["id"]], row["email"], row["message_id"]
         if n % 20 == 0:
             (reports / f"{n}-bounce.eml").write_bytes(dsn(envid, address, action="failed", status="5.1.1", when=when))
