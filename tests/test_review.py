@@ -332,3 +332,30 @@ def test_store_queries_use_indexes(ws: Path) -> None:
             assert any("USING" in p and "INDEX" in p for p in plan), (statement, plan)
     finally:
         store.close()
+
+
+def test_the_supporters_side_knows_nothing_of_the_organisers_area() -> None:
+    """The supporters' router and templates import and link nothing of the admin area,
+    and their application does not answer its paths."""
+    import ast
+
+    from tests.test_architecture import PACKAGE, imports
+
+    for path in (PACKAGE / "web" / "supporters.py", PACKAGE / "web" / "i18n.py"):
+        for name, line in imports(path):
+            assert "admin" not in name, f"{path}:{line}: {name}"
+        assert "admin" not in ast.unparse(ast.parse(path.read_text())).lower().replace("administr", "")
+    for template in (PACKAGE / "web" / "templates" / "supporters").glob("*.html"):
+        assert "admin" not in template.read_text(), template
+
+
+def test_the_supporters_application_does_not_serve_the_admin_area(tmp_path: Path) -> None:
+    from campaign import web
+
+    class NoService:
+        organisation = "Org"
+
+    app = web.supporters_app(NoService())  # type: ignore[arg-type]
+    with AppClient(app) as c:
+        for path in ("/admin/", "/admin/login", "/admin/static/admin.css", "/admin/overview?c=x"):
+            assert c.get(path).status_code == 404, path
