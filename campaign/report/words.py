@@ -197,4 +197,4 @@ def percent(n: int, d: int) -> str:
     """``n`` of ``d`` as a percentage with one decimal ("–" when nothing to divide by)."""
     if d <= 0:
         return "–"
-    return f"{100 * n / d:.1f} %"
+    return f"{100 * n / d:.1f}\u00a0%"
