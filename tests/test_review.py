@@ -359,3 +359,18 @@ def test_the_supporters_application_does_not_serve_the_admin_area(tmp_path: Path
     with AppClient(app) as c:
         for path in ("/admin/", "/admin/login", "/admin/static/admin.css", "/admin/overview?c=x"):
             assert c.get(path).status_code == 404, path
+
+
+def test_admin_templates_use_only_known_words() -> None:
+    """`w.items` would be dict.items in Jinja2: every word a template uses is a key, and no
+    key is the name of a dict method (the report's template too)."""
+    from campaign.report.words import WORDS
+    from campaign.web.admin_i18n import words
+
+    root = Path(__file__).resolve().parent.parent / "campaign"
+    for folder, known in ((root / "web" / "templates" / "admin", set(words("en"))), (root / "report", set(WORDS["en"]))):
+        used: set[str] = set()
+        for path in [*folder.rglob("*.html"), *folder.rglob("*.j2")]:
+            used |= set(re.findall(r"\bw\.(\w+)", path.read_text()))
+        assert used and used <= known, used - known
+        assert not [key for key in known if hasattr(dict, key)]
