@@ -368,7 +368,10 @@ def test_admin_templates_use_only_known_words() -> None:
     from campaign.web.admin_i18n import words
 
     root = Path(__file__).resolve().parent.parent / "campaign"
-    for folder, known in ((root / "web" / "templates" / "admin", set(words("en"))), (root / "report", set(WORDS["en"]))):
+    for folder, known in (
+        (root / "web" / "templates" / "admin", set(words("en"))),
+        (root / "report", set(WORDS["en"])),
+    ):
         used: set[str] = set()
         for path in [*folder.rglob("*.html"), *folder.rglob("*.j2")]:
             used |= set(re.findall(r"\bw\.(\w+)", path.read_text()))
