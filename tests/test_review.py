@@ -377,3 +377,39 @@ def test_admin_templates_use_only_known_words() -> None:
             used |= set(re.findall(r"\bw\.(\w+)", path.read_text()))
         assert used and used <= known, used - known
         assert not [key for key in known if hasattr(dict, key)]
+
+
+def test_report_names_supporters_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drives: count and signatures per week (buckets of at least 10) always; the names
+    printed under the letter only with --with-signatories."""
+    from datetime import UTC, datetime
+
+    from campaign import api
+    from campaign.store import signing as sstore
+    from tests.support.signing import signing_workspace
+
+    ws_path, drive = signing_workspace(tmp_path / "ws", ids=("ohchr",))
+    monkeypatch.setenv("CAMPAIGN_WORKSPACE", str(ws_path))
+    assert run_cli("queue", "peace-agreement", "--to", "ohchr").code == 0
+    start = int(datetime(2026, 11, 2, 10, tzinfo=UTC).timestamp() * 1000)
+    with api.open_store(api.open_workspace(ws_path)) as store:
+        drive_id = sstore.get_drive(store, drive.name)["id"]
+        for n in range(23):  # 12 in the first week, 8 in the second, 3 in the third
+            day = 0 if n < 12 else 7 if n < 20 else 14
+            signature = sstore.NewSignature(
+                commitment=f"{n:064x}", name=f"Supporter Namesake{n:02d}", pseudonymous=False, sealed_name=None,
+                title=None, city=None, signature_png=None, typed_signature="x", ui_lang="en", text_lang="en",
+                text_sha256=drive.text_sha256, translation_lang=None, translation_sha256=None,
+                consented_to=["ohchr"],
+            )  # fmt: skip
+            sstore.add_signature(store, drive_id, signature, start + day * 86_400_000 + n)
+    out = tmp_path / "report.html"
+    assert run_cli("report", "-o", str(out)).code == 0
+    html = out.read_text()
+    assert "Namesake" not in html and "names no supporter" in html
+    assert "<strong>23</strong>" in html and 'aria-labelledby="weeks-0-title"' in html
+    weeks = re.findall(r"<tr><td>(2026-W[^<]+)</td><td class=\"n\">(\d+)</td></tr>", html)
+    assert weeks == [("2026-W45", "12"), ("2026-W46…W47", "11")]
+    named = run_cli("report", "-o", str(out), "--force", "--with-signatories")
+    assert named.code == 0 and "23 supporters named" in named.stdout
+    assert all(f"Supporter Namesake{n:02d}" in out.read_text() for n in range(23))
