@@ -413,3 +413,34 @@ def test_report_names_supporters_only_when_asked(tmp_path: Path, monkeypatch: py
     named = run_cli("report", "-o", str(out), "--force", "--with-signatories")
     assert named.code == 0 and "23 supporters named" in named.stdout
     assert all(f"Supporter Namesake{n:02d}" in out.read_text() for n in range(23))
+
+
+@pytest.mark.postgres
+def test_the_same_review_on_postgresql(ws: Path, pg_url: str, tmp_path: Path) -> None:
+    """The organisers' queries and the report give the same answers on a PostgreSQL copy."""
+    from campaign import api
+    from campaign.api.review import ReviewService, TableRequest
+
+    assert run_cli("store", "migrate", "--to", pg_url).code == 0
+    local = ReviewService(api.open_workspace(ws))
+    remote = ReviewService(api.open_workspace(ws, overrides={"store.url": pg_url}))
+    try:
+        for service in (local, remote):
+            assert service._store.dialect == ("sqlite" if service is local else "postgres")
+        a, b = local.overview("peace-agreement"), remote.overview("peace-agreement")
+        assert (a.counts, a.totals, a.receipts, a.days) == (b.counts, b.totals, b.receipts, b.days)
+        for request in (
+            TableRequest("peace-agreement", tag="special", sort="sent", descending=True),
+            TableRequest("peace-agreement", status="delivered", sort="changed", per_page=25, page=2),
+        ):
+            assert local.letters(request).rows == remote.letters(request).rows
+        assert local.unanswered("peace-agreement") == remote.unanswered("peace-agreement")
+        assert [r.subject for r in local.replies("peace-agreement")] == [
+            r.subject for r in remote.replies("peace-agreement")
+        ]
+        one = local.letters(TableRequest("peace-agreement", status="delivered")).rows[0].id
+        assert local.eml(one).data == remote.eml(one).data
+        assert [e.hash for e in local.letter(one).events] == [e.hash for e in remote.letter(one).events]
+    finally:
+        local.close()
+        remote.close()

@@ -30,6 +30,8 @@ SORTS = {
     "id": "id",
 }
 
+NULLABLE = ("sent_at",)
+
 ROW_COLUMNS = (
     "id, campaign, letter, recipient, email, lang, status, attempts, sent_at, updated_at, next_attempt_at, "
     "wait_reason, hold_reason, possible_duplicate, delivery_status, receipt_at, delayed_at, displayed_at, "
@@ -69,9 +71,11 @@ def page_sql(query: PageQuery) -> tuple[str, str, list[Any]]:
     where, params = _where(query)
     column = SORTS[query.sort]
     order = "DESC" if query.descending else "ASC"
+    # Letters never sent come last either way, on both databases (they order NULLs differently).
+    nulls = f"({column} IS NULL), " if column in NULLABLE else ""
     rows = (
         f"SELECT {ROW_COLUMNS} FROM messages WHERE {where} "
-        f"ORDER BY {column} {order}, id {order} LIMIT {int(query.limit)} OFFSET {int(query.offset)}"
+        f"ORDER BY {nulls}{column} {order}, id {order} LIMIT {int(query.limit)} OFFSET {int(query.offset)}"
     )
     count = f"SELECT COUNT(*) AS n FROM messages WHERE {where}"
     return rows, count, params
