@@ -123,11 +123,14 @@ def main() -> None:
     parser.add_argument("--letters", type=int, default=100_000, help="letters in the organisers' campaign")
     parser.add_argument("--rounds", type=int, default=40, help="requests per page kind (organisers' area)")
     parser.add_argument("--only", choices=("signing", "admin"), help="run one part only")
+    parser.add_argument(
+        "--workspace", type=Path, help="organisers' part: measure this workspace's campaign instead of building one"
+    )
     args = parser.parse_args()
     if args.only != "admin":
         signing(args)
     if args.only != "signing":
-        admin(args.letters, args.rounds)
+        admin(args.letters, args.rounds, args.workspace)
 
 
 def signing(args: argparse.Namespace) -> None:
@@ -212,7 +215,7 @@ def timed(client: httpx.Client, paths: list[str], rounds: int) -> list[float]:
     return times
 
 
-def admin(letters: int, rounds: int) -> None:
+def admin(letters: int, rounds: int, existing: Path | None = None) -> None:
     from tests.support.review import mixed_campaign
 
     with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
@@ -226,7 +229,10 @@ def admin(letters: int, rounds: int) -> None:
 
         start = time.perf_counter()
         copies = max(1, -(-letters // 20_000))  # recipients.yaml stays under its 5 MB limit
-        ws = mixed_campaign(base / "ws", letters // copies, Env(), letters=copies)
+        if existing is not None:
+            ws = existing.resolve()
+        else:
+            ws = mixed_campaign(base / "ws", letters // copies, Env(), letters=copies)
         built = time.perf_counter() - start
         campaign = "peace-agreement"
         with ServeProcess(ws, processes=0, extra=("--admin-only",)) as server:
@@ -261,10 +267,13 @@ def admin(letters: int, rounds: int) -> None:
     def row(label: str, values: list[float]) -> str:
         return f"  {label:<44} p50 {statistics.median(values) * 1000:7.0f} ms   p95 {pct(values, 95) * 1000:7.0f} ms"
 
-    print(
-        f"organisers' area: one campaign of {letters:,} letters in mixed states, {letters // copies:,} institutions "
-        f"x {copies} letters (built in {built:.0f} s)"
-    )
+    if existing is not None:
+        print(f"organisers' area: the campaign in {existing} ({letters_in(existing):,} letters)")
+    else:
+        print(
+            f"organisers' area: one campaign of {letters:,} letters in mixed states, {letters // copies:,} "
+            f"institutions x {copies} letters (built in {built:.0f} s)"
+        )
     print(row("overview (GET /admin/overview)", overview))
     print(row("one page of the table (50 rows; 5 kinds)", table))
     print(row("`campaign status --json` (a process)", status_cli))
@@ -273,6 +282,13 @@ def admin(letters: int, rounds: int) -> None:
         f"  p95 overview / p95 status --json: {pct(overview, 95) / pct(status_cli, 95):.2f}x, "
         f"table / status --json: {pct(table, 95) / pct(status_cli, 95):.2f}x (aim: p95 < 300 ms and <= 1x)"
     )
+
+
+def letters_in(ws: Path) -> int:
+    from campaign import api
+
+    with api.open_store(api.open_workspace(ws), create=False) as store:
+        return sum(sum(per.values()) for per in store.counts().values())
 
 
 if __name__ == "__main__":

@@ -314,8 +314,7 @@ def test_store_queries_use_indexes(ws: Path) -> None:
     try:
         c = "peace-agreement"
         statements: list[tuple[str, list[Any]]] = [
-            (sreview.FLAGS_SQL, [c]),
-            (sreview.TIMELINE_SQL, [c] * len(sreview.TIMELINE_KINDS)),
+            (sreview.FACTS_SQL, [c]),
         ]
         for sort in sreview.SORTS:
             for query in (

@@ -259,9 +259,7 @@ class ReviewService:
         """Counts per state, rates, the per-day timeline, what waits and why."""
         with self._locked() as store:
             counts = self._require(store, campaign)
-            totals = sreview.flags(store, campaign)
-            receipts = store.receipt_counts(campaign).get(campaign, {})
-            timeline = sreview.timeline(store, campaign)
+            facts = sreview.facts(store, campaign)
             waiting = store.waiting(campaign)
             ready = store.ready_by_recipient(campaign) if any(r == "ready" for r, _, _ in waiting) else []
             if ready:
@@ -270,9 +268,9 @@ class ReviewService:
         return CampaignOverview(
             name=campaign,
             counts=counts,
-            totals=totals,
-            receipts=receipts,
-            days=_days(timeline),
+            totals=facts.totals,
+            receipts=facts.receipts,
+            days=_days(facts.timeline),
             waiting=[Waiting(reason, n, _utc(first)) for reason, n, first in waiting],
             paused=campaign in paused or "*" in paused,
         )
