@@ -38,6 +38,7 @@ ROW_COLUMNS = (
     "replied_at, auto_replied_at, cases"
 )
 
+
 @dataclass(frozen=True)
 class PageQuery:
     """One page of a campaign's letters: filters, order, window."""
