@@ -1,7 +1,19 @@
-"""The signing page under load: 200 supporters signing at once, against `pdf batch`.
+"""The signing page under load (200 supporters signing at once, against `pdf batch`), and
+the organisers' area on a campaign of 100,000 letters (against `campaign status --json`).
 
-    .venv/bin/python benchmarks/serve.py            # 200 supporters
-    .venv/bin/python benchmarks/serve.py -n 100 --processes 2
+    .venv/bin/python benchmarks/serve.py            # both parts
+    .venv/bin/python benchmarks/serve.py -n 100 --processes 2 --only signing
+    .venv/bin/python benchmarks/serve.py --only admin --letters 100000
+
+The organisers' part builds a campaign of N letters with real parts
+(tests/support/review.py: queued, some held by a refusing server, cancelled and
+rescheduled, the rest sent to the recording sink, delivery reports, read receipts and
+replies imported), starts `campaign serve --admin-only` as a subprocess, signs in with
+the printed token, and times the overview and one page of the per-institution table
+(several sorts and filters) from the request to the last byte; then
+`campaign status --json` on the same store, as a process (what an organiser runs) and
+as the in-process `api.status` call. p50/p95 side by side (aim: p95 under 300 ms and no
+slower than `status --json`).
 
 Starts the real `campaign serve` (a subprocess on a free loopback port, worker processes
 sealing the PDFs) for a drive of the shipped peace-agreement letter to the Tajik embassy
@@ -108,7 +120,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="supporters signing at once")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="PDF worker processes")
+    parser.add_argument("--letters", type=int, default=100_000, help="letters in the organisers' campaign")
+    parser.add_argument("--rounds", type=int, default=40, help="requests per page kind (organisers' area)")
+    parser.add_argument("--only", choices=("signing", "admin"), help="run one part only")
+    parser.add_argument(
+        "--workspace", type=Path, help="organisers' part: measure this workspace's campaign instead of building one"
+    )
     args = parser.parse_args()
+    if args.only != "admin":
+        signing(args)
+    if args.only != "signing":
+        admin(args.letters, args.rounds, args.workspace)
+
+
+def signing(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         base = Path(tmp)
         ws, drive = signing_workspace(base / "ws", ids=("tj-embassy",), rate=100_000)
@@ -163,6 +188,107 @@ def main() -> None:
         "  note: with N supporters arriving at once, submit → PDF is mostly waiting for a worker; one PDF "
         f"costs a worker about {served_marginal * 1000:.0f} ms of CPU"
     )
+
+
+# ---------------------------------------------------------------------------
+# The organisers' area
+
+
+def admin_session(base: str, token: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=120, follow_redirects=False)
+    page = client.get("/admin/login")
+    form_token = re.search(r'name="form_token" value="([^"]+)"', page.text)
+    assert form_token is not None, page.text[:500]
+    signed = client.post("/admin/login", data={"token": token, "form_token": form_token.group(1)})
+    assert signed.status_code == 303, signed.text[:500]
+    return client
+
+
+def timed(client: httpx.Client, paths: list[str], rounds: int) -> list[float]:
+    times = []
+    for i in range(rounds):
+        path = paths[i % len(paths)]
+        t0 = time.perf_counter()
+        response = client.get(path)
+        times.append(time.perf_counter() - t0)
+        assert response.status_code == 200, (path, response.status_code, response.text[:300])
+    return times
+
+
+def admin(letters: int, rounds: int, existing: Path | None = None) -> None:
+    from tests.support.review import mixed_campaign
+
+    with tempfile.TemporaryDirectory(prefix="bench-admin-") as tmp:
+        base = Path(tmp)
+        os.environ["HOME"] = str(base / "home")
+        os.environ["PYTHON_KEYRING_BACKEND"] = "keyring.backends.fail.Keyring"
+
+        class Env:
+            def setenv(self, key: str, value: str) -> None:
+                os.environ[key] = value
+
+        start = time.perf_counter()
+        copies = max(1, -(-letters // 20_000))  # recipients.yaml stays under its 5 MB limit
+        if existing is not None:
+            ws = existing.resolve()
+        else:
+            ws = mixed_campaign(base / "ws", letters // copies, Env(), letters=copies)
+        built = time.perf_counter() - start
+        campaign = "peace-agreement"
+        with ServeProcess(ws, processes=0, extra=("--admin-only",)) as server:
+            client = admin_session(server.admin_url, server.admin_token)
+            client.get(f"/admin/overview?c={campaign}")  # the first request opens the registry
+            overview = timed(client, [f"/admin/overview?c={campaign}"], rounds)
+            pages = [
+                f"/admin/letters?c={campaign}",
+                f"/admin/letters?c={campaign}&sort=sent&order=desc",
+                f"/admin/letters?c={campaign}&status=delivered&page=40",
+                f"/admin/letters?c={campaign}&tag=special&sort=changed",
+                f"/admin/letters?c={campaign}&sort=status&page=500",
+            ]
+            table = timed(client, pages, rounds)
+            client.close()
+        status_cli = []
+        env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws)}
+        for _ in range(max(5, rounds // 4)):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "campaign", "status", "--json"], cwd=ROOT, env=env, check=True,
+                           capture_output=True)  # fmt: skip
+            status_cli.append(time.perf_counter() - t0)
+        from campaign import api
+
+        workspace = api.open_workspace(ws)
+        status_call = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            api.status(workspace)
+            status_call.append(time.perf_counter() - t0)
+
+    def row(label: str, values: list[float]) -> str:
+        return f"  {label:<44} p50 {statistics.median(values) * 1000:7.0f} ms   p95 {pct(values, 95) * 1000:7.0f} ms"
+
+    if existing is not None:
+        print(f"organisers' area: the campaign in {existing} ({letters_in(existing):,} letters)")
+    else:
+        print(
+            f"organisers' area: one campaign of {letters:,} letters in mixed states, {letters // copies:,} "
+            f"institutions x {copies} letters (built in {built:.0f} s)"
+        )
+    print(row("overview (GET /admin/overview)", overview))
+    print(row("one page of the table (50 rows; 5 kinds)", table))
+    print(row("`campaign status --json` (a process)", status_cli))
+    print(row("api.status() in process (its store work)", status_call))
+    print(
+        f"  p95 overview / p95 status --json: {pct(overview, 95) / pct(status_cli, 95):.2f}x, "
+        f"table / status --json: {pct(table, 95) / pct(status_cli, 95):.2f}x (aim: p95 < 300 ms and <= 1x)"
+    )
+
+
+def letters_in(ws: Path) -> int:
+    from campaign import api
+
+    with api.open_store(api.open_workspace(ws), create=False) as store:
+        return sum(sum(per.values()) for per in store.counts().values())
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ LEVELS = {
     "cases": 4,
     "roster": 4,
     "evidence": 4,
+    "report": 4,  # a campaign under review: the report's data, HTML and charts (render's page templates)
     "dispatch": 5,
     "receipts": 5,
     "submission": 5,
@@ -67,6 +68,7 @@ HOMES = {
     "cryptography": {"pdf", "transport", "signing"},  # signing: the LAN certificate of `serve --lan`
     "nacl": {"signing"},
     "segno": {"pdf"},
+    "leather": {"report"},  # charts as SVG, drawn on the server (campaign/report/charts.py)
     "PIL": {"pdf"},
     "starlette": {"web"},
     "uvicorn": {"web"},

@@ -127,6 +127,13 @@ def test_lan_serves_https_with_the_printed_fingerprint(tmp_path: Path) -> None:
             assert "Secure" in page.headers["set-cookie"]
         with pytest.raises(httpx.ConnectError):  # the pages are on the LAN address only
             httpx.get(server.url.replace("127.0.0.2", "127.0.0.1"), verify=False)
+        # the organisers' area stays on loopback: never on the LAN address, never over the supporters' port
+        assert server.admin_url == f"http://127.0.0.1:{server.admin_port}"
+        assert httpx.get(server.admin_url + "/admin/login").status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.2:{server.admin_port}/admin/login")
+        with httpx.Client(verify=context) as client:
+            assert client.get(server.url + "/admin/login").status_code == 404
     der = ssl.PEM_cert_to_DER_cert(cert.read_text())
     fingerprint = hashlib.sha256(der).hexdigest().upper()
     found = re.search(r"fingerprint: ([0-9A-F:]+)", server.output)

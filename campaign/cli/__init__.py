@@ -87,6 +87,7 @@ from campaign.cli import controls as _controls  # noqa: E402
 from campaign.cli import outbox as _outbox  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
 from campaign.cli import receipts as _receipts  # noqa: E402
+from campaign.cli import review as _review  # noqa: E402
 from campaign.cli import serve as _serve  # noqa: E402
 from campaign.cli import sign as _sign  # noqa: E402
 from campaign.cli import team as _team  # noqa: E402
@@ -99,6 +100,7 @@ _pdf.register(app)
 _cases.register(app)
 _sign.register(app)
 _serve.register(app)
+_review.register(app)
 
 
 _command: Any = None

@@ -1097,6 +1097,8 @@ def demo(ctx: typer.Context) -> None:
         out().print(f"signing drive {plain(result.drive.name)} is open: supporters sign in a browser")
         out().print(f"  CAMPAIGN_KEY_PASSPHRASE='{DEMO_PASSPHRASE}' {plain(me)} -C {plain(here)} serve")
         out().print(f"  then open {plain(result.drive.url())}")
+        out().print("  and review the campaign with its charts at the organisers' link it prints (…:8471/admin/)")
+    out().print(f"report: {plain(me)} -C {plain(here)} report -o report.html  (one file with charts, opens offline)")
 
 
 SENDING = "Send: queue, schedule, send and follow up"

@@ -52,6 +52,7 @@ with warnings.catch_warnings():
         "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
     )
     from campaign.pdf.cover import Cover, render_cover
+    from campaign.pdf.document import print_html
     from campaign.pdf.estimate import PageEstimate, count_pages, estimate_pages
     from campaign.pdf.image import normalise_signature
     from campaign.pdf.keystore import (
@@ -90,6 +91,7 @@ __all__ = [
     "Proof",
     "certificate_fingerprint",
     "normalise_signature",
+    "print_html",
     "qr_png",
     "qr_terminal",
     "render_cover",

@@ -83,6 +83,7 @@ class ServeProcess:
     ) -> None:  # fmt: skip
         self.ws = ws
         self.port = port or free_port()
+        self.admin_port = free_port()
         self.args = [
             sys.executable,
             "-m",
@@ -94,6 +95,12 @@ class ServeProcess:
             str(processes),
             *extra,
         ]
+        if "--admin-port" not in extra:
+            self.args += ["--admin-port", str(self.admin_port)]
+        self.signing = "--admin-only" not in extra
+        self.admin = "--no-admin" not in extra
+        self.admin_url = ""  # http://127.0.0.1:PORT of the organisers' area
+        self.admin_token = ""
         self.env = {**os.environ, "CAMPAIGN_WORKSPACE": str(ws), "CAMPAIGN_KEY_PASSPHRASE": KEY, **(env or {})}
         self.output = ""
         self.url = ""
@@ -115,6 +122,10 @@ class ServeProcess:
                 found = re.search(r"serving the signing page on (\S+)", line)
                 if found:
                     self.url = found.group(1)
+                admin = re.search(r"sign in: (http://\S+)/admin/login#token=(\S+)", line)
+                if admin:
+                    self.admin_url, self.admin_token = admin.group(1), admin.group(2)
+                if (self.url or not self.signing) and (self.admin_url or not self.admin):
                     self._drain()
                     return self
             elif self.proc.poll() is not None:
