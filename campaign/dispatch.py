@@ -49,6 +49,7 @@ from campaign.errors import CampaignError, StoreError, TransportError
 from campaign.models import ascii_address, from_rfc3339
 from campaign.pacing import Pacer
 from campaign.store import Claimed, Hold, Outcome, journal
+from campaign.store.protocols import QueueStore
 from campaign.store.sql import Gate, PrefixFn, SqlStore
 from campaign.transport import Connection, Envelope, SendResult, ServerUnavailableError
 
@@ -189,7 +190,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: SqlStore,
+        store: QueueStore,
         connect: Callable[[], Connection],
         pacer: Pacer,
         options: SendOptions,
@@ -835,3 +836,40 @@ async def send_direct(connect: Callable[[], Connection], items: list[tuple[Envel
     finally:
         await conn.close()
     return results
+
+
+def simulate(
+    snapshot: SqlStore, pacer: Pacer, options: SendOptions, start_ms: int
+) -> tuple[dict[int, tuple[int, str]], set[str]]:
+    """`campaign plan`: this send loop on a private copy of the queue, on a simulated clock,
+    against a server that accepts everything. Returns {message row id: (when it would be
+    handed over, outcome)} and the Message-IDs that would fail for age.
+
+    The copy is private: no journal, no heartbeat, and every letter left ``sending`` counts
+    as a crash, as the next real run would treat it.
+    """
+    import gc
+
+    from campaign.transport import NullConnection
+
+    times: dict[int, tuple[int, str]] = {}
+
+    def record(outcome: Outcome, at: int) -> None:
+        times[outcome.id] = (at, outcome.status)
+
+    options = replace(options, heartbeat=None, label=None, journal_dir=None, all_sending_crashed=True)
+    dispatcher = Dispatcher(
+        snapshot,
+        NullConnection,
+        pacer,
+        options,
+        prefix=lambda row, body, at: b"",
+        clock=VirtualClock(start_ms),
+        on_outcome=record,
+    )
+    gc.freeze()  # the plan's many long-lived objects need no cycle collection (it grew quadratic)
+    try:
+        report = asyncio.run(dispatcher.run())
+    finally:
+        gc.unfreeze()
+    return times, set(report.expired)

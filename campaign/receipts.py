@@ -49,7 +49,7 @@ from campaign.chain import sha256_hex
 from campaign.errors import ReceiptError
 from campaign.models import to_rfc3339
 from campaign.store import ReceiptEntry, Report, Target
-from campaign.store.sql import SqlStore
+from campaign.store.protocols import ReceiptSink
 
 MAX_REPORT_BYTES = 50 * 1024 * 1024
 MAX_MIME_DEPTH = 30  # real reports nest 3 or 4 levels; parsing recurses once per level
@@ -713,7 +713,7 @@ def _entries(parsed: Parsed, targets: dict[str, Target]) -> list[ReceiptEntry]:
 
 
 def import_items(
-    store: SqlStore,
+    store: ReceiptSink,
     items: Iterable[Item],
     *,
     now_ms: Callable[[], int],

@@ -796,7 +796,7 @@ def test_integrity_in_the_store_on_both_backends(store_url: str, tmp_path: Path)
     from campaign.ledger import verify as verify_log
     from campaign.pacing import Pacer, PacingConfig
     from campaign.store import NewMessage, ReceiptEntry, Report, Target, open_store
-    from campaign.store.sql import copy_state
+    from campaign.store.copy import copy_state
     from campaign.store.sqlite import SqliteStore
 
     now = 1_795_000_000_000

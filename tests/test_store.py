@@ -13,7 +13,8 @@ from campaign.ledger import verify
 from campaign.models import OfficeHours
 from campaign.pacing import InstitutionPolicy, Pacer, PacingConfig
 from campaign.store import NewMessage, Outcome, ReceiptEntry, Report, open_store
-from campaign.store.sql import SqlStore, copy_state
+from campaign.store.copy import copy_state
+from campaign.store.sql import SqlStore
 
 NOW = 1_795_000_000_000  # a fixed moment (epoch ms)
 FREE = Pacer(PacingConfig(rate=10_000, per_domain_rate=10_000))

@@ -51,6 +51,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings(
         "ignore", message="HarfBuzz-Subset will be required", category=DeprecationWarning, module=r"weasyprint\."
     )
+    from campaign.pdf.batch import Supporter, read_supporters, sign_many
     from campaign.pdf.cover import Cover, render_cover
     from campaign.pdf.document import print_html
     from campaign.pdf.estimate import PageEstimate, count_pages, estimate_pages
@@ -84,6 +85,9 @@ ASSURANCE = (
 """The sentence the CLI prints next to every verification result."""
 
 __all__ = [
+    "Supporter",
+    "read_supporters",
+    "sign_many",
     "ASSURANCE",
     "FIELD_NAME",
     "PAYLOAD_KEY",
