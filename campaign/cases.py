@@ -21,7 +21,6 @@ Contract:
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Literal
 
 from campaign import registry as yamlio
 from campaign.errors import CaseError
+from campaign.files import save_private
 from campaign.models import (
     CASE_ELEMENTS,
     NOTE_KINDS,
@@ -233,26 +233,9 @@ def ensure_folder(folder: Path) -> Path:
 
 
 def write_private(path: Path, text: str, *, replace: bool = False) -> None:
-    """Write ``text`` to ``path`` with mode 0600 (atomically when replacing)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC
-    try:
-        if not replace:
-            fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            return
-        fd = os.open(tmp, flags, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except FileExistsError:
-        raise CaseError(f"{FOLDER_LABEL}/{path.name}: already exists; nothing was written") from None
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise CaseError(f"{FOLDER_LABEL}/{path.name}: cannot write: {err.strerror}") from None
+    """Write ``text`` to ``path`` (0600, atomically: campaign.files), named by its place in
+    the cases folder, never by the full path."""
+    save_private(path, text.encode("utf-8"), replace=replace, error=CaseError, label=f"{FOLDER_LABEL}/{path.name}")
 
 
 def template_text(*, example: bool) -> str:

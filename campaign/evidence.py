@@ -45,6 +45,7 @@ from typing import Any
 
 from campaign import chain
 from campaign.errors import WorkspaceError
+from campaign.files import save_private
 from campaign.store.integrity import SealTracker
 from campaign.store.sql import SqlStore
 from campaign.wording import plural
@@ -400,40 +401,12 @@ def export_bundle(
         "files": files,
     }
     entries.append(("manifest.json", _manifest_bytes(manifest)))
-    _write_private(out, _zip_bytes(entries), force=force)
+    save_private(out, _zip_bytes(entries), replace=force, hint="choose another -o, or add --force")
     return ExportResult(out, len(ordered), len(events), head[1], scope["kind"], warnings)
 
 
 def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return json.dumps(manifest, indent=2, ensure_ascii=False, sort_keys=True).encode("utf-8")
-
-
-def _write_private(out: Path, data: bytes, *, force: bool) -> None:
-    """Write ``data`` to ``out`` as mode 0600 whatever the umask; never half a file."""
-    import secrets
-
-    tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if force:
-            os.replace(tmp, out)
-        else:
-            try:
-                os.link(tmp, out)
-            except FileExistsError:
-                raise WorkspaceError(
-                    f"{out}: already exists; nothing was written", hint="choose another -o, or add --force"
-                ) from None
-    except OSError as err:
-        raise WorkspaceError(f"{out}: cannot write: {err.strerror}") from err
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ This module is the only home of aiosmtpd outside the tests.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from campaign.files import write_private
 
 DSN_PARAMS = ("RET", "ENVID", "NOTIFY", "ORCPT")
 
@@ -96,10 +97,7 @@ class MailboxHandler:
 
 def _write_private(path: Path, data: bytes) -> Path:
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(data)
+    write_private(path, data, replace=True, durable=False)
     return path
 
 

@@ -36,6 +36,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from campaign.errors import CampaignError, LetterError, RegistryError, SelectionError
+from campaign.files import write_private
 from campaign.models import (
     FrontMatter,
     Invalid,
@@ -324,12 +325,7 @@ def _write_cache(target: Path, registry: Registry) -> None:
         target.parent.mkdir(mode=0o700, exist_ok=True)
         for old in target.parent.glob("registry-*.json"):
             old.unlink(missing_ok=True)
-        tmp = target.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(registry.model_dump_json())
-        os.replace(tmp, target)
+        write_private(target, registry.model_dump_json().encode("utf-8"), replace=True, durable=False)
     except OSError:
         pass  # a cache that cannot be written costs time, nothing else
 

@@ -18,6 +18,7 @@ LEVELS = {
     "wording": 0,
     "models": 1,
     "chain": 1,
+    "files": 1,
     "pacing": 2,
     "signing": 2,
     "config": 3,

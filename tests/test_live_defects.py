@@ -562,7 +562,7 @@ def test_12_root_certificate_has_the_readme_name(keyed: Path, tmp_path: Path, mo
     checked = run_cli("pdf", "verify", str(letter), "--trust", str(exported))
     assert checked.code == 0 and "trusted (certificate from the organisation you trust): yes" in checked.stdout
     again = run_cli("-C", str(keyed), "keys", "export-root", "-o", str(tmp_path / "letter.pdf"))
-    assert again.code == 1 and "already exists; not overwritten" in again.stderr
+    assert again.code == 1 and "already exists; nothing was written" in again.stderr
 
 
 # ---------------------------------------------------------------------------

@@ -286,7 +286,7 @@ def test_export_imports_again_unchanged(ws: Path, tmp_path: Path) -> None:
     after = json.loads(run_cli("recipients", "list", "--json").stdout)[1:]
     assert after == before
     again = run_cli("recipients", "export", "--csv", "-o", str(target))
-    assert again.code == 1 and "already exists; not overwritten" in again.stderr
+    assert again.code == 1 and "already exists; nothing was written" in again.stderr
 
 
 def test_import_xlsx(ws: Path, tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from campaign import registry as registry_mod
 from campaign.config import Workspace, load_workspace
-from campaign.errors import SelectionError, WorkspaceError
+from campaign.errors import SelectionError
+from campaign.files import save_private
 from campaign.models import Contact, Recipient, Registry
 
 if TYPE_CHECKING:
@@ -102,15 +103,9 @@ def keys_folder(ws: Workspace) -> Path:
     return ws.state_dir / "keys"
 
 
-def _write_private_file(path: Path, data: bytes) -> None:
-    try:
-        if path.exists():
-            raise WorkspaceError(f"{path}: already exists; not overwritten", hint="choose another -o")
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-    except OSError as err:
-        raise WorkspaceError(f"{path}: cannot write: {err.strerror}") from err
+def _write_private_file(path: Path, data: bytes, *, replace: bool = False) -> None:
+    """A private file (campaign.files); an existing one is replaced only with ``replace``."""
+    save_private(path, data, replace=replace, hint="choose another -o")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from campaign.api import (
     SendRequest,
     _prepare_send,
     _run_send,
+    _write_private_file,
     import_receipts,
     keys_init,
     log,
@@ -239,9 +240,7 @@ def _save_attachment(ws: Workspace, recipient: str, target: Path) -> Path | None
         if part.get_content_type() == "application/pdf":
             data = part.get_payload(decode=True)
             if isinstance(data, bytes):
-                fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
+                _write_private_file(target, data, replace=True)
                 return target
     return None
 

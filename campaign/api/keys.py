@@ -59,7 +59,7 @@ def export_root(ws: Workspace, out: Path | None = None) -> tuple[Path, str]:
         if target.exists():
             if target.is_file() and target.read_bytes() == data:
                 return target, fingerprint
-            raise WorkspaceError(f"{target}: already exists; not overwritten", hint="choose another -o")
+            raise WorkspaceError(f"{target}: already exists; nothing was written", hint="choose another -o")
         fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)

@@ -5,7 +5,6 @@ Re-exported by ``campaign.api``; see its docstring for the rules every function 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +18,7 @@ from campaign.errors import (
     SelectionError,
     WorkspaceError,
 )
+from campaign.files import private_file
 from campaign.models import Letter, Recipient, utcnow
 from campaign.render import Renderer
 
@@ -265,12 +265,15 @@ def pdf_batch(
     result = BatchResult(files)
     if zip_output:
         result.zip_file = out_dir / f"{letter.id}-signed-letters.zip"
-        fd = os.open(result.zip_file, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # private from the first byte, whatever the umask
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as bundle:
+        try:
+            with (
+                private_file(result.zip_file, replace=True) as handle,
+                zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as bundle,
+            ):
                 for path in files:
                     bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
+        except OSError as err:
+            raise WorkspaceError(f"{result.zip_file}: cannot write: {err.strerror or err}") from None
     if print_file is not None:
         _write_private_file(print_file, pdf.merge_unsigned(unsigned))
         result.print_file = print_file

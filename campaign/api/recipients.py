@@ -89,7 +89,7 @@ def export_recipients(ws: Workspace, out: Path | None = None) -> tuple[str, int]
         try:
             fd = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
         except FileExistsError:
-            raise WorkspaceError(f"{out}: already exists; not overwritten", hint="choose another -o") from None
+            raise WorkspaceError(f"{out}: already exists; nothing was written", hint="choose another -o") from None
         except OSError as err:
             raise WorkspaceError(f"{out}: cannot write: {err.strerror or err}") from err
         with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as handle:

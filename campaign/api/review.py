@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import tempfile
 import threading
 import time
@@ -32,7 +31,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from campaign.api import _explain_ready, load_registry, now_ms, open_store
+from campaign.api import _explain_ready, _write_private_file, load_registry, now_ms, open_store
 from campaign.config import Workspace
 from campaign.errors import CampaignError, SelectionError, UsageError, WorkspaceError
 from campaign.models import Recipient, to_rfc3339, utcnow
@@ -629,7 +628,7 @@ def write_report(ws: Workspace, request: ReportRequest) -> ReportResult:
         data = pdf.print_html(html, lang=request.lang)
     else:
         data = html.encode("utf-8")
-    _write_new(out, data)
+    _write_private_file(out, data, replace=True)
     return ReportResult(
         path=out,
         campaigns=[o.name for o, _, _ in review.campaigns],
@@ -638,20 +637,6 @@ def write_report(ws: Workspace, request: ReportRequest) -> ReportResult:
         named=sum(len(d.names or []) for d in review.drives),
         counts={o.name: dict(o.counts) for o, _, _ in review.campaigns},
     )
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write through a temporary file beside it (0600: the report names institutions and,
-    with --with-signatories, supporters), replacing the target only when complete."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise WorkspaceError(f"{path}: cannot write: {err.strerror}") from err
 
 
 # ---------------------------------------------------------------------------

@@ -371,10 +371,7 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
         if prefix is None:
             prefix = prefix_fn({}, body, now_ms())
         path = outdir / f"{msg.id:06d}-{msg.recipient}.eml"
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)  # an older file may have been looser
-            handle.write(prefix + body)
+        _write_private_file(path, prefix + body, replace=True)
         written.append(path)
     return written
 

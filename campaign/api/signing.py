@@ -424,7 +424,7 @@ def close_drive(ws: Workspace, name: str, passphrase: str, *, cover_out: Path | 
     from campaign.store import signing as sstore
 
     if cover_out is not None and cover_out.exists():
-        raise SigningError(f"{cover_out}: already exists; not overwritten", hint="choose another -o")
+        raise SigningError(f"{cover_out}: already exists; nothing was written", hint="choose another -o")
     key = pdf.load_seal(_keys(ws), passphrase)
     fingerprint = root_fingerprint_hex(ws)
     reg = load_registry(ws)
@@ -502,7 +502,7 @@ def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> li
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format {fmt!r}: choose csv or json")
     if out.exists():
-        raise SigningError(f"{out}: already exists; not overwritten", hint="choose another -o")
+        raise SigningError(f"{out}: already exists; nothing was written", hint="choose another -o")
     with _opened(ws) as store:
         drive = sstore.get_drive(store, name)
         if fmt == "json":
@@ -539,7 +539,7 @@ def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> li
     drawn = [s for s in sigs if s["signature_png"]]
     if drawn:
         if images_dir.exists():
-            raise SigningError(f"{images_dir}: already exists; not overwritten", hint="choose another -o")
+            raise SigningError(f"{images_dir}: already exists; nothing was written", hint="choose another -o")
         images_dir.mkdir(mode=0o700)
     for n, sig in enumerate(sigs, start=1):
         image = ""

@@ -15,13 +15,13 @@ page or word limit.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from campaign import cases as core
 from campaign import registry as registry_mod
+from campaign.api import _write_private_file
 from campaign.api import cases as cases_api
 from campaign.config import Workspace
 from campaign.errors import CaseError, UsageError, WorkspaceError
@@ -213,10 +213,10 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
 
         ws.ensure_state_dir()
         ensure_private_dir(folder)
-    _write(out, data if data is not None else (text_out or "").encode("utf-8"))
+    _write_private_file(out, data if data is not None else (text_out or "").encode("utf-8"), replace=True)
     files.append(out)
     if email_file is not None:
-        _write(email_file, _email_text(recipient, subject, rendered.text).encode("utf-8"))
+        _write_private_file(email_file, _email_text(recipient, subject, rendered.text).encode("utf-8"), replace=True)
         files.append(email_file)
 
     result = PrepareResult(files, fmt, lang, _to_line(recipient, profile), subject, checklist, estimate)
@@ -307,19 +307,6 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         raise WorkspaceError(f"{existing[0]}: already exists; nothing was written", hint="add --force to overwrite")
-
-
-def _write(path: Path, data: bytes) -> None:
-    """A private file (0600), replacing an old one atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise WorkspaceError(f"{path}: cannot write: {err.strerror}") from err
 
 
 def _queue(

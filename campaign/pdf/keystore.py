@@ -3,7 +3,7 @@
 Contract:
 - :func:`init_keys` makes, under one folder (e.g. ``.campaign/keys/``), a self-signed
   root certificate (CA, keyCertSign) and a "seal" signing key with a certificate issued
-  by that root. Files are created with ``os.open(..., 0o600)`` and never overwritten;
+  by that root. Files are created 0600 (campaign.files) and never overwritten;
   the folder is 0700. Private keys are PKCS#8 PEM encrypted with the passphrase:
   PBES2, AES-256-CBC, PBKDF2-HMAC-SHA256 with 600,000 iterations (``cryptography``'s
   ``BestAvailableEncryption`` would use 2,048). Passphrases have at least 8 characters.
@@ -42,6 +42,7 @@ from pyhanko.sign.signers import SimpleSigner
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from campaign.errors import PdfError
+from campaign.files import write_private
 
 ROOT_KEY = "root.key.pem"
 ROOT_CERT = "root.cert.pem"
@@ -71,19 +72,6 @@ class SigningKey:
 
 # ---------------------------------------------------------------------------
 # Files
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600; never replaces an existing file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-    finally:
-        os.close(fd)
 
 
 def _private_folder(folder: Path) -> None:
@@ -343,7 +331,7 @@ def init_keys(folder: Path, passphrase: str, *, organisation: str) -> str:
     written: list[Path] = []
     try:
         for name, data in files.items():
-            _write_new(folder / name, data)
+            write_private(folder / name, data, replace=False)
             written.append(folder / name)
     except OSError as err:
         for path in written:
@@ -401,7 +389,7 @@ def issue_supporter(folder: Path, passphrase: str, *, name: str, email: str | No
     issued = folder / ISSUED_DIR
     _private_folder(issued)
     try:
-        _write_new(issued / f"{cert.serial_number:x}.cert.pem", _pem_cert(cert))
+        write_private(issued / f"{cert.serial_number:x}.cert.pem", _pem_cert(cert), replace=False)
     except OSError as err:
         raise PdfError(f"{issued}: cannot record the issued certificate ({err})") from None
     protection = (

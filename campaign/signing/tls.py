@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from campaign.errors import SigningError
+from campaign.files import write_private
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,6 @@ def _names(cert: x509.Certificate) -> set[str]:
     found = {str(n) for n in san.get_values_for_type(x509.DNSName)}
     found |= {str(a) for a in san.get_values_for_type(x509.IPAddress)}
     return found
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
 
 
 def lan_certificate(folder: Path, hosts: list[str], *, organisation: str) -> LanCertificate:
@@ -91,13 +83,14 @@ def lan_certificate(folder: Path, hosts: list[str], *, organisation: str) -> Lan
     )
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write(
+        write_private(
             key_file,
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ),
+            replace=True,
         )
-        _write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
+        write_private(cert_file, cert.public_bytes(serialization.Encoding.PEM), replace=True)
     except OSError as err:
         raise SigningError(f"{folder}: cannot write the LAN certificate: {err.strerror}") from err
     return LanCertificate(cert_file, key_file, _fingerprint(cert))

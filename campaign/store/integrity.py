@@ -25,7 +25,6 @@ Contract:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
@@ -39,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from campaign import chain
 from campaign.errors import StoreError
+from campaign.files import write_private
 from campaign.store import bodies
 
 if TYPE_CHECKING:
@@ -77,24 +77,13 @@ def load_key(path: Path, *, create: bool = True) -> bytes:
 
 def _create_key(path: Path) -> bytes:
     key = secrets.token_bytes(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write(key)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)  # never replaces a key another process created meanwhile
-        except FileExistsError:
-            return load_key(path, create=False)
+        write_private(path, key, replace=False)  # never replaces a key another process created meanwhile
+    except FileExistsError:
+        return load_key(path, create=False)
     except OSError as err:
         raise StoreError(f"{path}: cannot create the chain key: {err.strerror}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
     return key
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from campaign.errors import StoreError
+from campaign.files import write_private
 from campaign.store import Outcome
 
 VERSION = 1
@@ -31,19 +32,9 @@ def write(folder: Path, worker: str, outcomes: list[Outcome]) -> Path:
     """Write ``outcomes`` durably; returns the file. Raises OSError (disk full, read-only)."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = folder / f"{worker}.json"
-    tmp = folder / f".{worker}.json.tmp"
     payload = {"version": VERSION, "worker": worker, "outcomes": [asdict(o) for o in outcomes]}
     data = json.dumps(payload, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_private(path, data, replace=True)
     _fsync_dir(folder)
     return path
 
