@@ -48,7 +48,7 @@ from typing import Any, Protocol, TypeVar
 from campaign.errors import CampaignError, StoreError, TransportError
 from campaign.models import ascii_address, from_rfc3339
 from campaign.pacing import Pacer
-from campaign.store import Claimed, Hold, Outcome, journal
+from campaign.store import Claimed, Hold, Outcome, Unsent, journal
 from campaign.store.protocols import QueueStore
 from campaign.store.sql import Gate, PrefixFn, SqlStore
 from campaign.transport import Connection, Envelope, SendResult, ServerUnavailableError
@@ -145,7 +145,9 @@ class RunReport:
     journaled: list[Outcome] = field(default_factory=list)  # confirmed, not recorded: in the journal
     journal: Path | None = None  # where they are
     journal_error: str | None = None  # the journal could not be written either (then: name them)
+    unsent: list[Unsent] = field(default_factory=list)  # claimed, never sent, not put back: in the journal
     journal_applied: int = 0  # outcomes a previous run left in the journal, recorded at the start
+    journal_returned: int = 0  # unsent letters a previous run left in the journal, put back at the start
     gated: list[Hold] = field(default_factory=list)  # held before sending (e.g. left the registry)
 
 
@@ -231,6 +233,7 @@ class Dispatcher:
         self._done = False
         self._fatal: CampaignError | None = None
         self._store_broken = False  # the writer gave up: what is left goes to the journal
+        self._unsent: list[Unsent] = []  # claimed, never sent, and the store could not take back
         self._writes_idle = asyncio.Event()
         self._writes_idle.set()
         self._landed = asyncio.Event()
@@ -342,8 +345,11 @@ class Dispatcher:
                     data={"worker": opts.worker, "wait": opts.wait},
                 )
             if self.options.journal_dir is not None:
-                for path, worker, outcomes in journal.pending(self.options.journal_dir):
+                for path, worker, outcomes, unsent in journal.pending(self.options.journal_dir):
                     await self._store(self.store.finish, outcomes, now, worker=worker)
+                    self.report.journal_returned += await self._store(
+                        self.store.unclaim, unsent, now, worker=worker, reason="run stopped (from the journal)"
+                    )
                     journal.done(path)
                     self.report.journal_applied += len(outcomes)
             self.report.recovered = await self._store(
@@ -395,15 +401,18 @@ class Dispatcher:
 
     async def _wind_up(self) -> None:
         """After the group: return unsent claims; save outcomes the store could not take."""
-        if self._buffer and not self.report.aborted and not self._store_broken:
+        if self._buffer and not self.report.aborted:
             left, self._buffer = list(self._buffer), collections.deque()
             try:
+                if self._store_broken:  # do not wait out a store that has failed: journal them
+                    raise self._fatal or StoreError("the store failed")
                 await self._store(
                     self.store.unclaim, left, self.clock.now_ms(), worker=self.options.worker, reason="run stopped"
                 )
             except CampaignError as err:
-                self._stop_run(err)  # they stay "sending": the next run recovers them (named)
-        if self._outcomes:
+                self._stop_run(err)
+                self._unsent.extend(Unsent.of(item) for item in left)
+        if self._outcomes or self._unsent:
             self._save_journal()
         if self.options.label is not None and not self._store_broken:
             p = self.progress
@@ -432,12 +441,14 @@ class Dispatcher:
 
     def _save_journal(self) -> None:
         outcomes, self._outcomes = self._outcomes, []
+        unsent, self._unsent = self._unsent, []
         self.report.journaled = outcomes
+        self.report.unsent = unsent
         if self.options.journal_dir is None:
             self.report.journal_error = "no recovery journal on this store"
             return
         try:
-            self.report.journal = journal.write(self.options.journal_dir, self.options.worker, outcomes)
+            self.report.journal = journal.write(self.options.journal_dir, self.options.worker, outcomes, unsent)
         except OSError as err:
             self.report.journal_error = err.strerror or str(err)
 
@@ -616,8 +627,17 @@ class Dispatcher:
         return None
 
     async def _put_back(self, item: Claimed, reason: str) -> None:
-        """Nothing of ``item`` was sent: it returns to its previous state (``not_sent``)."""
-        await self._store(self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker, reason=reason)
+        """Nothing of ``item`` was sent: it returns to its previous state (``not_sent``). If
+        the store cannot take it back, it goes to the journal (not a possible duplicate)."""
+        try:
+            if self._store_broken:
+                raise self._fatal or StoreError("the store failed")
+            await self._store(
+                self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker, reason=reason
+            )
+        except CampaignError as err:
+            self._unsent.append(Unsent.of(item))
+            self._stop_run(err)
 
     async def _worker(self, index: int) -> None:
         conn: Connection | None = None

@@ -443,6 +443,11 @@ def print_send_summary(outcome: Any) -> None:
             f"recorded {plural(report.journal_applied, 'outcome')} that a previous run could not write "
             "(from .campaign/recovery/); those letters were not sent again"
         )
+    if report.journal_returned:
+        note(
+            f"put back {plural(report.journal_returned, 'letter')} that a previous run had claimed but not sent "
+            "(from .campaign/recovery/); not possible duplicates"
+        )
     if report.recovered:
         warn(
             f"{plural(len(report.recovered), 'letter')} {'was' if len(report.recovered) == 1 else 'were'} being sent "
@@ -489,6 +494,20 @@ def print_send_summary(outcome: Any) -> None:
                 f"[bold red]error:[/bold red] {count} accepted by the server could not be recorded, and the "
                 f"recovery journal could not be written either ({plain(report.journal_error or '')}): "
                 f"message ids {ids} were delivered; do not send them again"
+            )
+    if report.unsent:
+        count = plural(len(report.unsent), "claimed letter")
+        them = "it" if len(report.unsent) == 1 else "them"
+        if report.journal is not None:
+            note(
+                f"{count} not sent yet could not be put back in the store: saved in {plain(str(report.journal))}; "
+                f"the next `campaign send` puts {them} back and sends {them} once"
+            )
+        else:
+            ids = ", ".join(str(u.id) for u in report.unsent)
+            warn(
+                f"{count} not sent (message ids {ids}) could not be put back in the store or the journal: the "
+                "next `campaign send` will send them as possible duplicates, though they were never sent"
             )
     for held in getattr(outcome, "refused", []):
         common.err().print(

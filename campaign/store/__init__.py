@@ -93,6 +93,22 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Unsent:
+    """A claimed letter a run never started to send: what ``unclaim`` needs to put it back
+    (kept in the recovery journal when the store could not take it at the time)."""
+
+    id: int
+    message_id: str
+    campaign: str
+    attempt: int
+    previous_status: str
+
+    @classmethod
+    def of(cls, item: Claimed) -> Unsent:
+        return cls(item.id, item.message_id, item.campaign, item.attempt, item.previous_status)
+
+
+@dataclass(frozen=True)
 class Hold:
     """A due letter a claim held instead of sending (see ``SqlStore.claim``'s ``gate``)."""
 
@@ -223,6 +239,7 @@ __all__ = [
     "Target",
     "Claim",
     "Claimed",
+    "Unsent",
     "Existing",
     "MessageFilter",
     "NewMessage",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from campaign.pacing import Pacer
-    from campaign.store import Claim, Claimed, Outcome, Report, Target
+    from campaign.store import Claim, Claimed, Outcome, Report, Target, Unsent
     from campaign.store.sql import Gate, PrefixFn
 
 
@@ -39,7 +39,7 @@ class QueueStore(Protocol):
 
     def finish(self, outcomes: Iterable[Outcome], now_ms: int, *, worker: str) -> int: ...
 
-    def unclaim(self, items: Iterable[Claimed], now_ms: int, *, worker: str, reason: str) -> int: ...
+    def unclaim(self, items: Iterable[Claimed | Unsent], now_ms: int, *, worker: str, reason: str) -> int: ...
 
     def recover(self, now_ms: int, *, all_sending: bool) -> list[str]: ...
 

@@ -24,6 +24,7 @@ from campaign.store import (
     Hold,
     NewMessage,
     Outcome,
+    Unsent,
     bodies,
 )
 from campaign.store.integrity import INTEGRITY
@@ -526,7 +527,7 @@ class QueueOps(StoreBase):
             )
         return rows
 
-    def unclaim(self, items: Iterable[Claimed], now_ms: int, *, worker: str, reason: str) -> int:
+    def unclaim(self, items: Iterable[Claimed | Unsent], now_ms: int, *, worker: str, reason: str) -> int:
         """Put claimed messages back as they were: nothing was sent (the run stopped first).
         Returns how many were put back (a message another worker took over is left alone)."""
         done = 0
