@@ -27,8 +27,10 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 demo: $(STAMP)
 	$(BIN)/campaign demo
 
+# Two workers by default (CI has 2 cores); TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check campaign tests benchmarks

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -107,44 +106,58 @@ class ServeProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServeProcess:
+        import queue
+        import threading
+
         self.proc = subprocess.Popen(
             self.args, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if ready:
-                line = self.proc.stdout.readline()
-                if not line:
-                    break
-                self.output += line
-                found = re.search(r"serving the signing page on (\S+)", line)
-                if found:
-                    self.url = found.group(1)
-                admin = re.search(r"sign in: (http://\S+)/admin/login#token=(\S+)", line)
-                if admin:
-                    self.admin_url, self.admin_token = admin.group(1), admin.group(2)
-                if (self.url or not self.signing) and (self.admin_url or not self.admin):
-                    self._drain()
-                    return self
-            elif self.proc.poll() is not None:
-                break
-        self.stop()
-        raise RuntimeError(f"campaign serve did not start:\n{self.output}")
-
-    def _drain(self) -> None:
-        """Keep reading the server's output in a thread (a full pipe would block it)."""
-        import threading
+        # One thread reads the output from the start, line by line, into a queue. (select()
+        # on the pipe beside readline() misses lines already in the text buffer: when the
+        # server's first lines arrived in one write, the start used to wait out its deadline.)
+        lines: queue.Queue[str | None] = queue.Queue()
+        self._lines: list[str] = []
 
         def read() -> None:
             assert self.proc is not None and self.proc.stdout is not None
             for line in self.proc.stdout:
-                self._lines.append(line)
+                lines.put(line)
+            lines.put(None)
 
-        self._lines: list[str] = []
         self._reader = threading.Thread(target=read, daemon=True)
         self._reader.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.output += line
+            found = re.search(r"serving the signing page on (\S+)", line)
+            if found:
+                self.url = found.group(1)
+            admin = re.search(r"sign in: (http://\S+)/admin/login#token=(\S+)", line)
+            if admin:
+                self.admin_url, self.admin_token = admin.group(1), admin.group(2)
+            if (self.url or not self.signing) and (self.admin_url or not self.admin):
+                self._keep_reading(lines)
+                return self
+        self.stop()
+        raise RuntimeError(f"campaign serve did not start:\n{self.output}")
+
+    def _keep_reading(self, lines: Any) -> None:
+        """After the start, move the rest of the output into ``_lines`` as it comes (a full
+        pipe would block the server)."""
+        import threading
+
+        def move() -> None:
+            while (line := lines.get()) is not None:
+                self._lines.append(line)
+
+        self._mover = threading.Thread(target=move, daemon=True)
+        self._mover.start()
 
     def stop(self) -> int:
         if self.proc is None:
@@ -156,15 +169,12 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        reader = getattr(self, "_reader", None)
-        if reader is not None:
-            reader.join(timeout=10)
-            self.output += "".join(self._lines)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-        else:
-            rest, _ = self.proc.communicate()
-            self.output += rest or ""
+        for thread in (getattr(self, "_reader", None), getattr(self, "_mover", None)):
+            if thread is not None:
+                thread.join(timeout=10)
+        self.output += "".join(self._lines)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         code = self.proc.returncode
         self.proc = None
         return code
