@@ -27,10 +27,8 @@ $(STAMP): pyproject.toml uv.lock $(UV)
 demo: $(STAMP)
 	$(BIN)/campaign demo
 
-# Two workers by default (CI has 2 cores); TEST_WORKERS=0 runs in one process.
-TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check campaign tests benchmarks

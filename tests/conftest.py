@@ -25,15 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` runs two workers (pytest-xdist, ``--dist loadgroup``). The loopback
-    Postfix and Dovecot are one shared server with shared Maildirs that tests empty: every
-    test that uses them runs on the same worker, one after the other."""
-    for item in items:
-        if item.get_closest_marker("mta") or item.get_closest_marker("imap"):
-            item.add_marker(pytest.mark.xdist_group("mail"))
-
-
 @pytest.fixture(autouse=True)
 def _isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads the developer's environment or keyring."""
