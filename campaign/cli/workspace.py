@@ -85,8 +85,18 @@ def recipients_list(
     out().print(f"{plural(len(recipients), 'institution')}, {sum(1 for r in recipients if r.postal_only)} postal only")
 
 
+SHOWN_PER_KIND = 10  # `recipients check` lists this many warnings of one kind, then counts the rest
+
+
 @recipients_app.command("check")
-def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
+def recipients_check(
+    ctx: typer.Context,
+    strict: StrictOpt = False,
+    every: Annotated[
+        bool,
+        typer.Option("--all", help=f"List every warning (by default {SHOWN_PER_KIND} of a kind, then a count)."),
+    ] = False,
+) -> None:
     """Validate recipients.yaml and warn about unsourced or unconfirmed addresses.
 
     Confirm every address on the institution's own site before a real send, then set
@@ -100,8 +110,14 @@ def recipients_check(ctx: typer.Context, strict: StrictOpt = False) -> None:
 
     ws = state(ctx).workspace()
     warnings = api.check_recipients(ws)
+    shown: dict[str, int] = {}
     for w in warnings:
-        warn(str(w))
+        shown[w.message] = shown.get(w.message, 0) + 1
+        if every or shown[w.message] <= SHOWN_PER_KIND:
+            warn(str(w))
+    for message, count in shown.items():
+        if not every and count > SHOWN_PER_KIND:
+            warn(f"… and {count - SHOWN_PER_KIND:,} more: {message} (`campaign recipients check --all` lists them)")
     count = len(api.list_recipients(ws))
     out().print(f"recipients.yaml: {plural(count, 'institution')} valid, {plural(len(warnings), 'warning')}")
     if strict and warnings:
