@@ -403,15 +403,7 @@ class Dispatcher:
         """After the group: return unsent claims; save outcomes the store could not take."""
         if self._buffer and not self.report.aborted:
             left, self._buffer = list(self._buffer), collections.deque()
-            try:
-                if self._store_broken:  # do not wait out a store that has failed: journal them
-                    raise self._fatal or StoreError("the store failed")
-                await self._store(
-                    self.store.unclaim, left, self.clock.now_ms(), worker=self.options.worker, reason="run stopped"
-                )
-            except CampaignError as err:
-                self._stop_run(err)
-                self._unsent.extend(Unsent.of(item) for item in left)
+            await self._put_back(left, "run stopped")
         if self._outcomes or self._unsent:
             self._save_journal()
         if self.options.label is not None and not self._store_broken:
@@ -626,17 +618,16 @@ class Dispatcher:
                 return None
         return None
 
-    async def _put_back(self, item: Claimed, reason: str) -> None:
-        """Nothing of ``item`` was sent: it returns to its previous state (``not_sent``). If
-        the store cannot take it back, it goes to the journal (not a possible duplicate)."""
+    async def _put_back(self, items: list[Claimed], reason: str) -> None:
+        """Nothing of ``items`` was sent: they return to their previous state (``not_sent``).
+        If the store cannot take them back (or has failed: it is not waited out), they go
+        to the journal, so the next run puts them back (not possible duplicates)."""
         try:
             if self._store_broken:
                 raise self._fatal or StoreError("the store failed")
-            await self._store(
-                self.store.unclaim, [item], self.clock.now_ms(), worker=self.options.worker, reason=reason
-            )
+            await self._store(self.store.unclaim, items, self.clock.now_ms(), worker=self.options.worker, reason=reason)
         except CampaignError as err:
-            self._unsent.append(Unsent.of(item))
+            self._unsent.extend(Unsent.of(item) for item in items)
             self._stop_run(err)
 
     async def _worker(self, index: int) -> None:
@@ -657,7 +648,7 @@ class Dispatcher:
                         # Dropped while idle: nothing was sent. Reconnect and try once more.
                         conn = await self._open()
                         if conn is None:
-                            await self._put_back(item, self._fatal.message if self._fatal else "run stopped")
+                            await self._put_back([item], self._fatal.message if self._fatal else "run stopped")
                             return
                         result = await conn.send(envelope_for(item, self.options), item.wire)
                         if result.kind == "reconnect":
@@ -670,7 +661,7 @@ class Dispatcher:
                                 "no message was sent",
                             )
                         )
-                        await self._put_back(item, result.reply or "sender refused")
+                        await self._put_back([item], result.reply or "sender refused")
                         return
                     if result.kind == "protocol":
                         # A broken or hostile server: stop, rather than spend an attempt per letter.
@@ -682,7 +673,7 @@ class Dispatcher:
                             )
                         )
                         if result.phase != "end":  # nothing of the message was sent: put it back
-                            await self._put_back(item, result.reply or "protocol violation")
+                            await self._put_back([item], result.reply or "protocol violation")
                             return
                         self._record(self._outcome(item, result), item)
                         return
