@@ -211,6 +211,11 @@ def test_a_killed_workers_letters_are_picked_up_after_its_lease(pg_url: str, tmp
         assert held, "the first worker never claimed anything"
         victim.send_signal(signal.SIGKILL)
         victim.communicate(timeout=10)
+        # What the dead worker left behind: the letters seen above may have been
+        # sent in the moment before the kill, and others claimed in their place.
+        rows = json.loads(campaign(ws, pg_url, "log", "--json").stdout)
+        held = [r for r in rows if r["status"] == "sending"]
+        assert held, "the killed worker held no letter"
         time.sleep(4.5)  # the lease expires
         campaign(ws, pg_url, "send", "--yes")
         rows = json.loads(campaign(ws, pg_url, "log", "--json").stdout)
