@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 UV := $(VENV)/.uv/bin/uv
-# uv installs into our venv with its own interpreter; it never downloads a Python.
-UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(BIN)/python UV_PYTHON_DOWNLOADS=never
+# uv installs into our venv with its own interpreter; it never downloads a Python. Like pip,
+# it compiles what it installs to bytecode (uv does not by default), so that every command
+# starts without compiling its imports (0.4 s each where PYTHONDONTWRITEBYTECODE is set).
+UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(BIN)/python UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=1
 
 .PHONY: demo test lint format bench soak clean system-deps upgrade check-latest
 
@@ -22,6 +24,7 @@ $(UV):
 
 $(STAMP): pyproject.toml uv.lock $(UV)
 	$(UV_ENV) $(UV) sync --frozen --quiet --extra dev
+	$(BIN)/python -m compileall -q campaign
 	@touch $(STAMP)
 
 demo: $(STAMP)

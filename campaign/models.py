@@ -180,7 +180,13 @@ def address_domain(address: str) -> str:
         return domain
 
 
-Email = Annotated[str, BeforeValidator(normalize_address)]
+def _email_field(value: Any, info: ValidationInfo) -> str:
+    # Its own function, with ``info`` required: pydantic passes ValidationInfo only to a
+    # validator whose second parameter has no default (normalize_address's has one).
+    return normalize_address(value, info)
+
+
+Email = Annotated[str, BeforeValidator(_email_field)]
 
 _DURATION = re.compile(r"(\d+)\s*(w|d|h|m|s)")
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}

@@ -325,7 +325,10 @@ def _write_cache(target: Path, registry: Registry) -> None:
         target.parent.mkdir(mode=0o700, exist_ok=True)
         for old in target.parent.glob("registry-*.json"):
             old.unlink(missing_ok=True)
-        write_private(target, registry.model_dump_json().encode("utf-8"), replace=True, durable=False)
+        # Without the defaults: a third of the size, and models that hold only what was set.
+        write_private(
+            target, registry.model_dump_json(exclude_defaults=True).encode("utf-8"), replace=True, durable=False
+        )
     except OSError:
         pass  # a cache that cannot be written costs time, nothing else
 
