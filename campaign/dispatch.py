@@ -176,7 +176,7 @@ def envelope_for(item: Claimed, options: SendOptions) -> Envelope:
     if options.verp:
         local, _, domain = mail_from.rpartition("@")
         mail_from = f"{local}+{item.envid}@{domain}"
-    rcpt = item.email if item.email.isascii() else (ascii_address(item.email) or item.email)
+    rcpt = ascii_address(item.email) or item.email
     return Envelope(mail_from=mail_from, rcpt=rcpt, envid=item.envid, smtputf8=item.smtputf8)
 
 

@@ -158,10 +158,18 @@ def _validated_address(candidate: str) -> str:
 _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def ascii_address(address: str) -> str | None:
-    """The address with its domain in IDNA (punycode) form, or None when the local
-    part is not ASCII (such an address needs SMTPUTF8)."""
+    """The normalised ``address`` with its domain in IDNA (punycode) form, or None when
+    the local part is not ASCII (such an address needs SMTPUTF8). A normalised address
+    that is all ASCII is its own ASCII form (tests/test_models.py checks the library
+    agrees), so only the others go through email_validator."""
+    if address.isascii():
+        return address
+    return _ascii_form(address)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _ascii_form(address: str) -> str | None:
     info = validate_email(address, check_deliverability=False, allow_smtputf8=True)
     return info.ascii_email
 
@@ -632,6 +640,12 @@ class Contact(StrictModel):
     source: OneLine | None = None
     checked: date | None = None
     fields: Fields = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """:func:`address_key` of this contact, without validating the address again
+        (the model holds it normalised)."""
+        return self.email.casefold()
 
     def salutation_for(self, lang: str) -> str | None:
         if isinstance(self.salutation, str):

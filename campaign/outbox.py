@@ -38,7 +38,6 @@ from campaign.models import (
     Recipient,
     Sender,
     address_domain,
-    address_key,
     ascii_address,
     check_campaign_id,
     from_rfc3339,
@@ -231,7 +230,7 @@ def queue_letter(
     known = store.queued_keys(campaign, letter.id)
     with _Spool() as spool:
         for target in chosen:
-            email_key = address_key(target.contact.email)
+            email_key = target.contact.key
             existing = known.get((target.recipient.id, email_key, target.cases_key))
             message_id = existing.message_id if existing else new_message_id(sender.domain)
             envid = existing.envid if existing else new_envid()
@@ -414,7 +413,7 @@ def registry_gate(recipients: list[Recipient]) -> Callable[[dict[str, object]], 
     """A claim gate (``SqlStore.claim``): hold a letter whose institution left
     recipients.yaml, or whose address is no longer one of its contacts, instead of sending
     it to whoever it was queued for. ``release`` refuses such a letter: requeue or cancel."""
-    contacts = {r.id: {address_key(c.email) for c in r.contacts} for r in recipients}
+    contacts = {r.id: {c.key for c in r.contacts} for r in recipients}
 
     def gate(row: dict[str, object]) -> tuple[str, str] | None:
         institution = str(row["recipient"])

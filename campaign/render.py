@@ -38,7 +38,7 @@ from email import base64mime as email_base64mime
 from email import policy as email_policy
 from email import quoprimime as email_quoprimime
 from email.header import Header
-from email.headerregistry import Address
+from email.headerregistry import Address, HeaderRegistry
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import format_datetime, formataddr
@@ -72,6 +72,22 @@ Speaker = Literal["organisation", "supporter"]
 
 _ADDRESS_HEADERS = {"from", "to", "cc", "reply-to", "sender", "disposition-notification-to"}
 _TEXT_HEADERS = {"subject", "comments", "content-description"}
+
+
+class _HeaderClasses(HeaderRegistry):
+    """The stdlib's header registry, making each header's class once: the stdlib makes a
+    new class (``type(...)``) every time it parses a header, a tenth of a message's cost."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
 
 
 class MailPolicy(EmailPolicy):
@@ -108,11 +124,11 @@ class MailPolicy(EmailPolicy):
         return encoded.encode("ascii") if encoded else super().fold_binary(name, value)
 
 
-POLICY = MailPolicy(linesep="\r\n", cte_type="7bit", refold_source="none")
+POLICY = MailPolicy(linesep="\r\n", cte_type="7bit", refold_source="none", header_factory=_HeaderClasses())
 """CRLF line endings, RFC 2047 headers, 7-bit bodies. Header values stored raw
 (``set_raw``) are written as they are: :func:`build_message` stores them already folded
 by this policy."""
-POLICY_UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit", refold_source="none")
+POLICY_UTF8 = email_policy.SMTPUTF8.clone(cte_type="7bit", refold_source="none", header_factory=_HeaderClasses())
 """For an address whose local part is not ASCII: UTF-8 headers, still 7-bit bodies."""
 
 DEFAULT_SALUTATIONS = {
@@ -660,6 +676,9 @@ class RenderedLetter:
     warnings: tuple[str, ...] = field(default=())
 
 
+_BODIES_KEPT = 64  # distinct letter bodies whose conversion a Renderer keeps
+
+
 class Renderer:
     """Compiles and caches the templates of one letters/ folder."""
 
@@ -677,6 +696,24 @@ class Renderer:
         self._plain_env = LimitedSandbox(finalize=_finalize_plain, **common)
         for env in (self._body_env, self._plain_env):
             env.filters["date"] = format_date
+        self._subjects: dict[str, jinja2.Template] = {}  # compiled once per subject, not per letter
+        self._bodies: dict[str, tuple[str, str, tuple[str, ...]]] = {}  # see _converted
+
+    def _converted(self, markdown: str) -> tuple[str, str, tuple[str, ...]]:
+        """(plain text, HTML body, dropped image sources) of a rendered letter. Markdown is
+        parsed once per distinct text: letters to many institutions with the same
+        salutation share one body, and the conversion is a pure function of the text."""
+        found = self._bodies.get(markdown)
+        if found is None:
+            env: dict[str, Any] = {}
+            tokens = _MARKDOWN.parse(markdown, env)  # once, for both parts
+            text = markdown_to_text(markdown, tokens)
+            html_body = _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, env)
+            found = (text, html_body, tuple(env.get("dropped_images", ())))
+            if len(self._bodies) >= _BODIES_KEPT:
+                self._bodies.clear()
+            self._bodies[markdown] = found
+        return found
 
     def choose_language(
         self, letter: Letter, recipient: Recipient, override: str | None = None
@@ -725,10 +762,13 @@ class Renderer:
         }
         where = f"for {recipient.id}"
         subject_source = f"letters/{template.path}"
-        try:
-            subject_tpl = self._plain_env.from_string(template.subject)
-        except jinja2.TemplateSyntaxError as err:
-            raise RenderError(f"{subject_source}: subject: template syntax error: {err.message}") from None
+        subject_tpl = self._subjects.get(template.subject)
+        if subject_tpl is None:
+            try:
+                subject_tpl = self._plain_env.from_string(template.subject)
+            except jinja2.TemplateSyntaxError as err:
+                raise RenderError(f"{subject_source}: subject: template syntax error: {err.message}") from None
+            self._subjects[template.subject] = subject_tpl
         subject = _run(subject_tpl, context, f"{subject_source}: subject", where).strip()
         if has_line_break(subject):
             raise RenderError(
@@ -744,12 +784,9 @@ class Renderer:
         except jinja2.TemplateNotFound as err:
             raise LetterError(f"letters/{template.path}: template not found: {err.name}") from None
         markdown = _run(body_tpl, context, subject_source, where).strip() + "\n"
-        env: dict[str, Any] = {}
-        tokens = _MARKDOWN.parse(markdown, env)  # once, for both parts
-        text = markdown_to_text(markdown, tokens)
-        html_body = _MARKDOWN.renderer.render(tokens, _MARKDOWN.options, env)
+        text, html_body, dropped = self._converted(markdown)
         warnings = [warning] if warning else []
-        for src in env.get("dropped_images", []):
+        for src in dropped:
             shown = src if len(src) <= 60 else src[:57] + "…"
             warnings.append(
                 f"{subject_source}: image {shown!r} dropped {where}: letters carry no remote images (the mail "

@@ -221,3 +221,22 @@ def test_date_is_formatted_per_language(tmp_path: Path) -> None:
     assert ru.text.strip().replace("\u202f", " ") == "28 ноября 2026 г."
     en = renderer.render(letters["t"], RECIPIENT, None, SENDER, lang="en", today=date(2026, 11, 28))
     assert en.text.strip() == "28 November 2026"
+
+
+def test_one_renderer_converts_each_distinct_body_once_and_keeps_them_apart(tmp_path: Path) -> None:
+    # Markdown is converted once per distinct text: a shared body costs once; a body of its
+    # own (another salutation, another subject) is its own, warnings included.
+    renderer, letters = make_letter(
+        tmp_path, "{{ salutation }}\n\n![logo](https://tracker.example/p.gif)\n\n**{{ recipient.name }}**\n"
+    )
+    a = Recipient(id="a", name="Alpha", languages=["en"], contacts=[Contact(email="a@a.example")])
+    b = Recipient(id="b", name="Beta", languages=["en"], contacts=[Contact(email="b@b.example", salutation="Hi B,")])
+    first = renderer.render(letters["t"], a, a.contacts[0], SENDER)
+    again = renderer.render(letters["t"], a, a.contacts[0], SENDER)
+    other = renderer.render(letters["t"], b, b.contacts[0], SENDER)
+    assert again == first and len(renderer._bodies) == 2
+    assert "<strong>Beta</strong>" in other.html and "Alpha" not in other.html and "Hi B," in other.text
+    assert "<strong>Alpha</strong>" in first.html and "Beta" not in first.text
+    for rendered in (first, again, other):
+        assert any("dropped" in w for w in rendered.warnings)
+        assert "<title>Hello " in rendered.html and "tracker.example" not in rendered.html

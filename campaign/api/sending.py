@@ -385,7 +385,7 @@ def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]
         letters = store.messages(MessageFilter(ids=tuple(ids)))
         if letters:
             registry = load_registry(ws)
-            contacts = {r.id: {address_key(c.email) for c in r.contacts} for r in registry.recipients}
+            contacts = {r.id: {c.key for c in r.contacts} for r in registry.recipients}
             for m in letters:
                 if address_key(m.email) not in contacts.get(m.recipient, set()):
                     raise SelectionError(
