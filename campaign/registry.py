@@ -12,9 +12,9 @@ Large registries (every member of a parliament) are read fast and only once:
 
 - one parse per process (a memo keyed by the file's SHA-256), and a validated JSON copy in
   ``.campaign/cache/`` keyed the same way, used by every later command;
-- a first parse through libyaml (PyYAML's C parser) with YAML 1.2 core-schema resolution,
-  for the common case: no anchors, aliases or tags, no duplicate key, no number in an
-  unusual form. Anything else, and every file that does not validate, goes through
+- a first parse through libyaml (PyYAML's C parser, values made straight from its events)
+  with YAML 1.2 core-schema resolution, for the common case: no anchors, aliases or
+  tags, no duplicate key, no number in an unusual form. Anything else, and every file that does not validate, goes through
   ruamel.yaml's round-trip parser, which reports errors with their line numbers. The two
   give the same values (tests/test_registry_scale.py checks the corpus).
 
@@ -386,34 +386,77 @@ _UNUSUAL = re.compile(
 )
 
 
-def _fast_loader() -> Any:
-    """A libyaml loader with YAML 1.2 core-schema resolution (None without libyaml)."""
+_PLAIN_NULL = re.compile(r"^(~|null|Null|NULL|)$")
+_PLAIN_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+def _libyaml() -> Any:
+    """PyYAML's libyaml parser class, or None without libyaml."""
     import yaml
 
-    if not getattr(yaml, "__with_libyaml__", False):
+    return yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else None
+
+
+_PLAIN_SPECIAL = re.compile(r"^([-+.0-9~]|null$|Null$|NULL$|true$|True$|TRUE$|false$|False$|FALSE$)")
+"""Where a plain scalar may be anything but text (every other one is text as it stands)."""
+
+
+def _plain_scalar(value: str) -> Any:
+    """A plain (unquoted) scalar as YAML 1.2's core schema reads it; raises _Unusual where
+    only the careful parser is exactly right."""
+    if value and not _PLAIN_SPECIAL.match(value):
+        return value
+    if _PLAIN_NULL.match(value):
         return None
+    if value in _PLAIN_BOOL:
+        return _PLAIN_BOOL[value]
+    if _SIMPLE_INT.match(value):
+        return int(value)
+    if _DATE.match(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise _Unusual(value) from None
+    if _UNUSUAL.match(value):
+        raise _Unusual(value)
+    return value
 
-    class Loader(yaml.CSafeLoader):
-        yaml_implicit_resolvers: dict[Any, Any] = {}
 
-        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-            keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-            if len(keys) != len(set(map(repr, keys))):
-                raise _Unusual("a duplicate key")
-            return super().construct_mapping(node, deep=deep)
+def _from_events(parser: Any) -> Any:
+    """The document's value from libyaml's event stream, as plain Python values. Built
+    straight from the events, without PyYAML's node tree: a fifth of the time, and memory
+    for the values only (the tree of a 10,000-institution registry took 90 MB)."""
+    from yaml.events import MappingEndEvent, MappingStartEvent, ScalarEvent, SequenceEndEvent, SequenceStartEvent
 
-    def unusual(loader: Any, node: Any) -> Any:
-        raise _Unusual(node.value)
+    get, check = parser.get_event, parser.check_event
 
-    Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(~|null|Null|NULL|)$"), list("~nN"))
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool", re.compile(r"^(true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-    )
-    Loader.add_implicit_resolver("tag:yaml.org,2002:int", _SIMPLE_INT, list("-+0123456789"))
-    Loader.add_implicit_resolver("tag:yaml.org,2002:timestamp", _DATE, list("0123456789"))
-    Loader.add_implicit_resolver("tag:campaign,2026:unusual", _UNUSUAL, list("-+0123456789."))
-    Loader.add_constructor("tag:campaign,2026:unusual", unusual)
-    return Loader
+    def value() -> Any:
+        event = get()
+        kind = type(event)
+        if event.anchor is not None or getattr(event, "tag", None) is not None:
+            raise _Unusual("an anchor, an alias or a tag")
+        if kind is ScalarEvent:
+            return event.value if event.style else _plain_scalar(event.value)
+        if kind is SequenceStartEvent:
+            items = []
+            while not check(SequenceEndEvent):
+                items.append(value())
+            get()
+            return items
+        if kind is MappingStartEvent:
+            mapping: dict[Any, Any] = {}
+            while not check(MappingEndEvent):
+                key = value()
+                if not isinstance(key, str | int | bool) or key == "<<" or key in mapping:
+                    raise _Unusual("a duplicate, merge or complex key")
+                mapping[key] = value()
+            get()
+            if len(set(map(repr, mapping))) != len(mapping):
+                raise _Unusual("keys that are equal as values")  # 1 and True
+            return mapping
+        raise _Unusual(kind.__name__)
+
+    return value()
 
 
 _LOADER: Any = False
@@ -427,17 +470,29 @@ def _fast_tree(text: str) -> Any:
         return None  # anchors, aliases and tags: the careful path
     if _LOADER is False:
         try:
-            _LOADER = _fast_loader()
+            _LOADER = _libyaml()
         except ImportError:
             _LOADER = None
     if _LOADER is None:
         return None
     import yaml
+    import yaml.events as ev
 
+    parser = _LOADER(text.lstrip("\ufeff"))
     try:
-        return yaml.load(text.lstrip("\ufeff"), Loader=_LOADER)  # noqa: S506 - a safe loader
+        parser.get_event()  # the stream's start
+        if parser.check_event(ev.StreamEndEvent):
+            return None  # an empty file: the careful path says so
+        parser.get_event()  # the document's start
+        value = _from_events(parser)
+        parser.get_event()  # the document's end
+        if not parser.check_event(ev.StreamEndEvent):
+            return None  # more than one document
+        return value
     except (_Unusual, yaml.YAMLError, ValueError, TypeError, RecursionError):
         return None
+    finally:
+        parser.dispose()
 
 
 def _check_duplicates(tree: Any, label: str) -> None:
