@@ -15,8 +15,9 @@ Large registries (every member of a parliament) are read fast and only once:
 - a first parse through libyaml (PyYAML's C parser, values made straight from its events)
   with YAML 1.2 core-schema resolution, for the common case: no anchors, aliases or
   tags, no duplicate key, no number in an unusual form. Anything else, and every file
-  that does not validate, goes through ruamel.yaml's round-trip parser, which reports errors with their line numbers. The two
-  give the same values (tests/test_registry_scale.py checks the corpus).
+  that does not validate, goes through ruamel.yaml's round-trip parser, which reports
+  errors with their line numbers. The two give the same values
+  (tests/test_registry_scale.py checks the corpus).
 
 This module is the only home of ruamel.yaml and PyYAML.
 """
