@@ -206,10 +206,14 @@ _LEADING_DOT = re.compile(rb"(?m)^\.")
 def prepare_data(wire: bytes) -> bytes:
     """Message bytes as transmitted after DATA (RFC 5321 4.5.2): CRLF line endings,
     dot-stuffed, a final CRLF and the terminating dot."""
-    data = _LINE_ENDINGS.sub(b"\r\n", wire)
+    crlf = wire.count(b"\r\n")
+    # Stored letters already end every line with CRLF: counted, not rewritten.
+    data = wire if wire.count(b"\n") == crlf == wire.count(b"\r") else _LINE_ENDINGS.sub(b"\r\n", wire)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return _LEADING_DOT.sub(b"..", data) + b".\r\n"
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
+    return data + b".\r\n"
 
 
 # ---------------------------------------------------------------------------

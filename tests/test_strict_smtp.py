@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli, set_smtp_port
 from tests.support.rawsmtp import Behaviour, RawServer
 from tests.support.smtp import Script, ScriptedServer
@@ -169,3 +171,30 @@ def test_a_broken_greeting_stops_the_run_untouched(workspace: Path) -> None:
     assert result.code == 1 and "broke the SMTP protocol while connecting" in result.stderr
     one_error_line(result.stderr)
     assert log_rows()[0]["status"] == "queued" and log_rows()[0]["attempts"] == 0
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"Subject: a\r\n\r\nbody\r\n",
+        b"Subject: a\r\n\r\n.starts with a dot\r\n.\r\n..two\r\n",
+        b".first\r\nline",
+        b"bare\nlf\n.dot\n",
+        b"bare\rcr\r.dot\r",
+        b"mixed\r\n\n\r\r\n.x\r",
+        b"\r\n\r\n",
+        b"",
+        b"no line end at all",
+        b"a\r\n.\r\n",
+    ],
+)
+def test_data_is_framed_exactly_as_the_rfc_says(wire: bytes) -> None:
+    # The fast path (lines already CRLF, no dot to stuff) frames as the full rewrite does.
+    import re
+
+    from campaign.transport import prepare_data
+
+    data = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", wire)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    assert prepare_data(wire) == re.sub(rb"(?m)^\.", b"..", data) + b".\r\n"
