@@ -111,7 +111,7 @@ def plain(text: str) -> str:
     return escape(visible(text))
 
 
-def line(message: str) -> None:
+def progress_line(message: str) -> None:
     """One line of user data on stderr, as :func:`note` prints it, without rich's
     rendering (a send prints one per letter when stderr is not a terminal)."""
     sys.stderr.write(visible(message) + "\n")

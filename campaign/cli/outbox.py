@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from campaign.cli import common
-from campaign.cli.common import err, line, note, out, plain, print_json, state, warn
+from campaign.cli.common import err, note, out, plain, print_json, progress_line, state, warn
 from campaign.transitions import Status
 from campaign.wording import clauses, plural
 
@@ -428,7 +428,7 @@ class ProgressDrawer:
         if p.last and events > self._seen:
             self._seen = events
             last = p.last
-            line(f"{last['status']:<8} {last['recipient']} <{last['email']}> {last['reply'] or ''}")
+            progress_line(f"{last['status']:<8} {last['recipient']} <{last['email']}> {last['reply'] or ''}")
         elif p.waiting_until_ms:
             note(detail)
 
