@@ -26,7 +26,9 @@ Contract:
 - The run ends when nothing is due now (short rate waits are waited out). With
   ``wait`` it sleeps until the next message is due and ends when every message is
   final. A graceful stop finishes in-flight messages and returns claimed but unsent
-  ones; an abort leaves in-flight messages ``sending`` for the next run to recover.
+  ones; an abort leaves in-flight messages ``sending`` for the next run to recover, and
+  writes the claimed ones it never started to the journal, so the next run puts them
+  back (not as possible duplicates).
 - The clock is injected: ``campaign plan`` runs this same loop on a virtual clock
   against a connection that accepts everything, so the plan is what a send would do.
 """
@@ -401,9 +403,12 @@ class Dispatcher:
 
     async def _wind_up(self) -> None:
         """After the group: return unsent claims; save outcomes the store could not take."""
-        if self._buffer and not self.report.aborted:
+        if self._buffer:
             left, self._buffer = list(self._buffer), collections.deque()
-            await self._put_back(left, "run stopped")
+            if self.report.aborted:  # no store call after an abort: the journal puts them back
+                self._unsent.extend(Unsent.of(item) for item in left)
+            else:
+                await self._put_back(left, "run stopped")
         if self._outcomes or self._unsent:
             self._save_journal()
         if self.options.label is not None and not self._store_broken:

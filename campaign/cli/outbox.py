@@ -498,8 +498,8 @@ def print_send_summary(outcome: Any) -> None:
         them = "it" if len(report.unsent) == 1 else "them"
         if report.journal is not None:
             note(
-                f"{count} not sent yet could not be put back in the store: saved in {plain(str(report.journal))}; "
-                f"the next `campaign send` puts {them} back and sends {them} once"
+                f"{count} not sent yet {'is' if len(report.unsent) == 1 else 'are'} saved in "
+                f"{plain(str(report.journal))}; the next `campaign send` puts {them} back and sends {them} once"
             )
         else:
             ids = ", ".join(str(u.id) for u in report.unsent)
