@@ -443,3 +443,32 @@ def test_the_same_review_on_postgresql(ws: Path, pg_url: str, tmp_path: Path) ->
     finally:
         local.close()
         remote.close()
+
+
+def test_why_a_letter_waits_is_said_in_the_pages_language() -> None:
+    # The Russian page said "office hours: opens Mon 09:00 Europe/Zurich" in English.
+    from zoneinfo import ZoneInfo
+
+    from campaign.pacing import READY, describe_moment
+    from campaign.report.words import reason_in
+
+    opening = f"office hours: opens {describe_moment(1_796_634_000_000, ZoneInfo('Europe/Zurich'))}"
+    ours = [
+        READY,
+        "ready",
+        "scheduled",
+        "scheduled: 2026-12-10 09:00 Europe/Geneva",
+        opening,
+        "daily cap 3 reached for un-wgad",
+        "rate: 0.5/s overall",
+        "rate: 2/s to un.org",
+        "retry after a temporary failure",
+        "resending after a crash: possible duplicate",
+        "paused: `campaign resume` to send",
+    ]
+    for text in ours:
+        said = reason_in("ru", text)
+        assert said != text and re.search("[а-я]", said), text
+        assert reason_in("en", text) == text
+    assert reason_in("ru", opening) == "вне часов работы: откроется пн в 10:00 (Europe/Zurich)"
+    assert reason_in("ru", "451 4.7.1 greylisted, try later") == "451 4.7.1 greylisted, try later"  # the server's words

@@ -26,7 +26,7 @@ from typing import Any
 
 from campaign.render import render_page
 from campaign.report import charts
-from campaign.report.words import LANG_NAMES, percent, state_name, words
+from campaign.report.words import LANG_NAMES, percent, reason_in, state_name, words
 
 __all__ = [
     "MIN_BUCKET",
@@ -259,6 +259,7 @@ def render_report(review: Review) -> str:
             "drives": drives,
             "kinds": KINDS,
             "state_name": lambda s: state_name(lang, s),
+            "reason": lambda r: reason_in(lang, r),
             "made": made.strftime("%Y-%m-%d %H:%M UTC"),
         },
     )

@@ -2,12 +2,17 @@
 """The words of a review, in English and Russian: states, rates, charts, table headings.
 
 Contract: :func:`words` returns the dictionary for a language (English when unknown);
-every language has every key (tests/test_review.py checks). The organisers' pages
+every language has every key (tests/test_review.py checks). :func:`reason_in` says why a
+letter waits in the page's language: the store keeps `campaign status`'s English words,
+and each form they take is translated here (a server's own reply stays as it came). The organisers' pages
 (``campaign.web.admin_i18n``) build on these, so a state or a rate is called the same in
 the browser and in a report.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 LANGS = ("en", "ru")
 LANG_NAMES = {"en": "English", "ru": "Русский"}
@@ -198,3 +203,43 @@ def percent(n: int, d: int) -> str:
     if d <= 0:
         return "–"
     return f"{100 * n / d:.1f}\u00a0%"
+
+
+_RU_DAYS = {"Mon": "пн", "Tue": "вт", "Wed": "ср", "Thu": "чт", "Fri": "пт", "Sat": "сб", "Sun": "вс"}
+_REASONS: dict[str, list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]] = {
+    "ru": [
+        (
+            re.compile(r"^ready( \(see `campaign plan` for expected times\))?$"),
+            lambda m: "в очереди на отправку" + (" (время покажет `campaign plan`)" if m[1] else ""),
+        ),
+        (re.compile(r"^scheduled$"), lambda m: "по расписанию"),
+        (re.compile(r"^scheduled: (.+)$"), lambda m: f"по расписанию: {m[1]}"),
+        (
+            re.compile(r"^office hours: opens (Mon|Tue|Wed|Thu|Fri|Sat|Sun) (\d\d:\d\d) (\S+)$"),
+            lambda m: f"вне часов работы: откроется {_RU_DAYS[m[1]]} в {m[2]} ({m[3]})",
+        ),
+        (re.compile(r"^daily cap (\d+) reached for (\S+)$"), lambda m: f"исчерпан дневной лимит ({m[1]}) для {m[2]}"),
+        (re.compile(r"^rate: (\S+)/s overall$"), lambda m: f"ограничение скорости: {m[1]} в секунду"),
+        (re.compile(r"^rate: (\S+)/s to (\S+)$"), lambda m: f"ограничение скорости: {m[1]} в секунду для {m[2]}"),
+        (re.compile(r"^retry after a temporary failure$"), lambda m: "повтор после временной ошибки"),
+        (
+            re.compile(r"^resending after a crash: possible duplicate$"),
+            lambda m: "повторная отправка после сбоя: возможен дубликат",
+        ),
+        (
+            re.compile(r"^paused: `campaign resume` to send$"),
+            lambda m: "приостановлено: отправку возобновит `campaign resume`",
+        ),
+    ],
+}
+
+
+def reason_in(lang: str | None, reason: str | None) -> str:
+    """Why a letter waits, in ``lang`` where the words are ours; anything else as it is."""
+    if not reason:
+        return ""
+    for pattern, say in _REASONS.get((lang or "en").split("-")[0].lower(), []):
+        match = pattern.match(reason)
+        if match:
+            return say(match)
+    return reason

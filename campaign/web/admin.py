@@ -190,6 +190,7 @@ class AdminSite:
             "csrf": session.csrf if session else "",
             "logout_token": self.guard.issue("logout", session.csrf) if session else "",
             "state_name": lambda s: i18n.words(lang).get(f"s_{s}", s),
+            "reason": lambda r: i18n.reason_in(lang, r),
             "path": request.url.path,
             "query": lambda **changes: _query(request, changes),
         }

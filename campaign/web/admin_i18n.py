@@ -10,10 +10,10 @@ best match in ``Accept-Language``, else English.
 
 from __future__ import annotations
 
-from campaign.report.words import LANG_NAMES, LANGS
+from campaign.report.words import LANG_NAMES, LANGS, reason_in
 from campaign.report.words import words as report_words
 
-__all__ = ["LANGS", "LANG_NAMES", "choose_lang", "words"]
+__all__ = ["LANGS", "LANG_NAMES", "choose_lang", "reason_in", "words"]
 
 PAGE_WORDS: dict[str, dict[str, str]] = {
     "en": {
