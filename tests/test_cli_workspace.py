@@ -134,3 +134,17 @@ def test_broken_registry_via_cli(workspace: Path) -> None:
     assert lines[0].startswith("error: recipients.yaml:") and "contacts[0].email: not a valid address" in lines[0]
     assert len(lines) <= 2
     assert tree_digest(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "items", [[], [{}], [{"a": 1}], [{"a": "Ж\u202e\nx", "b": [1, {"c": None}], "d": []}, {"e": 2.5}, [3, "x"]]]
+)
+def test_a_json_list_printed_an_item_at_a_time_is_the_same_bytes(
+    items: list, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from campaign.cli import common
+
+    common.print_json(items)
+    whole = capsys.readouterr().out
+    common.print_json_list(iter(items))
+    assert capsys.readouterr().out == whole

@@ -300,3 +300,15 @@ def test_pacing_buckets_move_to_microseconds_on_upgrade(tmp_path: Path, monkeypa
         assert row is not None and (row["tat"], row["tail"]) == (1764500000123000, 1764500000456000)
     finally:
         store.close()
+
+
+def test_letters_are_read_a_page_at_a_time_as_one_list_would_be(store: SqlStore) -> None:
+    # `campaign log --json` of 100,000 letters held them all (about 1 GB); now a page.
+    from campaign.store import MessageFilter
+
+    queue(store, 7)
+    assert list(store.iter_messages(batch=3)) == store.messages()
+    assert list(store.iter_messages(batch=7)) == store.messages()
+    one = MessageFilter(recipient="inst-5")
+    assert list(store.iter_messages(one, batch=2)) == store.messages(one) and len(store.messages(one)) == 1
+    assert list(store.iter_messages(MessageFilter(campaign="nothing"), batch=2)) == []

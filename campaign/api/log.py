@@ -5,7 +5,7 @@ Re-exported by ``campaign.api``; see its docstring for the rules every function 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -97,6 +97,23 @@ def log(ws: Workspace, query: LogQuery) -> list[Message]:
         )
     finally:
         store.close()
+
+
+def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
+    """:func:`log`, one letter at a time (read a page at a time): for printing many. The
+    query is checked and the store opened before it returns; the store closes at the end."""
+    wanted = MessageFilter(
+        campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since_ms=_since(query.since)
+    )
+    store = open_store(ws, create=False)
+
+    def rows() -> Iterator[Message]:
+        try:
+            yield from store.iter_messages(wanted)
+        finally:
+            store.close()
+
+    return rows()
 
 
 def log_events(ws: Workspace, query: LogQuery) -> list[Event]:

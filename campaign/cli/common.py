@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,18 @@ def print_json(data: Any) -> None:
     escaped (JSON escapes C0 itself), so no data can drive a terminal."""
     text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
     sys.stdout.write(text.translate(_JSON_UNSAFE) + "\n")
+    sys.stdout.flush()
+
+
+def print_json_list(items: Iterable[Any]) -> None:
+    """:func:`print_json` of a list, written an item at a time (the same bytes): a log of
+    100,000 letters is never one string in memory."""
+    first = True
+    for item in items:
+        text = json.dumps(item, ensure_ascii=False, indent=2, default=str).translate(_JSON_UNSAFE)
+        sys.stdout.write(("[\n" if first else ",\n") + "\n".join("  " + line for line in text.split("\n")))
+        first = False
+    sys.stdout.write("[]\n" if first else "\n]\n")
     sys.stdout.flush()
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import enum
+import itertools
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -792,15 +794,15 @@ def log(
                 )
             out().print(t)
         return
+    if as_json or as_csv:  # streamed: a page of letters at a time
+        letters = (message_row(m) for m in api.log_stream(ws, query))
+        if as_json:
+            common.print_json_list(letters)
+        else:
+            _write_csv(letters)
+        return
     messages = api.log(ws, query)
-    rows = [message_row(m) for m in messages]
-    if as_json:
-        print_json(rows)
-        return
-    if as_csv:
-        _write_csv(rows)
-        return
-    if not rows:
+    if not messages:
         out().print("no letters match")
         return
     if not wide:
@@ -865,17 +867,23 @@ def compact_log(messages: list[Message]) -> Any:
     return t
 
 
-def _write_csv(rows: list[dict[str, Any]]) -> None:
-    if not rows:
+def _write_csv(rows: Iterable[dict[str, Any]]) -> None:
+    """Rows as CSV, the columns those of all rows in order of appearance. A list is read
+    twice (events differ in their keys); any other iterable is written as it comes, with
+    the columns of its first row (a letter's rows all have the same)."""
+    items = iter(rows)
+    first = next(items, None)
+    if first is None:
         return
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    # Data never carries control characters through (CSV is read in terminals too).
-    rows = [{k: common.visible(v) if isinstance(v, str) else v for k, v in row.items()} for row in rows]
+    fields = list(first)
+    if isinstance(rows, list):
+        for row in rows:
+            fields.extend(k for k in row if k not in fields)
     writer = csv.DictWriter(sys.stdout, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(rows)
+    for row in itertools.chain([first], items):
+        # Data never carries control characters through (CSV is read in terminals too).
+        writer.writerow({k: common.visible(v) if isinstance(v, str) else v for k, v in row.items()})
 
 
 @log_app.command("verify")
