@@ -801,10 +801,12 @@ def log(
         else:
             _write_csv(letters)
         return
-    messages = api.log(ws, query)
-    if not messages:
+    stream = api.log_stream(ws, query)
+    first = next(stream, None)
+    if first is None:
         out().print("no letters match")
         return
+    messages = itertools.chain([first], stream)  # the table holds its cells, not the letters
     if not wide:
         out().print(compact_log(messages))
         return
@@ -841,7 +843,7 @@ def log(
 COMPACT_WIDTH = 80
 
 
-def compact_log(messages: list[Message]) -> Any:
+def compact_log(messages: Iterable[Message]) -> Any:
     """The default `campaign log` table: five columns that fit an 80-column terminal, long
     values cut with "…" instead of folded over several lines."""
     from rich.table import Table
