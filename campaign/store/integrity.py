@@ -48,6 +48,7 @@ KEY_FILE = "chain.key"
 KEY_BYTES = 32
 INTEGRITY = "integrity"  # messages.last_status of a letter held because its bytes do not match
 SEAL_KINDS = ("queued", "updated", "released", "sending")
+_TAGS_KEPT = 4096  # event tags a store keeps (see event_tags)
 
 
 def load_key(path: Path, *, create: bool = True) -> bytes:
@@ -313,7 +314,10 @@ class IntegrityMixin:
                 continue
             found = cache.get((kind, value))
             if found is None:
-                if len(cache) > 100_000:
+                # A letter's events come close together (claimed, then sent): a few
+                # thousand tags are enough, and a send of 100,000 letters does not keep
+                # every one (they took 37 MB).
+                if len(cache) >= _TAGS_KEPT:
                     cache.clear()
                 found = cache[(kind, value)] = chain.tag(key, kind, value)
             out.append(found)
