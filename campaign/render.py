@@ -1058,13 +1058,25 @@ def transfer_encoding(text: str) -> str:
     return "base64" if size + 2 * escaped > size * 4 // 3 + size // 57 else "quoted-printable"
 
 
-@functools.lru_cache(maxsize=8192)
+_UNIQUE_HEADERS = frozenset({"to", "message-id"})  # a value per letter: nothing to remember
+
+
 def _folded(utf8: bool, name: str, value: str) -> str:
     """``value`` folded and encoded by the mail policy, without ``Name: `` and the line
-    end: what the generator would write for it, computed once per distinct value."""
+    end: what the generator would write for it, computed once per distinct value (but
+    for the headers that differ in every letter)."""
+    if name.lower() in _UNIQUE_HEADERS:
+        return _fold(utf8, name, value)
+    return _fold_shared(utf8, name, value)
+
+
+def _fold(utf8: bool, name: str, value: str) -> str:
     policy = POLICY_UTF8 if utf8 else POLICY
     line = policy.fold_binary(name, policy.header_factory(name, value)).decode("utf-8" if utf8 else "ascii")
     return line[len(name) + 2 : -len(policy.linesep)]
+
+
+_fold_shared = functools.lru_cache(maxsize=1024)(_fold)
 
 
 def _text_part(text: str, subtype: str, policy: Any) -> EmailMessage:
