@@ -83,18 +83,19 @@ class LogQuery:
     since: str | None = None
 
 
+def _message_filter(query: LogQuery) -> MessageFilter:
+    """The store's filter for ``query`` (raises UsageError for a bad --since)."""
+    return MessageFilter(
+        campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since_ms=_since(query.since)
+    )
+
+
 def log(ws: Workspace, query: LogQuery) -> list[Message]:
     """One row per message."""
+    wanted = _message_filter(query)
     store = open_store(ws, create=False)
     try:
-        return store.messages(
-            MessageFilter(
-                campaign=query.campaign,
-                statuses=query.statuses,
-                recipient=query.recipient,
-                since_ms=_since(query.since),
-            )
-        )
+        return store.messages(wanted)
     finally:
         store.close()
 
@@ -102,9 +103,7 @@ def log(ws: Workspace, query: LogQuery) -> list[Message]:
 def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
     """:func:`log`, one letter at a time (read a page at a time): for printing many. The
     query is checked and the store opened before it returns; the store closes at the end."""
-    wanted = MessageFilter(
-        campaign=query.campaign, statuses=query.statuses, recipient=query.recipient, since_ms=_since(query.since)
-    )
+    wanted = _message_filter(query)
     store = open_store(ws, create=False)
 
     def rows() -> Iterator[Message]:

@@ -2,11 +2,11 @@
 """The words of a review, in English and Russian: states, rates, charts, table headings.
 
 Contract: :func:`words` returns the dictionary for a language (English when unknown);
-every language has every key (tests/test_review.py checks). :func:`reason_in` says why a
-letter waits in the page's language: the store keeps `campaign status`'s English words,
-and each form they take is translated here (a server's own reply stays as it came). The organisers' pages
+every language has every key (tests/test_review.py checks). The organisers' pages
 (``campaign.web.admin_i18n``) build on these, so a state or a rate is called the same in
-the browser and in a report.
+the browser and in a report. :func:`reason_in` says why a letter waits in the page's
+language: the store keeps `campaign status`'s English words, and each form they take is
+translated here (a server's own reply stays as it came).
 """
 
 from __future__ import annotations
