@@ -179,9 +179,13 @@ def test_the_cache_is_used_and_follows_edits(tmp_path: Path) -> None:
     from campaign.registry import remember_registry
 
     path = write(tmp_path, GOOD)
-    cache = tmp_path / "cache"
+    # As in a workspace: .campaign/cache. Reading writes the cache only where .campaign/
+    # exists (the cache's grandparent was tmp_path's parent, so whether this passed
+    # depended on whether another test had parsed the same text in this process first).
+    cache = tmp_path / ".campaign" / "cache"
     registry = load_registry(path, cache_dir=cache)
-    assert not cache.exists()  # reading never writes the cache
+    assert not cache.exists()  # reading never creates state
+    cache.parent.mkdir()
     remember_registry(registry, path, cache)
     files = list(cache.glob("registry-*.json"))
     assert len(files) == 1 and oct(files[0].stat().st_mode & 0o777) == "0o600"
