@@ -534,7 +534,7 @@ def test_prepare_queue_attaches_the_document_under_the_event_hash(ws: Path) -> N
         set_smtp_port(ws, server.port)
         ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid", "--queue")
         again = ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid", "--queue", "--force")
-        assert "unchanged" in again  # the same document: the same letter
+        assert "0 new, 1 already queued" in again  # the same document: the same letter
         ok("send", "--yes")
     form = (ws / ".campaign" / "submissions" / "c1-un-wgeid.docx").read_bytes()
     body = stored_body(ws / ".campaign" / "state.db")

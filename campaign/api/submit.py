@@ -43,6 +43,7 @@ class PrepareRequest:
     session: str | None = None  # the UPR session ("May 2027"), for subjects that name it
     queue: bool = False
     campaign: str | None = None
+    update: bool = False  # with queue: replace a queued, unsent version whose text differs
     scan: Path | None = None  # the hand-signed scan to send instead of the generated PDF
     force: bool = False
 
@@ -57,6 +58,8 @@ class PrepareResult:
     checklist: list[str] = field(default_factory=list)
     estimate: str | None = None
     queued: Any = None  # outbox.QueueReport
+    campaign: str | None = None  # the campaign it was queued in
+    queue_error: CaseError | None = None  # with queue: why nothing waits in the queue (already sent, ...)
 
 
 def _format_for(profile: SubmissionProfile) -> Format:
@@ -221,8 +224,34 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
 
     result = PrepareResult(files, fmt, lang, _to_line(recipient, profile), subject, checklist, estimate)
     if request.queue:
+        result.campaign = request.campaign or letter.id
         result.queued = _queue(ws, request, cf, recipient, profile, letter, lang, fmt, data, context)
+        result.queue_error = _not_queued(result.queued, recipient, result.campaign)
     return result
+
+
+def _not_queued(report: Any, recipient: Recipient, campaign: str) -> CaseError | None:
+    """Why nothing waits in the queue after `--queue`, in one line with what to do; None
+    when the submission, as prepared now, waits to be sent (new, already queued, updated)."""
+    from campaign.outbox import WAITING
+
+    counts = report.outcomes()
+    if any(counts[outcome] for outcome in WAITING):
+        return None
+    where = f"nothing was queued: the submission to {recipient.id} in campaign {campaign}"
+    if counts["changed (not updated)"]:
+        return CaseError(
+            f"{where} waits to be sent with a different text: add --update to replace it, "
+            "or --campaign NEW to queue this one beside it"
+        )
+    if counts["already sent"]:
+        return CaseError(
+            f"{where} was already sent: for a follow-up submission add --campaign NEW (e.g. --campaign {campaign}-2)"
+        )
+    status = "failed" if counts["already failed"] else "cancelled"
+    return CaseError(
+        f"{where} {status} earlier (see `campaign log --campaign {campaign}`): add --campaign NEW to queue it again"
+    )
 
 
 def _pages(count: int) -> str:
@@ -367,6 +396,7 @@ def _queue(
                 campaign=request.campaign or letter.id,
                 now_ms=now_ms(),
                 lang=lang,
+                update=request.update,
                 extra_headers=lambda t: _letter_headers(ws),
                 context_for=lambda t: context,
                 files_for=lambda t, rendered: files,

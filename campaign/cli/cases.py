@@ -351,6 +351,10 @@ def submit_prepare(
         Path | None,
         typer.Option("--scan", help="The hand-signed scan to queue (bodies that need a signature).", metavar="FILE"),
     ] = None,
+    update: Annotated[
+        bool,
+        typer.Option("--update", help="With --queue: replace a queued, unsent version whose text changed."),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
 ) -> None:
     """Write a case's submission in the form the body requires, and a checklist.
@@ -379,6 +383,7 @@ def submit_prepare(
             session=session,
             queue=queue,
             campaign=campaign,
+            update=update,
             scan=scan,
             force=force,
         ),
@@ -395,8 +400,11 @@ def submit_prepare(
         for item in result.checklist:
             out().print(f"  - {plain(item)}")
     if result.queued is not None:
-        for row in result.queued.rows:
-            out().print(f"queue: {plain(row.recipient)} <{plain(row.email)}> {row.state}")
+        to_line = ", ".join(f"{row.recipient} <{row.email}>" for row in result.queued.rows)
+        summary = common.queue_summary(result.queued)
+        out().print(f"queue: campaign {plain(result.campaign or '')}, {plain(to_line)}: {summary}")
+        if result.queue_error is not None:
+            raise result.queue_error
         out().print("send it with `campaign send`")
     else:
         err().print("[dim]nothing was queued (add --queue to queue the e-mail)[/dim]")
