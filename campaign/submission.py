@@ -240,7 +240,7 @@ def build_submission(
     missing = list(required)
 
     def placeholder(element: str) -> Row | None:
-        if element in required and element in profile.requires:
+        if element in required:
             return Row(
                 w.get(_ELEMENT_LABEL.get(element, element), element),
                 w["missing"].format(what=CASE_ELEMENTS[element][1]),

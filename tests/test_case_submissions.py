@@ -8,9 +8,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_cli, set_smtp_port, tree_digest
 from tests.support.smtp import Script, ScriptedServer
-from tests.test_cases import ok, real_case, write_case
+from tests.test_cases import line_of, ok, real_case, write_case
 from tests.test_cases import ws as ws  # the fixture: a workspace with the shipped registry
 
 # ---------------------------------------------------------------------------
@@ -73,3 +75,62 @@ def test_prepare_queue_with_a_changed_unsent_letter_needs_update(ws: Path) -> No
     updated = ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid", "--queue", "--force", "--update")
     assert "0 new, 0 already queued, 1 updated" in updated
     assert message_count(ws) == 1 and tree_digest(ws / ".campaign" / "cases") == before
+
+
+# ---------------------------------------------------------------------------
+# The Human Rights Committee needs the victim's authorisation from anyone filing for them
+
+
+def hrc_case(role: str | None, *, authorisation: bool = False) -> str:
+    text = real_case().replace("bodies: [un-wgeid, un-wgad]", "bodies: [treaty-body]")
+    text = text.replace("to: [un-wgeid, un-wgad]", "to: [un-human-rights-committee]")
+    text = text.replace("  role: organisation\n", f"  role: {role}\n" if role else "")
+    if authorisation:
+        text = text.replace(
+            "attachments: []",
+            "attachments:\n  - path: files/authorisation.pdf\n    kind: authorisation",
+        )
+    return text
+
+
+@pytest.mark.parametrize("role", ["organisation", "relative", None])
+def test_committee_requires_authorisation_when_filed_for_someone_else(ws: Path, role: str | None) -> None:
+    text = hrc_case(role)
+    write_case(ws, "c1", text)
+    result = run_cli("cases", "check", "c1")
+    assert result.code == 1
+    missing = [line for line in result.stdout.splitlines() if line.startswith("missing")]
+    assert len(missing) == 1, result.stdout
+    where = f".campaign/cases/c1.yaml:{line_of(text, 'attachments: []')}"
+    assert f"{where}: un-human-rights-committee: missing authorisation: the victim's signed authorisation" in missing[0]
+    assert ("source.role is " + role if role else "write source.role: victim") in missing[0]
+    # submit prepare: in the checklist and as a placeholder in the PDF; --queue refuses.
+    output = ok("submit", "prepare", "--case", "c1", "--to", "un-human-rights-committee", "--format", "sheet")
+    assert "missing authorisation" in output
+    sheet = (ws / ".campaign" / "submissions" / "c1-un-human-rights-committee.sheet.txt").read_text()
+    assert "[missing: the victim's signed authorisation" in sheet
+
+
+def test_committee_takes_the_victims_own_complaint_without_authorisation(ws: Path) -> None:
+    write_case(ws, "self", hrc_case("victim"))
+    (ws / "files").mkdir()
+    (ws / "files" / "authorisation.pdf").write_bytes(b"%PDF-1.4 scan")
+    write_case(ws, "attached", hrc_case("organisation", authorisation=True))
+    result = run_cli("cases", "check", "self", "attached")
+    assert result.code == 0, result.output
+    assert "authorisation" not in result.stdout
+    result = run_cli("submit", "prepare", "--case", "self", "--to", "un-human-rights-committee", "--format", "sheet")
+    assert result.code == 0 and "authorisation" not in result.output
+
+
+def test_committee_queue_refuses_without_authorisation(ws: Path) -> None:
+    write_case(ws, "c1", hrc_case("organisation"))
+    before = tree_digest(ws)
+    result = run_cli(
+        "submit", "prepare", "--case", "c1", "--to", "un-human-rights-committee", "--format", "sheet",
+        "-o", str(ws / "sheet.txt"), "--queue",
+    )  # fmt: skip
+    assert result.code == 1
+    assert "case c1 lacks authorisation for Human Rights Committee: nothing was queued" in result.stderr
+    assert not (ws / ".campaign" / "state.db").exists()
+    assert {k for k in tree_digest(ws) if k not in before} == {"sheet.txt"}

@@ -454,6 +454,9 @@ def test_prepare_human_rights_committee_pdf(ws: Path) -> None:
     text = squash(pdf_text(ws / ".campaign" / "submissions" / "c1-un-human-rights-committee.pdf"))
     for value in required_values("un-human-rights-committee"):
         assert squash(value) in text, value
+    assert "missing authorisation" in output  # filed by an organisation for him
+    path = write_case(ws, "c1", real_case().replace("bodies: [un-wgeid, un-wgad]", "bodies: [treaty-body]"))
+    path.write_text(path.read_text().replace("attachments: []", "attachments: [{path: a.pdf, kind: authorisation}]"))
     result = run_cli("submit", "prepare", "--case", "c1", "--to", "un-human-rights-committee", "--queue", "--force")
     assert result.code == 1 and "signed by hand" in result.stderr
 
