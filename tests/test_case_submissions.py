@@ -5,6 +5,7 @@ and what the prepared documents look like."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import run_cli, set_smtp_port, tree_digest
 from tests.support.smtp import Script, ScriptedServer
-from tests.test_cases import line_of, ok, real_case, write_case
+from tests.test_cases import line_of, ok, real_case, upr_case, write_case
 from tests.test_cases import ws as ws  # the fixture: a workspace with the shipped registry
 
 # ---------------------------------------------------------------------------
@@ -134,3 +135,43 @@ def test_committee_queue_refuses_without_authorisation(ws: Path) -> None:
     assert "case c1 lacks authorisation for Human Rights Committee: nothing was queued" in result.stderr
     assert not (ws / ".campaign" / "state.db").exists()
     assert {k for k in tree_digest(ws) if k not in before} == {"sheet.txt"}
+
+
+# ---------------------------------------------------------------------------
+# cases check warns about what submit prepare would refuse: language and length
+
+
+def test_check_warns_about_a_language_the_body_does_not_take(ws: Path) -> None:
+    import shutil
+
+    text = real_case()
+    write_case(ws, "c1", text)
+    folder = ws / "letters" / "ru-only"
+    folder.mkdir()
+    shutil.copy2(ws / "letters" / "case-submission" / "ru.md.j2", folder / "ru.md.j2")
+    result = run_cli("cases", "check", "c1", "--letter", "ru-only")
+    assert result.code == 0, result.output  # a warning: nothing is missing
+    where = f".campaign/cases/c1.yaml:{line_of(text, 'to: [un-wgeid, un-wgad]')}"
+    for body, mandate in (("un-wgeid", "WGEID"), ("un-wgad", "WGAD")):
+        expected = f"warning {where}: {body}: letters/ru-only/ is in ru only; {mandate} takes submissions in en, fr, es"
+        assert expected in result.stdout, result.stdout
+    # The same words as submit prepare's refusal: one check, not two.
+    refused = run_cli("submit", "prepare", "--case", "c1", "--to", "un-wgad", "--letter", "ru-only")
+    assert "letters/ru-only/ is in ru only; WGAD takes submissions in en, fr, es" in refused.stderr
+    assert "takes submissions" not in ok("cases", "check", "c1")  # the shipped letter is in English too
+
+
+def test_check_warns_over_the_page_limit(ws: Path) -> None:
+    pytest.importorskip("weasyprint")
+    text = upr_case(4000).replace("to: [un-wgeid, un-wgad]", "to: [un-upr]")
+    write_case(ws, "long", text)
+    write_case(ws, "short", upr_case(300).replace("to: [un-wgeid, un-wgad]", "to: [un-upr]"))
+    result = run_cli("cases", "check", "--json")
+    assert result.code == 0, result.output
+    findings = [f for f in json.loads(result.stdout) if "at most 5 pages" in f["message"]]
+    assert [(f["case"], f["body"], f["level"]) for f in findings] == [("long", "un-upr", "warning")]
+    assert findings[0]["where"] == f".campaign/cases/long.yaml:{line_of(text, '  circumstances: |')}"
+    assert findings[0]["message"].startswith("UPR takes at most 5 pages; this submission is about")
+    assert "an estimate" in findings[0]["message"]
+    refused = run_cli("submit", "prepare", "--case", "long", "--to", "un-upr", "--session", "May 2027")
+    assert refused.code == 1 and findings[0]["message"].split(":")[0] in refused.stderr

@@ -205,9 +205,14 @@ def _history(ws: Workspace, case_id: str) -> list[HistoryRow]:
 # check, note, deadlines
 
 
-def check_cases(ws: Workspace, case_ids: Sequence[str] = ()) -> list[core.Finding]:
+def check_cases(ws: Workspace, case_ids: Sequence[str] = (), *, letter_id: str | None = None) -> list[core.Finding]:
     """What each body still needs, consent problems and admissibility warnings, for the
-    given cases (all when none); a file that does not validate is one finding."""
+    given cases (all when none); a file that does not validate is one finding. The covering
+    letter (``letter_id``, default letters/case-submission/) is checked as `submit prepare`
+    checks it: a language the body does not take, the body's page or word limit."""
+    from campaign.api import submit as submit_api
+    from campaign.errors import SelectionError
+
     registry = _registry(ws)
     today = utcnow().date()
     folder = cases_folder(ws)
@@ -221,8 +226,21 @@ def check_cases(ws: Workspace, case_ids: Sequence[str] = ()) -> list[core.Findin
             raise CaseError(
                 f"{core.FOLDER_LABEL}/: no cases yet", hint="create one with `campaign cases new ID` (or --example)"
             )
+    try:
+        letter = submit_api.case_letter(ws, letter_id or submit_api.DEFAULT_LETTER)
+    except (SelectionError, CaseError) as err:
+        if letter_id is not None:
+            raise
+        letter = None
+        where = f"letters/{submit_api.DEFAULT_LETTER}/"
+        found = err.message.removeprefix(where).lstrip(": ")
+        findings.append(
+            core.Finding("", None, "info", where, f"{found}: languages and length not checked (--letter LETTER)")
+        )
     for cf in files:
         findings.extend(core.check_case(cf, registry, root=ws.root, today=today))
+        if letter is not None:
+            findings.extend(submit_api.letter_findings(ws, cf, core.bodies(cf, registry)[0], letter))
     return findings
 
 

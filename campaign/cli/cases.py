@@ -229,13 +229,19 @@ def _show(value: Any) -> str:
 def cases_check(
     ctx: typer.Context,
     case_ids: Annotated[list[str] | None, typer.Argument(help="Case ids (default: every case).")] = None,
+    letter: Annotated[
+        str | None,
+        typer.Option("--letter", help="The covering letter to check (default: case-submission).", metavar="LETTER"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What each body a case is addressed to still needs, consent problems, admissibility.
 
     Names each missing element (with the file and line where it belongs), consent that
     is missing, withdrawn or does not cover a body, and what a machine can check of the
-    admissibility rules. Exit 1 when something is missing or consent does not cover.
+    admissibility rules: no source, only media reports, and, as `submit prepare` checks
+    them, a covering letter in none of the body's languages and a submission over its
+    page or word limit. Exit 1 when something is missing or consent does not cover.
 
     Example:
 
@@ -244,7 +250,7 @@ def cases_check(
     from campaign.api import cases as cases_api
 
     ws = state(ctx).workspace()
-    findings = cases_api.check_cases(ws, case_ids or [])
+    findings = cases_api.check_cases(ws, case_ids or [], letter_id=letter)
     blocking = [f for f in findings if f.level in ("missing", "consent", "error")]
     if as_json:
         print_json(
