@@ -175,3 +175,38 @@ def test_check_warns_over_the_page_limit(ws: Path) -> None:
     assert "an estimate" in findings[0]["message"]
     refused = run_cli("submit", "prepare", "--case", "long", "--to", "un-upr", "--session", "May 2027")
     assert refused.code == 1 and findings[0]["message"].split(":")[0] in refused.stderr
+
+
+# ---------------------------------------------------------------------------
+# letters check --case: only the bodies the case is addressed to, each problem once
+
+
+def test_letters_check_with_a_case_renders_for_its_bodies_and_says_each_problem_once(ws: Path) -> None:
+    write_case(ws, "c1", real_case())
+    template = ws / "letters" / "case-submission" / "en.md.j2"
+    template.write_text(template.read_text().replace("{{ salutation }}", "{{ salutation }} {{ case.person.photo }}"))
+    result = run_cli("letters", "check", "case-submission", "--case", "c1")
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: letters/case-submission/en.md.j2:6: undefined: case c1 has no person.photo (.campaign/cases/c1.yaml) "
+        "for un-wgeid, un-wgad"
+    ]
+    assert "1 error" in result.stdout
+    result = run_cli("letters", "check", "case-submission", "--case", "c1", "--to", "un-upr")
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        errors[0].replace("un-wgeid, un-wgad", "un-upr")
+    ]
+    many = ["un-wgeid", "un-wgad", "un-sr-torture", "un-sr-human-rights-defenders", "un-upr", "eu-eeas"]
+    result = run_cli("letters", "check", "case-submission", "--case", "c1", *(a for b in many for a in ("--to", b)))
+    assert "for un-wgeid, un-wgad, un-sr-torture and 3 more institutions" in result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_letters_check_with_a_case_addressed_to_nobody_asks_for_to(ws: Path) -> None:
+    write_case(ws, "c1", real_case().replace("to: [un-wgeid, un-wgad]", "to: []"))
+    result = run_cli("letters", "check", "case-submission", "--case", "c1")
+    assert result.code == 2
+    expected = "case c1 is addressed to no institution: fill in to: in .campaign/cases/c1.yaml, or name one with --to"
+    assert expected in result.stderr
+    ok("letters", "check", "case-submission", "--case", "c1", "--to", "un-wgad")

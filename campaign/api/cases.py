@@ -430,14 +430,25 @@ def example_context(ws: Workspace) -> dict[str, Any]:
     return core.template_context([cf], sender=_sender_name(ws), today=utcnow().date())
 
 
-def check_letters(ws: Workspace, letter_ids: Sequence[str], case_ids: Sequence[str]) -> LetterCheck:
-    """`letters check --case ID`: render the letters with these cases for every institution
-    the cases are addressed to; a template using a field the case lacks is a problem."""
+def check_letters(
+    ws: Workspace, letter_ids: Sequence[str], case_ids: Sequence[str], *, to: Sequence[str] = ()
+) -> LetterCheck:
+    """`letters check --case ID`: render the letters with these cases for the institutions
+    the cases are addressed to (their ``to:``), or those of ``to``; a template using a field
+    the case lacks is a problem. Raises UsageError when the cases are addressed to nobody."""
     from campaign.api import check_letters as check
 
     files = load_for_letters(ws, case_ids)
+    if not to:
+        registry = _registry(ws)
+        to = list(dict.fromkeys(r.id for cf in files for r in core.bodies(cf, registry)[0]))
+        if not to:
+            raise UsageError(
+                f"case {files[0].id} is addressed to no institution: fill in to: in {files[0].label}, "
+                "or name one with --to ID"
+            )
     context = core.template_context(files, sender=_sender_name(ws), today=utcnow().date())
-    return check(ws, letter_ids, context=context)
+    return check(ws, letter_ids, context=context, recipient_ids=to)
 
 
 def today() -> date:
