@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import run_cli, set_smtp_port, tree_digest
 from tests.support.smtp import Script, ScriptedServer
-from tests.test_cases import line_of, ok, real_case, upr_case, write_case
+from tests.test_cases import line_of, ok, pdf_text, real_case, squash, upr_case, write_case
 from tests.test_cases import ws as ws  # the fixture: a workspace with the shipped registry
 
 # ---------------------------------------------------------------------------
@@ -210,3 +210,32 @@ def test_letters_check_with_a_case_addressed_to_nobody_asks_for_to(ws: Path) -> 
     expected = "case c1 is addressed to no institution: fill in to: in .campaign/cases/c1.yaml, or name one with --to"
     assert expected in result.stderr
     ok("letters", "check", "case-submission", "--case", "c1", "--to", "un-wgad")
+
+
+# ---------------------------------------------------------------------------
+# What the documents look like
+
+
+def test_the_example_docx_says_fictional_at_the_top_and_a_real_one_does_not(ws: Path) -> None:
+    import docx
+
+    ok("cases", "new", "--example")
+    write_case(ws, "c1", real_case())
+    ok("submit", "prepare", "--case", "example", "--to", "un-wgeid")
+    ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid")
+    first = docx.Document(str(ws / ".campaign" / "submissions" / "example-un-wgeid.docx")).paragraphs[0]
+    assert first.text.startswith("FICTIONAL EXAMPLE: this person, these events and this organisation do not exist")
+    assert all(run.bold for run in first.runs)
+    real = docx.Document(str(ws / ".campaign" / "submissions" / "c1-un-wgeid.docx")).paragraphs
+    assert real[0].style.name == "Title" and "FICTIONAL" not in "\n".join(p.text for p in real)
+
+
+def test_what_stays_confidential_is_in_the_source_section(ws: Path) -> None:
+    pytest.importorskip("weasyprint")
+    write_case(ws, "c1", real_case().replace("bodies: [un-wgeid, un-wgad]", "bodies: [treaty-body]"))
+    ok("submit", "prepare", "--case", "c1", "--to", "un-human-rights-committee")
+    text = squash(pdf_text(ws / ".campaign" / "submissions" / "c1-un-human-rights-committee.pdf"))
+    source, consent = text.index("6. The source (confidential)"), text.index("7. Consent")
+    # (the narrow label column hyphenates: "con- fidential", "per- son")
+    assert source < text.index("Information to be kept con") < consent
+    assert text.index("8. Attachments") < text.index("Authorisation by the per") < text.index("[missing: the victim")

@@ -208,7 +208,12 @@ def test_queue_refuses_an_uncovered_body_and_changes_nothing(ws: Path) -> None:
     assert "case treaty: the consent recorded does not cover un-wgeid (it names treaty-body); nothing was queued" in (
         result.stderr
     )
-    assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 2
+    consent_line = line_of(real_case(), "consent:")
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "error: case treaty: the consent recorded does not cover un-wgeid (it names treaty-body); nothing was "
+        f"queued: record consent covering un-wgeid at .campaign/cases/treaty.yaml:{consent_line} (consent:), "
+        "or leave un-wgeid out"
+    ]
     assert tree_digest(ws) == before
     ok("queue", "case-submission", "--to", "un-human-rights-committee", "--case", "treaty")
 

@@ -349,12 +349,14 @@ def prepare_queue(
         )
     check_fictional(ws, files)
     for target in targets:
-        refusal = consent_refusal(files, target.recipient)
-        if refusal:
-            raise CaseError(
-                f"{refusal}; nothing was queued",
-                hint=f"record consent covering {target.recipient.id} in {files[0].label}, or leave it out",
-            )
+        for cf in files:
+            problem = core.consent_problem(cf, target.recipient)
+            if problem:  # one line: what is wrong, where, and what to do
+                rid = target.recipient.id
+                raise CaseError(
+                    f"case {cf.id}: {problem}; nothing was queued: record consent covering {rid} "
+                    f"at {cf.where('consent')} (consent:), or leave {rid} out"
+                )
     context = core.template_context(files, sender=_sender_name(ws), today=utcnow().date())
     ids = tuple(cf.id for cf in files)
     return [replace(t, cases=ids) for t in targets], lambda target: context

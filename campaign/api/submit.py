@@ -254,7 +254,10 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
     cf = core.load_case(cases_api.cases_folder(ws), request.case)
     problem = core.consent_problem(cf, recipient)
     if problem:
-        raise CaseError(f"case {cf.id}: {problem}; nothing was written", hint=f"see {cf.label}, consent:")
+        raise CaseError(
+            f"case {cf.id}: {problem}; nothing was written: record consent covering {recipient.id} "
+            f"at {cf.where('consent')} (consent:)"
+        )
     letter = case_letter(ws, request.letter)
     letter_language(recipient, profile, letter, request.lang)  # before asking for the session
     if profile.subject and "{session}" in profile.subject and not request.session:
