@@ -59,6 +59,7 @@ PROCEDURAL = (
     "public",
     "event.type",
     "source.confidential",
+    "source.role",
     "evidence.kind",
     "attachments.kind",
     "consent.given_by",
@@ -397,12 +398,32 @@ class Missing:
     where: str  # file:line where it belongs
 
 
+def files_on_behalf(case: Case) -> bool:
+    """Whether the source files for someone else (``source.role`` is not ``victim``)."""
+    return case.source.role != "victim"
+
+
+def required_elements(case: Case, profile: SubmissionProfile) -> list[str]:
+    """What ``profile`` requires of this case: ``requires``, and ``requires_on_behalf`` when
+    the source is not the person concerned."""
+    extra = profile.requires_on_behalf if files_on_behalf(case) else []
+    return list(dict.fromkeys([*profile.requires, *extra]))
+
+
 def missing_elements(cf: CaseFile, profile: SubmissionProfile) -> list[Missing]:
-    """Each element ``profile.requires`` that the case lacks, in the profile's order."""
+    """Each element the profile requires of the case (:func:`required_elements`) that the
+    case lacks, in the profile's order."""
     data = cf.case.model_dump(mode="json")
     out: list[Missing] = []
-    for element in profile.requires:
+    for element in required_elements(cf.case, profile):
         fields, meaning = CASE_ELEMENTS[element]
+        if element in profile.requires_on_behalf and element not in profile.requires:
+            role = cf.case.source.role
+            meaning += (
+                f"; source.role is {role}: filed for someone else"
+                if role
+                else "; needed unless the person submits it themselves (then write source.role: victim)"
+            )
         if element == "authorisation":
             ok = any(a.kind == "authorisation" for a in cf.case.attachments)
         else:

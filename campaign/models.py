@@ -544,6 +544,9 @@ class SubmissionProfile(StrictModel):
     format: Literal["email-text", "pdf", "docx"]
     form: OneLine | None = None  # the body's own form or questionnaire
     requires: list[CaseElement] = Field(default_factory=list)
+    # Also required when the source is not the person concerned (source.role is not victim):
+    # a treaty body needs the victim's authorisation from whoever files for them.
+    requires_on_behalf: list[CaseElement] = Field(default_factory=list)
     consent: ConsentRule | None = None
     max_pages: Annotated[int, Field(ge=1, le=1000)] | None = None
     max_words: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
@@ -1024,11 +1027,17 @@ class CaseRemedy(StrictModel):
     result: CaseText = None
 
 
+SourceRole = Literal["victim", "relative", "representative", "organisation"]
+
+
 class CaseSource(StrictModel):
     """Who submits the case: kept confidential by the bodies unless waived."""
 
     name: CaseLine = None
     organisation: CaseLine = None
+    # Who submits, for the person concerned: "victim" when they submit it themselves. Any
+    # other value (or none) is filing for someone else (their authorisation is needed).
+    role: SourceRole | None = None
     relationship: CaseLine = None
     address: CaseText = None
     email: CaseLine = None

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from campaign.chain import sha256_hex
 from campaign.errors import UsageError
@@ -54,7 +54,7 @@ from campaign.render import (
 )
 from campaign.store import Existing, NewMessage
 from campaign.store.sql import EnqueueSession, SqlStore
-from campaign.transitions import PENDING, UNSENT
+from campaign.transitions import DELIVERY, PENDING, UNSENT
 
 ContactMode = Literal["first", "all"]
 
@@ -69,6 +69,41 @@ class QueueRow:
     subject: str
     state: str  # new | unchanged | rescheduled | changed | changed-<status> | updated | postal-only | no-role
     message_id: str | None = None
+    status: str | None = None  # the status of the letter already in the queue under this key
+
+    @property
+    def outcome(self) -> Outcome:
+        """What queueing did, in the words every queue summary uses (:data:`OUTCOMES`)."""
+        if self.state in ("new", "updated", "rescheduled"):
+            return self.state  # type: ignore[return-value]
+        if self.state in ("postal-only", "no-role"):
+            return "skipped"
+        status = self.state.removeprefix("changed-") if self.state.startswith("changed-") else self.status
+        if status in DELIVERY_STATES or status == "sending":
+            return "already sent"
+        if status in ("failed", "cancelled"):
+            return f"already {status}"  # type: ignore[return-value]
+        return "already queued" if self.state == "unchanged" else "changed (not updated)"
+
+
+Outcome = Literal[
+    "new",
+    "already queued",
+    "changed (not updated)",
+    "updated",
+    "rescheduled",
+    "already sent",
+    "already failed",
+    "already cancelled",
+    "skipped",
+]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+"""The outcomes of queueing one letter, in the order summaries list them. "already
+queued" is a letter waiting to go with this very text; "changed (not updated)" one waiting
+with another text (``--update`` replaces it); "already sent", "already failed" and
+"already cancelled" were queued under the same key before and will not go again."""
+WAITING: tuple[Outcome, ...] = ("new", "already queued", "updated", "rescheduled")
+"""Outcomes after which the letter, as rendered now, waits in the queue."""
 
 
 @dataclass
@@ -79,6 +114,13 @@ class QueueReport:
 
     def count(self, state: str) -> int:
         return sum(1 for row in self.rows if row.state == state)
+
+    def outcomes(self) -> dict[Outcome, int]:
+        """How many letters had each outcome, in :data:`OUTCOMES` order (zeros included)."""
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for row in self.rows:
+            counts[row.outcome] += 1
+        return counts
 
 
 @dataclass(frozen=True)
@@ -305,11 +347,13 @@ def queue_letter(
                 now = session.lookup(campaign, letter.id, new.recipient, new.email_key, new.cases)
                 state = _commit_one(session, new, existing, now, unchanged=unchanged, update=update)
                 shown = new.message_id if now is None else now.message_id
-                report.rows.append(QueueRow(new.recipient, new.email, new.lang, new.subject, state, shown))
+                status = None if now is None else str(now.status)
+                report.rows.append(QueueRow(new.recipient, new.email, new.lang, new.subject, state, shown, status))
     return report
 
 
 UNSENT_STATES = tuple(s.value for s in UNSENT)
+DELIVERY_STATES = tuple(s.value for s in DELIVERY)
 PENDING_STATES = tuple(s.value for s in PENDING)
 
 

@@ -89,6 +89,7 @@ LABELS: dict[str, dict[str, str]] = {
         "publish_no": "The person's name must not be published.",
         "confidential": "Information to be kept confidential",
         "attachments": "8. Attachments",
+        "authorisation": "Authorisation by the person concerned",
         "signature": "Signature",
         "signature_line": "Signed: ______________________________   Date: ______________",
         "missing": "[missing: {what}]",
@@ -97,6 +98,8 @@ LABELS: dict[str, dict[str, str]] = {
         "relative": "person's relative",
         "representative": "person's representative",
         "page": "Page",
+        "fictional": "FICTIONAL EXAMPLE: this person, these events and this organisation do not exist. "
+        "Do not submit it.",
     },
     "ru": {
         "title": "Сообщение — {body}",
@@ -152,6 +155,7 @@ LABELS: dict[str, dict[str, str]] = {
         "publish_no": "Имя лица не должно публиковаться.",
         "confidential": "Конфиденциальная информация",
         "attachments": "8. Приложения",
+        "authorisation": "Доверенность лица, о котором идёт речь",
         "signature": "Подпись",
         "signature_line": "Подпись: ______________________________   Дата: ______________",
         "missing": "[не указано: {what}]",
@@ -160,6 +164,8 @@ LABELS: dict[str, dict[str, str]] = {
         "relative": "родственник",
         "representative": "представитель",
         "page": "Страница",
+        "fictional": "ВЫМЫШЛЕННЫЙ ПРИМЕР: этого человека, этих событий и этой организации не существует. "
+        "Не отправляйте его.",
     },
 }
 
@@ -203,6 +209,7 @@ class Submission:
     signature: bool
     withheld: bool
     missing: list[str]  # element names
+    fictional: bool = False  # the example case: every format says so at the top
 
     def text_values(self) -> list[str]:
         return [row.value for section in self.sections for row in section.rows]
@@ -240,7 +247,7 @@ def build_submission(
     missing = list(required)
 
     def placeholder(element: str) -> Row | None:
-        if element in required and element in profile.requires:
+        if element in required:
             return Row(
                 w.get(_ELEMENT_LABEL.get(element, element), element),
                 w["missing"].format(what=CASE_ELEMENTS[element][1]),
@@ -370,10 +377,12 @@ def build_submission(
     for element in ("source", "author"):
         if ph := placeholder(element):
             rows.append(ph)
+    if _v(case.confidential):  # what the body must keep confidential goes with the source
+        rows.append(Row(w["confidential"], _v(case.confidential) or ""))
     notes = [w["confidential_source"]] if s.confidential else []
     sections.append(Section(w["source"], rows, notes))
 
-    # 7. Consent and confidentiality
+    # 7. Consent
     covering = [
         c
         for c in case.consent
@@ -385,8 +394,7 @@ def build_submission(
             w["consent_line"].format(who=w.get(consent.given_by, consent.given_by), date=consent.date.isoformat())
         )
         notes.append(w["publish_yes"] if consent.publish_name and not withhold_name else w["publish_no"])
-    rows = [Row(w["confidential"], _v(case.confidential) or "")] if _v(case.confidential) else []
-    sections.append(Section(w["consent"], rows, notes))
+    sections.append(Section(w["consent"], [], notes))
 
     # 8. Attachments
     rows = [
@@ -421,6 +429,7 @@ def build_submission(
         signature=profile.signature,
         withheld=withhold_name,
         missing=missing,
+        fictional=case.fictional,
     )
 
 
@@ -432,7 +441,7 @@ _ELEMENT_LABEL = {
     "source": "source_name",
     "author": "source_address",
     "state": "state",
-    "authorisation": "attachments",
+    "authorisation": "authorisation",
 }
 
 
@@ -479,10 +488,16 @@ def docx_bytes(sub: Submission) -> bytes:
     lang_tag.set(qn("w:val"), sub.lang)
     lang_el.append(lang_tag)
 
+    w = words(sub.lang)
+    if sub.fictional:
+        banner = doc.add_paragraph()
+        banner.alignment = WD_ALIGN_PARAGRAPH.CENTER
+        run = banner.add_run(w["fictional"])
+        run.bold = True
+        run.font.color.rgb = RGBColor(0xB0, 0, 0)
     doc.add_paragraph(sub.title, style="Title")
     if sub.subtitle:
         doc.add_paragraph(sub.subtitle, style="Subtitle")
-    w = words(sub.lang)
     meta = doc.add_paragraph()
     meta.add_run(f"{w['from']}: ").bold = True
     meta.add_run(sub.sender)
@@ -587,7 +602,9 @@ def html_fragment(sub: Submission, *, title: bool = True) -> str:
     """The submission as an HTML fragment (headings, tables of fields, notes); without the
     title when the page layout prints it as the subject."""
     w = words(sub.lang)
-    out = [f'<p class="sub-title"><strong>{_esc(sub.title)}</strong></p>'] if title else []
+    out = [f'<p class="fictional"><strong>{_esc(w["fictional"])}</strong></p>'] if sub.fictional else []
+    if title:
+        out.append(f'<p class="sub-title"><strong>{_esc(sub.title)}</strong></p>')
     if sub.subtitle:
         out.append(f'<p class="sub-subtitle">{_esc(sub.subtitle)}</p>')
     out.append(f"<p><strong>{_esc(w['from'])}:</strong> {_esc(sub.sender)}</p>")
@@ -607,7 +624,8 @@ def html_fragment(sub: Submission, *, title: bool = True) -> str:
 
 def sheet_text(sub: Submission, *, letter_text: str | None = None) -> str:
     """Field by field, to copy into a web form."""
-    lines = [sub.title, *([sub.subtitle] if sub.subtitle else []), ""]
+    lines = [words(sub.lang)["fictional"], ""] if sub.fictional else []
+    lines += [sub.title, *([sub.subtitle] if sub.subtitle else []), ""]
     for part in sub.sections:
         lines.append(part.heading)
         lines.append("-" * len(part.heading))
@@ -633,5 +651,6 @@ def sheet_html(sub: Submission, *, letter_text: str | None = None) -> str:
         "body{font:15px/1.45 sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#111}"
         "table{border-collapse:collapse;width:100%}th,td{border:1px solid #999;padding:.4em;vertical-align:top;"
         "text-align:left}th{width:30%;background:#f3f3f3}td{white-space:pre-wrap}.missing{color:#a00;font-style:italic}"
+        ".fictional{color:#a00;border:2px solid #a00;padding:.4em;text-align:center}"
         "\n</style>\n</head>\n<body>\n" + html_fragment(sub) + extra + "\n</body>\n</html>\n"
     )

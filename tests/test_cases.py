@@ -208,7 +208,12 @@ def test_queue_refuses_an_uncovered_body_and_changes_nothing(ws: Path) -> None:
     assert "case treaty: the consent recorded does not cover un-wgeid (it names treaty-body); nothing was queued" in (
         result.stderr
     )
-    assert len([line for line in result.stderr.splitlines() if line.strip()]) <= 2
+    consent_line = line_of(real_case(), "consent:")
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        "error: case treaty: the consent recorded does not cover un-wgeid (it names treaty-body); nothing was "
+        f"queued: record consent covering un-wgeid at .campaign/cases/treaty.yaml:{consent_line} (consent:), "
+        "or leave un-wgeid out"
+    ]
     assert tree_digest(ws) == before
     ok("queue", "case-submission", "--to", "un-human-rights-committee", "--case", "treaty")
 
@@ -454,6 +459,9 @@ def test_prepare_human_rights_committee_pdf(ws: Path) -> None:
     text = squash(pdf_text(ws / ".campaign" / "submissions" / "c1-un-human-rights-committee.pdf"))
     for value in required_values("un-human-rights-committee"):
         assert squash(value) in text, value
+    assert "missing authorisation" in output  # filed by an organisation for him
+    path = write_case(ws, "c1", real_case().replace("bodies: [un-wgeid, un-wgad]", "bodies: [treaty-body]"))
+    path.write_text(path.read_text().replace("attachments: []", "attachments: [{path: a.pdf, kind: authorisation}]"))
     result = run_cli("submit", "prepare", "--case", "c1", "--to", "un-human-rights-committee", "--queue", "--force")
     assert result.code == 1 and "signed by hand" in result.stderr
 
@@ -534,7 +542,7 @@ def test_prepare_queue_attaches_the_document_under_the_event_hash(ws: Path) -> N
         set_smtp_port(ws, server.port)
         ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid", "--queue")
         again = ok("submit", "prepare", "--case", "c1", "--to", "un-wgeid", "--queue", "--force")
-        assert "unchanged" in again  # the same document: the same letter
+        assert "0 new, 1 already queued" in again  # the same document: the same letter
         ok("send", "--yes")
     form = (ws / ".campaign" / "submissions" / "c1-un-wgeid.docx").read_bytes()
     body = stored_body(ws / ".campaign" / "state.db")

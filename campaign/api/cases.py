@@ -205,9 +205,14 @@ def _history(ws: Workspace, case_id: str) -> list[HistoryRow]:
 # check, note, deadlines
 
 
-def check_cases(ws: Workspace, case_ids: Sequence[str] = ()) -> list[core.Finding]:
+def check_cases(ws: Workspace, case_ids: Sequence[str] = (), *, letter_id: str | None = None) -> list[core.Finding]:
     """What each body still needs, consent problems and admissibility warnings, for the
-    given cases (all when none); a file that does not validate is one finding."""
+    given cases (all when none); a file that does not validate is one finding. The covering
+    letter (``letter_id``, default letters/case-submission/) is checked as `submit prepare`
+    checks it: a language the body does not take, the body's page or word limit."""
+    from campaign.api import submit as submit_api
+    from campaign.errors import SelectionError
+
     registry = _registry(ws)
     today = utcnow().date()
     folder = cases_folder(ws)
@@ -221,8 +226,21 @@ def check_cases(ws: Workspace, case_ids: Sequence[str] = ()) -> list[core.Findin
             raise CaseError(
                 f"{core.FOLDER_LABEL}/: no cases yet", hint="create one with `campaign cases new ID` (or --example)"
             )
+    try:
+        letter = submit_api.case_letter(ws, letter_id or submit_api.DEFAULT_LETTER)
+    except (SelectionError, CaseError) as err:
+        if letter_id is not None:
+            raise
+        letter = None
+        where = f"letters/{submit_api.DEFAULT_LETTER}/"
+        found = err.message.removeprefix(where).lstrip(": ")
+        findings.append(
+            core.Finding("", None, "info", where, f"{found}: languages and length not checked (--letter LETTER)")
+        )
     for cf in files:
         findings.extend(core.check_case(cf, registry, root=ws.root, today=today))
+        if letter is not None:
+            findings.extend(submit_api.letter_findings(ws, cf, core.bodies(cf, registry)[0], letter))
     return findings
 
 
@@ -331,12 +349,14 @@ def prepare_queue(
         )
     check_fictional(ws, files)
     for target in targets:
-        refusal = consent_refusal(files, target.recipient)
-        if refusal:
-            raise CaseError(
-                f"{refusal}; nothing was queued",
-                hint=f"record consent covering {target.recipient.id} in {files[0].label}, or leave it out",
-            )
+        for cf in files:
+            problem = core.consent_problem(cf, target.recipient)
+            if problem:  # one line: what is wrong, where, and what to do
+                rid = target.recipient.id
+                raise CaseError(
+                    f"case {cf.id}: {problem}; nothing was queued: record consent covering {rid} "
+                    f"at {cf.where('consent')} (consent:), or leave {rid} out"
+                )
     context = core.template_context(files, sender=_sender_name(ws), today=utcnow().date())
     ids = tuple(cf.id for cf in files)
     return [replace(t, cases=ids) for t in targets], lambda target: context
@@ -412,14 +432,25 @@ def example_context(ws: Workspace) -> dict[str, Any]:
     return core.template_context([cf], sender=_sender_name(ws), today=utcnow().date())
 
 
-def check_letters(ws: Workspace, letter_ids: Sequence[str], case_ids: Sequence[str]) -> LetterCheck:
-    """`letters check --case ID`: render the letters with these cases for every institution
-    the cases are addressed to; a template using a field the case lacks is a problem."""
+def check_letters(
+    ws: Workspace, letter_ids: Sequence[str], case_ids: Sequence[str], *, to: Sequence[str] = ()
+) -> LetterCheck:
+    """`letters check --case ID`: render the letters with these cases for the institutions
+    the cases are addressed to (their ``to:``), or those of ``to``; a template using a field
+    the case lacks is a problem. Raises UsageError when the cases are addressed to nobody."""
     from campaign.api import check_letters as check
 
     files = load_for_letters(ws, case_ids)
+    if not to:
+        registry = _registry(ws)
+        to = list(dict.fromkeys(r.id for cf in files for r in core.bodies(cf, registry)[0]))
+        if not to:
+            raise UsageError(
+                f"case {files[0].id} is addressed to no institution: fill in to: in {files[0].label}, "
+                "or name one with --to ID"
+            )
     context = core.template_context(files, sender=_sender_name(ws), today=utcnow().date())
-    return check(ws, letter_ids, context=context)
+    return check(ws, letter_ids, context=context, recipient_ids=to)
 
 
 def today() -> date:

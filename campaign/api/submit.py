@@ -16,6 +16,7 @@ page or word limit.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ class PrepareRequest:
     session: str | None = None  # the UPR session ("May 2027"), for subjects that name it
     queue: bool = False
     campaign: str | None = None
+    update: bool = False  # with queue: replace a queued, unsent version whose text differs
     scan: Path | None = None  # the hand-signed scan to send instead of the generated PDF
     force: bool = False
 
@@ -57,6 +59,8 @@ class PrepareResult:
     checklist: list[str] = field(default_factory=list)
     estimate: str | None = None
     queued: Any = None  # outbox.QueueReport
+    campaign: str | None = None  # the campaign it was queued in
+    queue_error: CaseError | None = None  # with queue: why nothing waits in the queue (already sent, ...)
 
 
 def _format_for(profile: SubmissionProfile) -> Format:
@@ -65,7 +69,9 @@ def _format_for(profile: SubmissionProfile) -> Format:
     return {"docx": "docx", "pdf": "pdf", "email-text": "email"}[profile.format]  # type: ignore[return-value]
 
 
-def _language(recipient: Recipient, profile: SubmissionProfile, letter: Any, lang: str | None) -> str:
+def letter_language(recipient: Recipient, profile: SubmissionProfile, letter: Any, lang: str | None) -> str:
+    """The language the covering letter goes in: ``lang``, else the first language the body
+    takes that the letter exists in. Raises CaseError naming both lists."""
     accepted = recipient.languages
     if lang is not None:
         if lang not in accepted:
@@ -89,11 +95,153 @@ def _language(recipient: Recipient, profile: SubmissionProfile, letter: Any, lan
     )
 
 
+@dataclass
+class Draft:
+    """A case's submission to one body and its covering letter, rendered, nothing written:
+    what `submit prepare` writes and what `cases check` measures."""
+
+    cf: core.CaseFile
+    recipient: Recipient
+    profile: SubmissionProfile
+    letter: Any
+    lang: str
+    fmt: Format
+    sub: Any  # submission.Submission
+    rendered: Any  # render.RenderedLetter
+    context: dict[str, Any]
+    subject: str
+    withhold: bool
+    today: date
+
+
+def case_letter(ws: Workspace, letter_id: str) -> Any:
+    """The letter that covers a submission. Raises SelectionError, CaseError (not a letter
+    about a case)."""
+    letter = registry_mod.get_letter(registry_mod.load_letters(ws.letters_dir), letter_id)
+    if not letter.needs_case:
+        raise CaseError(
+            f"letters/{letter.id}/ is not a letter about a case (no `case: true` in its front matter)",
+            hint=f"use --letter {DEFAULT_LETTER}, or mark the letter with `case: true`",
+        )
+    return letter
+
+
+def draft(
+    ws: Workspace,
+    cf: core.CaseFile,
+    recipient: Recipient,
+    letter: Any,
+    *,
+    lang: str | None = None,
+    fmt: Format | None = None,
+    session: str | None = None,
+) -> Draft:
+    """Build the submission and render its covering letter. Raises CaseError when the letter
+    exists in none of the languages the body takes (:func:`letter_language`), LetterError
+    when it cannot be rendered with this case."""
+    from campaign.render import Renderer
+    from campaign.submission import build_submission
+
+    profile = recipient.submission
+    assert profile is not None
+    chosen = letter_language(recipient, profile, letter, lang)
+    fmt = fmt or _format_for(profile)
+    today = utcnow().date()
+    withhold = profile.published and not any(
+        c.publish_name and c.withdrawn is None and (recipient.id in c.bodies or set(c.bodies) & set(recipient.tags))
+        for c in cf.case.consent
+    )
+    sub = build_submission(cf, recipient, lang=chosen, sender=ws.settings.sender, today=today, withhold_name=withhold)
+    stem = f"{cf.id}-{recipient.id}"
+    document = {"filename": f"{stem}.{fmt}", "form": profile.form or "submission"} if fmt in ("docx", "pdf") else None
+    context = core.template_context(
+        [cf], sender=ws.settings.sender.name, today=today, document=document, withhold_name=withhold, session=session
+    )
+    contact = recipient.contacts[0] if recipient.contacts else None
+    rendered = Renderer(ws.letters_dir).render(
+        letter, recipient, contact, ws.settings.sender, lang=chosen, today=today, extra=context
+    )
+    subject = (
+        core.subject_for(cf.case, cf.id, recipient, organisation=ws.settings.sender.name, today=today, session=session)
+        or rendered.subject
+    )
+    return Draft(cf, recipient, profile, letter, chosen, fmt, sub, rendered, context, subject, withhold, today)
+
+
+def draft_text(d: Draft, *, html: bool = False) -> str | None:
+    """The text that is the submission in the e-mail and sheet formats (None for Word and PDF)."""
+    if d.fmt == "email":
+        return _email_text(d.recipient, d.subject, d.rendered.text)
+    if d.fmt == "sheet":
+        from campaign.submission import sheet_html, sheet_text
+
+        return (sheet_html if html else sheet_text)(d.sub, letter_text=d.rendered.text)
+    return None
+
+
+@dataclass(frozen=True)
+class Length:
+    """How long a submission is, against the body's page and word limits."""
+
+    estimate: str | None  # "3 pages of A4 (an estimate …)", or the PDF's page count
+    problem: str | None  # "UPR takes at most 5 pages; this submission is …", or None
+
+
+def measure(d: Draft, *, pdf_data: bytes | None = None, text: str | None = None) -> Length:
+    """The submission against the body's limits: pages of the PDF when it was made, else
+    an estimate (the Word file's text laid out by the PDF stack); words of ``text`` (the
+    e-mail or sheet) or of the document and its letter."""
+    profile = d.profile
+    estimate: str | None = None
+    if profile.max_pages is not None and d.fmt in ("docx", "pdf"):
+        from campaign import pdf
+
+        if pdf_data is not None:
+            count = pdf.count_pages(pdf_data)
+            estimate, pages, found = f"{count} pages of A4", count, f"this PDF has {count}"
+        else:
+            from campaign.submission import html_fragment
+
+            laid_out = pdf.estimate_pages(html_fragment(d.sub), lang=d.lang)
+            estimate, pages, found = str(laid_out), laid_out.pages, f"this submission is {laid_out}"
+        if pages > profile.max_pages:
+            return Length(estimate, f"{profile.mandate} takes at most {_pages(profile.max_pages)}; {found}")
+    if profile.max_words is not None:
+        words = len((text or " ".join(d.sub.text_values()) + " " + d.rendered.text).split())
+        if words > profile.max_words:
+            return Length(estimate, f"{profile.mandate} takes at most {profile.max_words} words; this has {words}")
+    return Length(estimate, None)
+
+
+def letter_findings(ws: Workspace, cf: core.CaseFile, targets: list[Recipient], letter: Any) -> list[core.Finding]:
+    """For `cases check`: what `submit prepare` would refuse about the covering letter and the
+    document (:func:`letter_language`, :func:`measure`), as warnings per body: a language the
+    body does not take, a submission over its page or word limit, a letter that does not render."""
+    from campaign.errors import LetterError, PdfError
+
+    out: list[core.Finding] = []
+    for recipient in targets:
+        if recipient.submission is None:
+            continue
+        try:
+            d = draft(ws, cf, recipient, letter)
+            length = measure(d, text=draft_text(d))
+        except CaseError as err:  # a language the body does not take
+            out.append(core.Finding(cf.id, recipient.id, "warning", cf.where("to"), err.message))
+            continue
+        except (LetterError, PdfError) as err:
+            message = f"{err.message}; see `campaign letters check {letter.id} --case {cf.id}`"
+            out.append(core.Finding(cf.id, recipient.id, "warning", cf.where("to"), message))
+            continue
+        if length.problem:
+            message = f"{length.problem}: shorten the circumstances, or attach the detailed report separately"
+            out.append(core.Finding(cf.id, recipient.id, "warning", cf.where("event", "circumstances"), message))
+    return out
+
+
 def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
     """Prepare (and with ``queue``, queue) one case's submission to one body."""
     from campaign.api import load_registry
-    from campaign.render import Renderer
-    from campaign.submission import build_submission
 
     reg = load_registry(ws)
     recipient = registry_mod.select_recipients(reg, ids=[request.to])[0]
@@ -106,99 +254,43 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
     cf = core.load_case(cases_api.cases_folder(ws), request.case)
     problem = core.consent_problem(cf, recipient)
     if problem:
-        raise CaseError(f"case {cf.id}: {problem}; nothing was written", hint=f"see {cf.label}, consent:")
-    letters = registry_mod.load_letters(ws.letters_dir)
-    letter = registry_mod.get_letter(letters, request.letter)
-    if not letter.needs_case:
         raise CaseError(
-            f"letters/{letter.id}/ is not a letter about a case (no `case: true` in its front matter)",
-            hint=f"use --letter {DEFAULT_LETTER}, or mark the letter with `case: true`",
+            f"case {cf.id}: {problem}; nothing was written: record consent covering {recipient.id} "
+            f"at {cf.where('consent')} (consent:)"
         )
-    lang = _language(recipient, profile, letter, request.lang)
-    fmt: Format = request.fmt or _format_for(profile)
+    letter = case_letter(ws, request.letter)
+    letter_language(recipient, profile, letter, request.lang)  # before asking for the session
     if profile.subject and "{session}" in profile.subject and not request.session:
         raise UsageError(
             f"{profile.mandate}'s subject line names the session: add --session, e.g. --session 'May 2027'"
         )
-    today = utcnow().date()
-    withhold = profile.published and not any(
-        c.publish_name and c.withdrawn is None and (recipient.id in c.bodies or set(c.bodies) & set(recipient.tags))
-        for c in cf.case.consent
-    )
-    sub = build_submission(cf, recipient, lang=lang, sender=ws.settings.sender, today=today, withhold_name=withhold)
+    d = draft(ws, cf, recipient, letter, lang=request.lang, fmt=request.fmt, session=request.session)
+    lang, fmt, sub, rendered, context, subject, today = d.lang, d.fmt, d.sub, d.rendered, d.context, d.subject, d.today
+    withhold = d.withhold
     folder = cases_api.cases_folder(ws).parent / "submissions"
-    stem = f"{cf.id}-{recipient.id}"
     ext = {"docx": ".docx", "pdf": ".pdf", "email": ".email.txt", "sheet": ".sheet.txt"}[fmt]
-    out = request.out or folder / f"{stem}{ext}"
-    document = {"filename": f"{stem}.{fmt}", "form": profile.form or "submission"} if fmt in ("docx", "pdf") else None
-    context = core.template_context(
-        [cf],
-        sender=ws.settings.sender.name,
-        today=today,
-        document=document,
-        withhold_name=withhold,
-        session=request.session,
-    )
-    contact = recipient.contacts[0] if recipient.contacts else None
-    rendered = Renderer(ws.letters_dir).render(
-        letter, recipient, contact, ws.settings.sender, lang=lang, today=today, extra=context
-    )
-    subject = (
-        core.subject_for(
-            cf.case, cf.id, recipient, organisation=ws.settings.sender.name, today=today, session=request.session
-        )
-        or rendered.subject
-    )
+    out = request.out or folder / f"{cf.id}-{recipient.id}{ext}"
 
     checklist = [f"missing {m.element}: {m.meaning} ({m.where})" for m in core.missing_elements(cf, profile)]
-    estimate: str | None = None
     data: bytes | None = None
-    text_out: str | None = None
     if fmt == "docx":
-        from campaign.submission import docx_bytes, html_fragment
+        from campaign.submission import docx_bytes
 
         data = docx_bytes(sub)
-        if profile.max_pages is not None:
-            from campaign import pdf
-
-            pages = pdf.estimate_pages(html_fragment(sub), lang=lang)
-            estimate = str(pages)
-            if pages.pages > profile.max_pages:
-                raise CaseError(
-                    f"{profile.mandate} takes at most {_pages(profile.max_pages)}; this submission is {estimate}; "
-                    "nothing was written",
-                    hint="shorten the case's circumstances, or attach the detailed report separately",
-                )
     elif fmt == "pdf":
         data, signed = _pdf(ws, sub, recipient, today)
-        if profile.max_pages is not None:
-            from campaign import pdf
-
-            count = pdf.count_pages(data)
-            estimate = f"{count} pages of A4"
-            if count > profile.max_pages:
-                raise CaseError(
-                    f"{profile.mandate} takes at most {_pages(profile.max_pages)}; this PDF has {count}; "
-                    "nothing was written"
-                )
         if not signed:
             checklist.append(
                 "the PDF is not digitally sealed: run `campaign keys init` and set CAMPAIGN_KEY_PASSPHRASE to seal it"
             )
-    elif fmt == "email":
-        text_out = _email_text(recipient, subject, rendered.text)
-    else:
-        from campaign.submission import sheet_html, sheet_text
-
-        text_out = (
-            sheet_html(sub, letter_text=rendered.text)
-            if out.suffix == ".html"
-            else sheet_text(sub, letter_text=rendered.text)
+    text_out = draft_text(d, html=out.suffix == ".html")
+    length = measure(d, pdf_data=data if fmt == "pdf" else None, text=text_out)
+    estimate = length.estimate
+    if length.problem:
+        raise CaseError(
+            f"{length.problem}; nothing was written",
+            hint="shorten the case's circumstances, or attach the detailed report separately",
         )
-    if profile.max_words is not None:
-        words = len((text_out or " ".join(sub.text_values()) + " " + rendered.text).split())
-        if words > profile.max_words:
-            raise CaseError(f"{profile.mandate} takes at most {profile.max_words} words; this has {words}")
 
     checklist.extend(_procedure_notes(cf, recipient, profile, fmt, withhold, ws.root))
     files: list[Path] = []
@@ -221,8 +313,34 @@ def prepare(ws: Workspace, request: PrepareRequest) -> PrepareResult:
 
     result = PrepareResult(files, fmt, lang, _to_line(recipient, profile), subject, checklist, estimate)
     if request.queue:
+        result.campaign = request.campaign or letter.id
         result.queued = _queue(ws, request, cf, recipient, profile, letter, lang, fmt, data, context)
+        result.queue_error = _not_queued(result.queued, recipient, result.campaign)
     return result
+
+
+def _not_queued(report: Any, recipient: Recipient, campaign: str) -> CaseError | None:
+    """Why nothing waits in the queue after `--queue`, in one line with what to do; None
+    when the submission, as prepared now, waits to be sent (new, already queued, updated)."""
+    from campaign.outbox import WAITING
+
+    counts = report.outcomes()
+    if any(counts[outcome] for outcome in WAITING):
+        return None
+    where = f"nothing was queued: the submission to {recipient.id} in campaign {campaign}"
+    if counts["changed (not updated)"]:
+        return CaseError(
+            f"{where} waits to be sent with a different text: add --update to replace it, "
+            "or --campaign NEW to queue this one beside it"
+        )
+    if counts["already sent"]:
+        return CaseError(
+            f"{where} was already sent: for a follow-up submission add --campaign NEW (e.g. --campaign {campaign}-2)"
+        )
+    status = "failed" if counts["already failed"] else "cancelled"
+    return CaseError(
+        f"{where} {status} earlier (see `campaign log --campaign {campaign}`): add --campaign NEW to queue it again"
+    )
 
 
 def _pages(count: int) -> str:
@@ -367,6 +485,7 @@ def _queue(
                 campaign=request.campaign or letter.id,
                 now_ms=now_ms(),
                 lang=lang,
+                update=request.update,
                 extra_headers=lambda t: _letter_headers(ws),
                 context_for=lambda t: context,
                 files_for=lambda t, rendered: files,

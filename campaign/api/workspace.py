@@ -5,7 +5,8 @@ Re-exported by ``campaign.api``; see its docstring for the rules every function 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from importlib import resources
@@ -91,22 +92,56 @@ class LetterCheck:
     rendered: int = 0
 
 
-def check_letters(
-    ws: Workspace, letter_ids: Iterable[str] = (), *, context: Mapping[str, Any] | None = None
-) -> LetterCheck:
-    """Render every letter for every institution and language it would be sent in.
+class _Collected:
+    """Messages collected per institution, said once: the same message for several
+    institutions ("… for un-wgeid", "un-wgad: …") becomes one naming them all."""
 
-    Problems in one letter do not hide the others: all are collected. ``context`` holds
-    the cases (`letters check --case`); a letter about a case is otherwise checked with
-    the fictional example case.
+    def __init__(self) -> None:
+        self._by_key: dict[str, list[str]] = {}
+
+    def add(self, message: str, recipient_id: str | None = None) -> None:
+        key = message
+        if recipient_id is not None:
+            key = re.sub(rf"\bfor {re.escape(recipient_id)}(?![\w-])", "for \0", key)
+            key = re.sub(rf"^{re.escape(recipient_id)}: ", "\0: ", key)
+        ids = self._by_key.setdefault(key, [])
+        if recipient_id is not None and recipient_id not in ids:
+            ids.append(recipient_id)
+
+    def messages(self) -> list[str]:
+        return [key.replace("\0", _named(ids)) for key, ids in self._by_key.items()]
+
+
+def _named(ids: list[str]) -> str:
+    if len(ids) <= 4:
+        return ", ".join(ids)
+    return f"{', '.join(ids[:3])} and {len(ids) - 3} more institutions"
+
+
+def check_letters(
+    ws: Workspace,
+    letter_ids: Iterable[str] = (),
+    *,
+    context: Mapping[str, Any] | None = None,
+    recipient_ids: Sequence[str] = (),
+) -> LetterCheck:
+    """Render every letter for every institution (or those of ``recipient_ids``) and
+    language it would be sent in.
+
+    Problems in one letter do not hide the others: all are collected, and a problem that
+    several institutions share is reported once, naming them. ``context`` holds the cases
+    (`letters check --case`); a letter about a case is otherwise checked with the
+    fictional example case. Raises SelectionError for an unknown institution id.
     """
     reg = load_registry(ws)
+    recipients = registry_mod.select_recipients(reg, ids=recipient_ids) if recipient_ids else reg.recipients
     letters = registry_mod.load_letters(ws.letters_dir)
     chosen = [registry_mod.get_letter(letters, lid) for lid in letter_ids] or list(letters.values())
     if not letters:
         return LetterCheck(problems=["letters/: no letters found (letters/<id>/<lang>.md.j2)"])
     renderer = Renderer(ws.letters_dir)
     report = LetterCheck()
+    problems, warnings = _Collected(), _Collected()
     # The e-mail, a supporter's signed PDF, and (with attach_pdf) the organisation's sealed PDF.
     ways: list[tuple[Literal["email", "pdf"], Literal["organisation", "supporter"]]] = [
         ("email", "organisation"),
@@ -120,19 +155,19 @@ def check_letters(
             from campaign.api.cases import example_context
 
             extra = example_context(ws)
-            report.warnings.append(
+            warnings.add(
                 f"letters/{letter.id}/ is about a case: checked with the fictional example case; "
                 "check it with yours: `campaign letters check --case ID`"
             )
         langs_needed: set[str] = set()
-        for recipient in reg.recipients:
+        for recipient in recipients:
             try:
                 lang, warning = renderer.choose_language(letter, recipient)
             except RenderError as err:
-                report.problems.append(err.message)
+                problems.add(err.message, recipient.id)
                 continue
             if warning:
-                report.warnings.append(f"missing translation: {warning}")
+                warnings.add(f"missing translation: {warning}", recipient.id)
             langs_needed.add(lang)
             contacts: list[Contact | None] = list(recipient.contacts) or [None]
             for contact in contacts:
@@ -157,13 +192,12 @@ def check_letters(
                                 message_id=new_message_id(ws.settings.sender.domain),
                             )
                     except CampaignError as err:
-                        if err.message not in report.problems:
-                            report.problems.append(err.message)
+                        problems.add(err.message, recipient.id)
                         continue
                     report.rendered += 1
         # Languages nobody needs right now must still render (a later --lang may pick them).
         for lang in sorted(set(letter.languages) - langs_needed):
-            recipient = reg.recipients[0]
+            recipient = recipients[0]
             try:
                 renderer.render(
                     letter,
@@ -175,8 +209,8 @@ def check_letters(
                 )
                 report.rendered += 1
             except CampaignError as err:
-                if err.message not in report.problems:
-                    report.problems.append(err.message)
+                problems.add(err.message, recipient.id)
+    report.problems, report.warnings = problems.messages(), warnings.messages()
     return report
 
 

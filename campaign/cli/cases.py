@@ -229,13 +229,19 @@ def _show(value: Any) -> str:
 def cases_check(
     ctx: typer.Context,
     case_ids: Annotated[list[str] | None, typer.Argument(help="Case ids (default: every case).")] = None,
+    letter: Annotated[
+        str | None,
+        typer.Option("--letter", help="The covering letter to check (default: case-submission).", metavar="LETTER"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """What each body a case is addressed to still needs, consent problems, admissibility.
 
     Names each missing element (with the file and line where it belongs), consent that
     is missing, withdrawn or does not cover a body, and what a machine can check of the
-    admissibility rules. Exit 1 when something is missing or consent does not cover.
+    admissibility rules: no source, only media reports, and, as `submit prepare` checks
+    them, a covering letter in none of the body's languages and a submission over its
+    page or word limit. Exit 1 when something is missing or consent does not cover.
 
     Example:
 
@@ -244,7 +250,7 @@ def cases_check(
     from campaign.api import cases as cases_api
 
     ws = state(ctx).workspace()
-    findings = cases_api.check_cases(ws, case_ids or [])
+    findings = cases_api.check_cases(ws, case_ids or [], letter_id=letter)
     blocking = [f for f in findings if f.level in ("missing", "consent", "error")]
     if as_json:
         print_json(
@@ -351,6 +357,10 @@ def submit_prepare(
         Path | None,
         typer.Option("--scan", help="The hand-signed scan to queue (bodies that need a signature).", metavar="FILE"),
     ] = None,
+    update: Annotated[
+        bool,
+        typer.Option("--update", help="With --queue: replace a queued, unsent version whose text changed."),
+    ] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
 ) -> None:
     """Write a case's submission in the form the body requires, and a checklist.
@@ -379,6 +389,7 @@ def submit_prepare(
             session=session,
             queue=queue,
             campaign=campaign,
+            update=update,
             scan=scan,
             force=force,
         ),
@@ -395,8 +406,11 @@ def submit_prepare(
         for item in result.checklist:
             out().print(f"  - {plain(item)}")
     if result.queued is not None:
-        for row in result.queued.rows:
-            out().print(f"queue: {plain(row.recipient)} <{plain(row.email)}> {row.state}")
+        to_line = ", ".join(f"{row.recipient} <{row.email}>" for row in result.queued.rows)
+        summary = common.queue_summary(result.queued)
+        out().print(f"queue: campaign {plain(result.campaign or '')}, {plain(to_line)}: {summary}")
+        if result.queue_error is not None:
+            raise result.queue_error
         out().print("send it with `campaign send`")
     else:
         err().print("[dim]nothing was queued (add --queue to queue the e-mail)[/dim]")

@@ -170,6 +170,15 @@ def plural(count: int, word: str, words: str | None = None) -> str:
     return _plural(count, word, words)
 
 
+def queue_summary(report: Any) -> str:
+    """The one summary of what queueing did (`queue`, `submit prepare --queue`): "2 new,
+    1 already queued", then each other outcome that happened ("1 already sent")."""
+    counts = report.outcomes()
+    parts = [f"{counts['new']:,} new", f"{counts['already queued']:,} already queued"]
+    parts += [f"{n:,} {outcome}" for outcome, n in counts.items() if n and outcome not in ("new", "already queued")]
+    return ", ".join(parts)
+
+
 def invocation() -> str:
     """How to run this program again from the current folder, as the person typed it:
     ``campaign`` when that name on PATH is this program, else the path they used

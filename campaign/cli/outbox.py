@@ -130,25 +130,14 @@ def queue(
     shown = shown + [r for r in report.rows if r.state in ("new", "unchanged")][: max(0, SHOWN_ROWS - len(shown))]
     for row in shown:
         label = {"postal-only": "skipped: postal only", "no-role": f"skipped: no contact with role {role}"}.get(
-            row.state, row.state
+            row.state, row.outcome
         )
         t.add_row(plain(row.recipient), plain(row.email), row.lang, plain(row.subject), label)
     out().print(t)
     if len(shown) < len(report.rows):
         note(f"{plural(len(report.rows) - len(shown), 'more row')} not shown: see `campaign log --campaign NAME`")
-    new, same = report.count("new"), report.count("unchanged")
-    changed = [r for r in report.rows if r.state.startswith("changed")]
-    summary = f"{new} new, {same} already queued"
-    if changed:
-        summary += f", {len(changed)} changed (not updated)"
-    if report.count("updated"):
-        summary += f", {report.count('updated')} updated"
-    if report.count("rescheduled"):
-        summary += f", {report.count('rescheduled')} rescheduled"
-    skipped = report.count("postal-only") + report.count("no-role")
-    if skipped:
-        summary += f", {skipped} skipped"
-    out().print(summary)
+    changed = [r for r in report.rows if r.outcome == "changed (not updated)"]
+    out().print(common.queue_summary(report))
     if changed:
         warn(
             f"{plural(len(changed), 'queued letter')} {'differs' if len(changed) == 1 else 'differ'} from what "

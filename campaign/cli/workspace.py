@@ -247,12 +247,21 @@ def letters_check(
             "--case", help="Render with this case (repeat): a field the case lacks is an error.", metavar="ID"
         ),
     ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            help="Only for this institution (repeat); with --case, default: those the case is addressed to.",
+            metavar="ID",
+        ),
+    ] = None,
 ) -> None:
     """Render every letter for every institution and language it would go out in.
 
-    Reports all problems at once: undefined variables (with template, line and
-    institution), missing subjects, missing translations; with --case, every case field
-    a template prints that the case lacks.
+    Reports all problems at once, each once, naming the institutions it concerns:
+    undefined variables (with template and line), missing subjects, missing
+    translations; with --case, every case field a template prints that the case lacks,
+    rendered for the institutions the case is addressed to (or --to).
 
     Example:
 
@@ -262,7 +271,11 @@ def letters_check(
     from campaign.api import cases as cases_api
 
     ws = state(ctx).workspace()
-    report = cases_api.check_letters(ws, letter or [], case) if case else api.check_letters(ws, letter or [])
+    report = (
+        cases_api.check_letters(ws, letter or [], case, to=to or [])
+        if case
+        else api.check_letters(ws, letter or [], recipient_ids=to or [])
+    )
     for w in report.warnings:
         warn(w)
     for problem in report.problems:
