@@ -68,11 +68,12 @@ def test_pause_stops_a_campaign_for_every_sender_and_resume_restarts_it(
     assert run_cli("pause", "--campaign", "peace-agreement", "--reason", "court ruling").code == 0
     result = run_cli("send", "--yes")
     assert result.code == 0, result.output
-    assert "skipping paused campaign peace-agreement" in result.stderr
+    assert "skipping what is paused: 1 letter waits in paused campaign peace-agreement" in result.stderr
     assert len(smtp_server.accepted) == 1  # only "other"
     status = json.loads(run_cli("status", "--json").stdout)
     assert any(w["reason"].startswith("paused") for w in status["waiting"])
-    assert run_cli("resume", "--campaign", "peace-agreement").code == 0
+    resumed = run_cli("resume", "--campaign", "peace-agreement")
+    assert resumed.code == 0 and "sends its letters again" in resumed.stdout, resumed.output
     assert run_cli("send", "--yes").code == 0
     assert len(smtp_server.accepted) == 2
     kinds = [e["event"] for e in events()]
@@ -193,3 +194,77 @@ def test_awaiting_receipt_counts_only_letters_with_a_report_requested(workspace:
     status = json.loads(run_cli("status", "--json").stdout)
     receipts = status["receipts"]["peace-agreement"]
     assert receipts["awaiting"] == 0 and receipts["not_requested"] == 1
+
+
+def test_send_plan_and_status_say_what_a_pause_holds_back(workspace: Path) -> None:
+    queue("--all")
+    assert run_cli("pause", "--campaign", "peace-agreement").code == 0
+    before = tree_digest(workspace)
+    send = run_cli("send", "--yes")
+    assert send.code == 0, send.output
+    assert "no pending letters" not in send.output
+    assert (
+        "nothing to send now: 5 letters wait in paused campaign peace-agreement; "
+        "`campaign resume --campaign peace-agreement` sends them"
+    ) in send.stdout
+    plan = run_cli("plan")
+    assert plan.code == 0 and "ready" not in plan.stdout, plan.output
+    assert plan.stdout.count("paused") >= 5 and "5 letters paused" in plan.stdout
+    assert {r["outcome"] for r in json.loads(run_cli("plan", "--json").stdout)} == {"paused"}
+    status = run_cli("status")
+    assert "paused: `campaign resume` to send" in status.stdout
+    assert tree_digest(workspace) == before
+    # the pause of every campaign; `resume` without --campaign lifts every pause
+    assert run_cli("pause").code == 0
+    every = run_cli("send", "--yes")
+    assert "5 letters wait because every campaign is paused (peace-agreement); `campaign resume`" in every.stdout
+    resumed = run_cli("resume")
+    assert resumed.code == 0, resumed.output
+    assert resumed.stdout.strip() == (
+        "resumed every campaign, campaign peace-agreement: the next `campaign send` sends their letters again"
+    )
+    plan_after = json.loads(run_cli("plan", "--json").stdout)
+    assert {r["outcome"] for r in plan_after} == {"sent"} and {r["waiting"] for r in plan_after} == {None}
+    assert "nothing (due now)" in run_cli("plan").stdout
+
+
+def test_a_running_send_stops_claiming_a_campaign_once_it_is_paused(workspace: Path) -> None:
+    """The pause comes from another process while the first letter is on the wire (the
+    server holds its reply until the pause is committed): the run finishes that letter and
+    claims no other letter of the campaign."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, set_smtp_port
+    from tests.support.smtp import Script
+
+    queue("--all")
+    paused: list[subprocess.CompletedProcess[str]] = []
+
+    def pause_from_elsewhere(number: int) -> None:
+        if number == 1:
+            env = {**os.environ, "CAMPAIGN_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+            paused.append(
+                subprocess.run(
+                    [sys.executable, "-m", "campaign", "pause", "--campaign", "peace-agreement"],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    timeout=60,
+                    check=False,
+                )
+            )
+
+    with ScriptedServer(Script(on_data=pause_from_elsewhere)) as server:
+        set_smtp_port(workspace, server.port)
+        # One connection and an overall rate under 10/s: no letter is claimed ahead of the
+        # one being sent, so what the pause stops is exact.
+        result = run_cli("send", "--yes", "--concurrency", "1", "--rate", "5")
+    assert paused and paused[0].returncode == 0, paused
+    assert result.code == 0, result.output
+    assert len(server.accepted) == 1
+    statuses = sorted(r["status"] for r in rows())
+    assert statuses == ["queued"] * 4 + ["sent"]
+    assert "paused: 4 letters wait in paused campaign peace-agreement" in result.stdout
+    assert "still to send" not in result.stdout

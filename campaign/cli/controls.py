@@ -8,6 +8,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import note, out, plain, state
+from campaign.wording import plural
 
 SENDING = "Send: queue, schedule, send and follow up"  # the panel of cli/outbox.py
 
@@ -102,6 +103,8 @@ def resume(
 ) -> None:
     """Send a paused campaign again (with the next `campaign send`).
 
+    Without --campaign, every pause is lifted: that of all campaigns and each campaign's own.
+
     Example:
 
         campaign resume --campaign peace-agreement
@@ -109,9 +112,9 @@ def resume(
     from campaign.api import controls
 
     ws = state(ctx).workspace()
-    changed = controls.resume(ws, campaign)
+    lifted = controls.resume(ws, campaign)
     what = f"campaign {plain(campaign)}" if campaign else "every campaign"
-    if not changed:
+    if not lifted:
         paused = controls.paused(ws)
         hint = ""
         if paused:
@@ -119,7 +122,25 @@ def resume(
             hint = f"; paused now: {plain(names)}"
         out().print(f"{what} was not paused{hint}")
         raise typer.Exit(1)
-    out().print(f"resumed {what}: `campaign send` sends it again")
+    names = ", ".join("every campaign" if n == "*" else f"campaign {n}" for n in lifted)
+    whose = "its" if lifted != ["*"] and len(lifted) == 1 else "their"
+    out().print(f"resumed {plain(names)}: the next `campaign send` sends {whose} letters again")
+
+
+def held_back(letters: dict[str, int], every: bool) -> str | None:
+    """What paused campaigns hold back, in one sentence for `send` (None: nothing)."""
+    total = sum(letters.values())
+    if not total:
+        return None
+    waits, them = ("waits", "it") if total == 1 else ("wait", "them")
+    names, count = ", ".join(letters), plural(total, "letter")
+    if every:
+        return f"{count} {waits} because every campaign is paused ({names}); `campaign resume` sends {them}"
+    if len(letters) == 1:
+        return f"{count} {waits} in paused campaign {names}; `campaign resume --campaign {names}` sends {them}"
+    return (
+        f"{count} {waits} in paused campaigns {names}; `campaign resume` sends {them} (`--campaign NAME`: one campaign)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, note, out, plain, print_json, progress_line, state, warn
+from campaign.cli.controls import held_back
 from campaign.transitions import Status
 from campaign.wording import clauses, plural
 
@@ -312,12 +313,7 @@ def send(
         )
         return
     summary = api.send_summary(ws, campaign, tuple(to or ()))
-    for name in summary.paused_campaigns:
-        note(
-            "every campaign is paused: `campaign resume` to send"
-            if name == "*"
-            else f"skipping paused campaign {plain(name)}: `campaign resume --campaign {plain(name)}` to send it"
-        )
+    paused = held_back(summary.paused_letters, "*" in summary.paused_campaigns)
     if summary.letters == 0 and not (wait and summary.later):
         where = f" in {campaign}" if campaign else ""
         if summary.later:
@@ -327,9 +323,13 @@ def send(
                 "(`campaign send --wait` sends them when due)"
             )
             print_waiting(api.status(ws, campaign).waiting)
-        else:
+        if paused:
+            out().print(plain(f"nothing to send now{where}: {paused}" if not summary.later else paused))
+        elif not summary.later:
             out().print(f"nothing to send: the queue has no pending letters{where}")
         return
+    if paused:
+        note(f"skipping what is paused: {paused}")
     if not yes:
         if not common.is_terminal():
             err().print("[bold red]error:[/bold red] refusing to send without confirmation: no terminal to ask on")
@@ -453,6 +453,8 @@ def print_send_summary(outcome: Any) -> None:
     for o in report.problems:
         hint = o.data.get("hint") or o.data.get("reason") or ""
         out().print(f"{o.status}: message {o.id} {plain(o.message_id)}: {plain(clauses(o.reply, hint))}")
+    if paused := held_back(getattr(outcome, "paused", {}), getattr(outcome, "every_paused", False)):
+        out().print(plain(f"paused: {paused}"))
     if outcome.remaining:
         t = common.table("id", "institution", "state", "next attempt (UTC)", "why")
         for m in outcome.remaining[:50]:
@@ -543,13 +545,14 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
                     "campaign": r.campaign,
                     "recipient": r.recipient,
                     "email": r.email,
-                    "expected_at": when(r.at_ms).isoformat().replace("+00:00", "Z"),
-                    "local_time": when(r.at_ms, r.zone).isoformat(),
+                    "expected_at": None if paused else when(r.at_ms).isoformat().replace("+00:00", "Z"),
+                    "local_time": None if paused else when(r.at_ms, r.zone).isoformat(),
                     "timezone": r.zone,
                     "outcome": r.outcome,
                     "waiting": r.waiting,
                 }
                 for r in result.rows
+                for paused in [r.outcome == "paused"]
             ]
         )
         return
@@ -567,14 +570,18 @@ def plan(ctx: typer.Context, campaign: CampaignOpt = None, as_json: JsonOpt = Fa
             plain(r.recipient),
             plain(r.email),
             expected,
-            f"{local:%a %H:%M} {r.zone}",
-            plain(r.waiting or ""),
+            f"{local:%a %H:%M} {r.zone}" if r.outcome != "paused" else "",
+            plain(r.waiting or ("nothing (due now)" if r.outcome == "sent" else "")),
         )
     out().print(t)
-    first, last = result.rows[0].at_ms, result.rows[-1].at_ms
-    out().print(
-        f"{plural(len(result.rows), 'letter')} from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC"
-    )
+    going = [r for r in result.rows if r.outcome != "paused"]
+    if going:
+        first, last = going[0].at_ms, going[-1].at_ms
+        out().print(
+            f"{plural(len(going), 'letter')} from {when(first):%Y-%m-%d %H:%M} to {when(last):%Y-%m-%d %H:%M} UTC"
+        )
+    if len(going) < len(result.rows):
+        out().print(f"{plural(len(result.rows) - len(going), 'letter')} paused: not sent until `campaign resume`")
 
 
 def release(
