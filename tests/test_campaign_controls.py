@@ -108,9 +108,13 @@ def test_a_letter_whose_address_changed_is_held_and_release_refuses_it(
     by = {r["recipient"]: r for r in rows()}
     assert by["ohchr"]["status"] == "held" and by["wgad"]["status"] == "sent"
     assert len(smtp_server.accepted) == 1
+    before = tree_digest(workspace)
     refused = run_cli("release", str(by["ohchr"]["id"]))
     assert refused.code == 1 and "old address" in refused.stderr
-    assert "campaign queue" in refused.stderr
+    assert "is no longer an address of ohchr" in refused.stderr
+    assert "hint: `campaign queue peace-agreement --to ohchr` makes a new letter to the new address" in refused.stderr
+    assert "removed" not in refused.stderr
+    assert tree_digest(workspace) == before
     # the truthful way: queue for the new address, cancel the old letter
     queue("--to", "ohchr")
     assert run_cli("cancel", str(by["ohchr"]["id"])).code == 0
@@ -130,6 +134,15 @@ def test_an_institution_removed_from_the_registry_is_held_with_its_own_reason(
     result = run_cli("send", "--yes")
     assert "ohchr is no longer in recipients.yaml" in result.stdout
     assert rows()[0]["status"] == "held" and not smtp_server.accepted
+    # release must not offer to requeue for an institution that is gone
+    before = tree_digest(workspace)
+    refused = run_cli("release", str(rows()[0]["id"]))
+    assert refused.code == 1, refused.output
+    assert "ohchr is no longer in recipients.yaml" in refused.stderr and "institution you removed" in refused.stderr
+    assert "no longer an address" not in refused.stderr and "campaign queue" not in refused.stderr
+    assert f"hint: `campaign cancel {rows()[0]['id']}`, or put ohchr back in recipients.yaml" in refused.stderr
+    assert tree_digest(workspace) == before
+    assert run_cli("cancel", str(rows()[0]["id"])).code == 0
 
 
 def test_test_send_goes_to_the_organiser_with_its_own_identity(smtp_server: ScriptedServer, workspace: Path) -> None:

@@ -401,12 +401,19 @@ def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]
             registry = load_registry(ws)
             contacts = {r.id: {c.key for c in r.contacts} for r in registry.recipients}
             for m in letters:
-                if address_key(m.email) not in contacts.get(m.recipient, set()):
+                if m.recipient not in contacts:
+                    raise SelectionError(
+                        f"message {m.id}: {m.recipient} is no longer in recipients.yaml; "
+                        "release would send the letter to an institution you removed",
+                        hint=f"`campaign cancel {m.id}`, or put {m.recipient} back in recipients.yaml",
+                    )
+                if address_key(m.email) not in contacts[m.recipient]:
+                    into = "" if m.campaign == m.letter else f" --campaign {m.campaign}"
                     raise SelectionError(
                         f"message {m.id}: {m.email} is no longer an address of {m.recipient} in recipients.yaml; "
                         "release would send the letter to the old address",
-                        hint=f"queue a new letter with `campaign queue {m.letter} --to {m.recipient}` "
-                        f"(after fixing the address), or `campaign cancel {m.id}`",
+                        hint=f"`campaign queue {m.letter} --to {m.recipient}{into}` makes a new letter to the new "
+                        f"address; then `campaign cancel {m.id}`",
                     )
         return store.release(ids, now_ms(), note=note)
 
