@@ -281,3 +281,21 @@ def test_a_running_send_stops_claiming_a_campaign_once_it_is_paused(workspace: P
     assert statuses == ["queued"] * 4 + ["sent"]
     assert "paused: 4 letters wait in paused campaign peace-agreement" in result.stdout
     assert "still to send" not in result.stdout
+
+
+def test_the_compact_log_shows_why_a_letter_is_held_or_cancelled(smtp_server: ScriptedServer, workspace: Path) -> None:
+    queue("--to", "ohchr", "--to", "wgad")
+    registry = workspace / "recipients.yaml"
+    [old] = [r["email"] for r in rows() if r["recipient"] == "ohchr"]
+    registry.write_text(registry.read_text().replace(old, "new-desk@ohchr.example"))
+    assert run_cli("send", "--yes", "--to", "ohchr").code == 3
+    wgad = next(r["id"] for r in rows() if r["recipient"] == "wgad")
+    reason = "the working group asked us to wait for the session in March, see the minutes"
+    assert run_cli("cancel", str(wgad), "--reason", reason).code == 0
+    result = run_cli("log")
+    assert result.code == 0, result.output
+    lines = {line.split()[4]: line for line in result.stdout.splitlines()[2:] if line.strip()}
+    assert "the address of ohchr changed" in lines["held"]
+    assert "the working group asked us" in lines["cancelled"] and lines["cancelled"].rstrip().endswith("…")
+    assert all(len(line) <= 80 for line in result.stdout.splitlines()), result.stdout
+    assert {r["recipient"]: r["wait_reason"] for r in rows()}["wgad"] == reason

@@ -212,7 +212,9 @@ def compact_log(messages: Iterable[Message]) -> Any:
     for m in messages:
         pending = m.status.value in ("queued", "deferred")
         moment = m.next_attempt_at if pending else (m.sent_at or m.updated_at)
-        said = m.wait_reason if pending and m.wait_reason else m.last_reply
+        # A held or cancelled letter's note is why (the hold's reason, the cancel's --reason).
+        why = pending or m.status.value in ("held", "cancelled")
+        said = m.wait_reason if why and m.wait_reason else m.last_reply
         receipt = m.delivery_detail if m.delivery_status else None
         t.add_row(
             str(m.id),

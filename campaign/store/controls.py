@@ -6,7 +6,8 @@ Contract:
   at its next claim (``NOT_PAUSED`` in ``campaign.store.sql``) and finishes those in
   flight. ``resume`` removes it, with a ``resumed`` event (``*``: every pause).
 - ``cancel`` moves queued, deferred and held letters to the final state ``cancelled`` (the
-  ``cancelled`` move of ``campaign.transitions``), with the reason in the event. Letters in
+  ``cancelled`` move of ``campaign.transitions``), with the reason in the event and in the
+  row's ``wait_reason`` (what `log` shows for it). Letters in
   flight (``sending``) are never touched: they are reported back to the caller.
 - ``reschedule`` gives a queued or deferred letter a new earliest time (``queue --at``).
 """
@@ -161,7 +162,8 @@ class ControlStore:
                     now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
-                    sets={"next_attempt_at": None, "wait_reason": None, "updated_at": iso(now_ms)},
+                    # The reason stays on the row too, where `log` shows a held letter's reason.
+                    sets={"next_attempt_at": None, "wait_reason": reason, "updated_at": iso(now_ms)},
                     data={"from": status.value, "reason": reason},
                 )
                 result.cancelled.append(entry)
