@@ -351,7 +351,7 @@ def submit_prepare(
         Path | None,
         typer.Option("--scan", help="The hand-signed scan to queue (bodies that need a signature).", metavar="FILE"),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
+    force: common.ForceOpt = False,
 ) -> None:
     """Write a case's submission in the form the body requires, and a checklist.
 

@@ -331,7 +331,7 @@ def log_export(
             "--with-case-letters", help="Include letters about a case (their bytes carry the case's personal data)."
         ),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the bundle if the file exists.")] = False,
+    force: common.ForceOpt = False,
 ) -> None:
     """Export an evidence bundle: exact bytes sent, events, receipts, chain head, VERIFY.md.
 
