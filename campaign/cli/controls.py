@@ -37,7 +37,7 @@ def cancel(
 
     Example:
 
-        campaign cancel --campaign peace-agreement --to mfa-ru --reason "address wrong"
+        campaign cancel --campaign peace-agreement --to un-upr --reason "address wrong"
         campaign cancel 12 13
     """
     from campaign.api import controls

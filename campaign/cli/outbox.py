@@ -273,7 +273,7 @@ def send(
     Example:
 
         campaign send --campaign peace-agreement --yes
-        campaign send --test-to me@example.org --to ohchr --lang ru
+        campaign send --test-to me@example.org --to un-human-rights-committee --lang ru
     """
     from campaign import api
 
