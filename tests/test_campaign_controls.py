@@ -81,7 +81,7 @@ def test_pause_stops_a_campaign_for_every_sender_and_resume_restarts_it(
     kinds = [e["event"] for e in events()]
     assert "paused" in kinds and "resumed" in kinds
     not_paused = run_cli("resume", "--campaign", "peace-agreement")
-    assert not_paused.code == 1 and "was not paused" in not_paused.stdout
+    assert not_paused.code == 1 and "error: campaign peace-agreement was not paused" in not_paused.stderr
 
 
 def test_queue_at_on_a_queued_letter_reschedules_it(workspace: Path) -> None:

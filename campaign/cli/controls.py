@@ -115,13 +115,14 @@ def resume(
     lifted = controls.resume(ws, campaign)
     what = f"campaign {plain(campaign)}" if campaign else "every campaign"
     if not lifted:
+        from campaign.errors import SelectionError
+
         paused = controls.paused(ws)
-        hint = ""
-        if paused:
-            names = ", ".join("all (no --campaign)" if n == "*" else n for n in sorted(paused))
-            hint = f"; paused now: {plain(names)}"
-        out().print(f"{what} was not paused{hint}")
-        raise typer.Exit(1)
+        names = ", ".join("all (no --campaign)" if n == "*" else n for n in sorted(paused))
+        raise SelectionError(
+            f"{what} was not paused; nothing changed",
+            hint=f"paused now: {names}" if paused else "nothing is paused (see `campaign status`)",
+        )
     names = ", ".join("every campaign" if n == "*" else f"campaign {n}" for n in lifted)
     whose = "its" if lifted != ["*"] and len(lifted) == 1 else "their"
     out().print(f"resumed {plain(names)}: the next `campaign send` sends {whose} letters again")
