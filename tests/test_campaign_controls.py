@@ -359,3 +359,39 @@ def test_the_examples_for_managing_a_campaign_work_with_the_shipped_registry(
                 assert "0 letters cancelled" not in result.stdout, (words, result.output)
             if words[0] == "send":
                 assert server.accepted, (words, result.output)
+
+
+def test_cancel_leaves_a_letter_in_flight_alone_and_says_so(workspace: Path) -> None:
+    """`cancel` runs in another process while the first letter is on the wire (the server
+    holds its reply): that letter is not touched and the command names it; the others are
+    cancelled, and the run sends nothing more."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, set_smtp_port
+    from tests.support.smtp import Script
+
+    queue("--all")
+    cancelled: list[subprocess.CompletedProcess[str]] = []
+
+    def cancel_from_elsewhere(number: int) -> None:
+        if number == 1:
+            env = {**os.environ, "CAMPAIGN_WORKSPACE": str(workspace), "PYTHONPATH": str(ROOT)}
+            command = [sys.executable, "-m", "campaign", "cancel", "--campaign", "peace-agreement", "--reason", "x"]
+            cancelled.append(subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False))
+
+    with ScriptedServer(Script(on_data=cancel_from_elsewhere)) as server:
+        set_smtp_port(workspace, server.port)
+        result = run_cli("send", "--yes", "--concurrency", "1", "--rate", "5")
+    assert result.code == 0, result.output
+    [done] = cancelled
+    assert done.returncode == 0, done
+    [first] = [r for r in rows() if r["status"] == "sent"]
+    assert f"not cancelled: {first['id']} {first['recipient']} is being sent right now" in done.stderr
+    assert "4 letters cancelled" in done.stdout
+    assert sorted(r["status"] for r in rows()) == ["cancelled"] * 4 + ["sent"]
+    assert len(server.accepted) == 1
+    assert [e["message"] for e in events("cancelled")] == [
+        r["message_id"] for r in rows() if r["status"] == "cancelled"
+    ]
