@@ -53,7 +53,9 @@ QUEUED = [["queue", "peace-agreement", "--to", "un-wgad"]]
 DRIVE = [["sign", "open", "peace-agreement", "--to", "un-wgad", "--name", "d1"]]
 
 CASES: dict[str, Case] = {
-    "log export": Case(["log", "export", "--campaign", "peace-agreement", "-o", "evidence.zip"], "evidence.zip", QUEUED),
+    "log export": Case(
+        ["log", "export", "--campaign", "peace-agreement", "-o", "evidence.zip"], "evidence.zip", QUEUED
+    ),
     "report": Case(["report", "-o", "report.html"], "report.html", QUEUED),
     "recipients export": Case(["recipients", "export", "--csv", "-o", "institutions.csv"], "institutions.csv"),
     "keys export-root": Case(["keys", "export-root", "-o", "root.pem"], "root.pem", keys=True),
