@@ -9,6 +9,10 @@ Contract (every key, letter, report, bundle, cache and journal goes through here
   USB stick formatted FAT, the file is created in place with O_EXCL instead.)
 - ``write_private`` raises OSError; ``save_private`` turns it into the caller's one-line
   error naming the file.
+- One rule for a file a command is asked to write (``-o``, ``--out-dir``, ``--print-file``):
+  ``check_target`` refuses an existing one before any work unless ``force`` (the CLI's
+  shared ``--force``, ``campaign.cli.common.ForceOpt``), and the write itself then passes
+  ``replace=force``. ``write_public`` is the same write for a file meant to be shared.
 """
 
 from __future__ import annotations
@@ -33,6 +37,28 @@ def write_private(path: Path, data: bytes, *, replace: bool, durable: bool = Tru
         handle.write(data)
 
 
+OVERWRITE_HINT = "choose another name, or add --force to overwrite it"
+
+
+def check_target(
+    path: Path, *, force: bool, error: type[CampaignError] = WorkspaceError, hint: str = OVERWRITE_HINT
+) -> None:
+    """Refuse, before any work, to write ``path`` when it is a folder, or a file (or a
+    symlink) that exists and ``force`` is not given: "already exists; nothing was written"."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder; give a file name")
+    if not force and (path.exists() or path.is_symlink()):
+        raise error(f"{path}: already exists; nothing was written", hint=hint)
+
+
+def write_public(path: Path, data: bytes, *, replace: bool) -> None:
+    """``write_private`` for a file meant to be shared (a registry export, the root
+    certificate): readable by everyone (0644) once it takes its name. Raises OSError."""
+    with private_file(path, replace=replace) as handle:
+        handle.write(data)
+        os.fchmod(handle.fileno(), 0o644)
+
+
 def save_private(
     path: Path,
     data: bytes,
@@ -40,7 +66,7 @@ def save_private(
     replace: bool,
     error: type[CampaignError] = WorkspaceError,
     label: str | None = None,
-    hint: str = "choose another name, or add --force",
+    hint: str = OVERWRITE_HINT,
 ) -> None:
     """``write_private`` with its failures as one line of ``error`` naming ``label`` (the
     path by default): "already exists; nothing was written", or "cannot write: <why>"."""

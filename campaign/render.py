@@ -860,8 +860,10 @@ def _run(template: jinja2.Template, context: dict[str, Any], source: str, where:
         raise RenderError(f"{source}{line}: {err.message} {where}") from None
     except jinja2.UndefinedError as err:
         line = _template_line(err)
+        # A missing custom field's message names its institution already: not "… for ohchr" again.
+        tail = "" if isinstance(err, _FieldUndefinedError) else f" {where}"
         raise RenderError(
-            f"{source}{line}: undefined: {err.message} {where}",
+            f"{source}{line}: undefined: {err.message}{tail}",
             hint=getattr(err, "hint", None) or "use only the variables listed in letters/README.md",
         ) from None
     except SecurityError as err:

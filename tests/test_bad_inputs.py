@@ -160,6 +160,21 @@ def _changed_body(ws: Path) -> None:
     forge_body(state, 1, stored_body(state, 1) + b"\r\n")
 
 
+def _address_changed(ws: Path) -> None:
+    """ohchr's address changed in recipients.yaml after its letter was queued."""
+    registry = ws / "recipients.yaml"
+    registry.write_text(registry.read_text(encoding="utf-8").replace("registry@ohchr.example", "desk@ohchr.example"))
+
+
+def _institution_removed(ws: Path) -> None:
+    """wgad's block removed from recipients.yaml after its letter was queued."""
+    registry = ws / "recipients.yaml"
+    lines = registry.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- id: wgad")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("- id:"))
+    registry.write_text("".join(lines[:start] + lines[end:]), encoding="utf-8")
+
+
 GENERATORS = {
     "registry-folder": _registry_folder,
     "template-folder": _template_folder,
@@ -172,6 +187,8 @@ GENERATORS = {
     "other-chain-key": _other_chain_key,
     "damaged-chain-key": _damaged_chain_key,
     "changed-body": _changed_body,
+    "address-changed": _address_changed,
+    "institution-removed": _institution_removed,
 }
 # Generators that need the state the setup commands created.
 AFTER_SETUP = {
@@ -181,6 +198,8 @@ AFTER_SETUP = {
     "other-chain-key",
     "damaged-chain-key",
     "changed-body",
+    "address-changed",
+    "institution-removed",
 }
 
 

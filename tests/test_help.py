@@ -52,3 +52,64 @@ def test_help_renders(path: tuple[str, ...], command: Any) -> None:
     result = run_cli(*path, "--help")
     assert result.code == 0, result.output
     assert "Usage" in result.stdout
+
+
+def _examples(help_text: str) -> list[str]:
+    """The example command lines of a help text as written in the source."""
+    import inspect
+
+    text = inspect.cleandoc(help_text).split("\f")[0]
+    after = text.split("Example", 1)[1] if "Example" in text else ""
+    return [" ".join(line.split()) for line in after.splitlines() if line.startswith("    ") and line.strip()]
+
+
+def _rendered_examples(output: str) -> tuple[list[str], list[str]]:
+    """(the example commands as shown, continuation lines joined; the raw lines shown)."""
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "Example:"), None)
+    if start is None:
+        return [], []
+    block: list[str] = []
+    for line in lines[start + 1 :]:
+        if line.lstrip().startswith(("╭", "Usage:")):
+            break
+        if line.strip():
+            block.append(line.rstrip())
+    commands: list[str] = []
+    pending = ""
+    for line in block:
+        pending = f"{pending} {line.strip()}" if pending else line.strip()
+        if pending.endswith("\\"):
+            pending = pending[:-1].rstrip()
+            continue
+        commands.append(" ".join(pending.split()))
+        pending = ""
+    return commands, block
+
+
+@pytest.mark.parametrize(("path", "command"), ALL, ids=lambda v: " ".join(v) if isinstance(v, tuple) else "")
+def test_no_example_is_cut_in_an_80_column_terminal(
+    path: tuple[str, ...], command: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every example line of every command's --help, rendered 80 columns wide, is whole:
+    a long one is continued with a trailing backslash and an indented line, never cut at
+    the margin with its tail at column 0."""
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.delenv("TERMINAL_WIDTH", raising=False)
+    result = run_cli(*path, "--help")
+    assert result.code == 0, result.output
+    shown, block = _rendered_examples(result.stdout)
+    assert all(len(line) <= 80 for line in result.stdout.splitlines())
+    for line in block:
+        assert line.startswith(" " * 5), f"campaign {' '.join(path)}: an example line was cut:\n{result.stdout}"
+    for example in _examples(command.help or ""):
+        assert example in shown, f"campaign {' '.join(path)}: {example!r} is not shown whole:\n{result.stdout}"
+
+
+def test_the_root_help_example_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    result = run_cli("--help")
+    from campaign.cli import HELP
+
+    shown, _ = _rendered_examples(result.stdout)
+    assert _examples(HELP) and all(example in shown for example in _examples(HELP))

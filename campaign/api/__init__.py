@@ -105,7 +105,7 @@ def keys_folder(ws: Workspace) -> Path:
 
 def _write_private_file(path: Path, data: bytes, *, replace: bool = False) -> None:
     """A private file (campaign.files); an existing one is replaced only with ``replace``."""
-    save_private(path, data, replace=replace, hint="choose another -o")
+    save_private(path, data, replace=replace)
 
 
 @contextlib.contextmanager

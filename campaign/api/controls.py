@@ -54,8 +54,9 @@ def pause(ws: Workspace, campaign: str | None, reason: str | None = None) -> boo
         return store.pause(campaign or ALL, now_ms(), reason=reason)
 
 
-def resume(ws: Workspace, campaign: str | None) -> bool:
-    """Lift a pause (None: the pause of every campaign). False when it was not paused."""
+def resume(ws: Workspace, campaign: str | None) -> list[str]:
+    """Lift a pause (None: every pause). Returns the pauses lifted (``*``: that of all
+    campaigns); empty when nothing was paused."""
     with open_store(ws, create=False) as store:
         return store.resume(campaign or ALL, now_ms())
 

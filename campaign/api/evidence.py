@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from campaign.api import open_store
 from campaign.config import Workspace
 from campaign.errors import SelectionError, UsageError, WorkspaceError
+from campaign.files import check_target
 from campaign.models import to_rfc3339, utcnow
 from campaign.store import MessageFilter
 from campaign.wording import plural
@@ -42,8 +43,7 @@ def export_evidence(
         raise UsageError("give either --campaign NAME or message ids (see `campaign log`)")
     if out.is_dir():
         raise WorkspaceError(f"{out}: is a folder; give a file name for the bundle (e.g. evidence.zip)")
-    if out.exists() and not force:
-        raise WorkspaceError(f"{out}: already exists; nothing was written", hint="choose another -o, or add --force")
+    check_target(out, force=force)
     store = open_store(ws, create=False)
     try:
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))

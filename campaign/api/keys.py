@@ -9,11 +9,11 @@ leave ``.campaign/keys/``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from campaign.config import Workspace
 from campaign.errors import WorkspaceError
+from campaign.files import OVERWRITE_HINT, check_target, write_public
 
 ROOT_FILE = "organisation-root.pem"
 """The public root certificate's file name, everywhere (README, keys init, export-root)."""
@@ -43,12 +43,12 @@ def check_public_root_free(ws: Workspace) -> None:
         )
 
 
-def export_root(ws: Workspace, out: Path | None = None) -> tuple[Path, str]:
+def export_root(ws: Workspace, out: Path | None = None, *, force: bool = False) -> tuple[Path, str]:
     """Write the root certificate (PEM, public) to ``out`` (default: organisation-root.pem
     in the workspace); return the path and the root's SHA-256 fingerprint.
 
-    Refuses to overwrite a different file; an identical one is left as it is.
-    Raises PdfError (no keys) or WorkspaceError (cannot write)."""
+    Refuses to overwrite a different file unless ``force``; an identical one is left as it
+    is. Raises PdfError (no keys) or WorkspaceError (cannot write)."""
     from campaign import pdf
 
     folder = keys_folder(ws)
@@ -56,13 +56,12 @@ def export_root(ws: Workspace, out: Path | None = None) -> tuple[Path, str]:
     fingerprint = pdf.root_fingerprint(folder)
     target = out if out is not None else public_root_path(ws)
     try:
-        if target.exists():
-            if target.is_file() and target.read_bytes() == data:
-                return target, fingerprint
-            raise WorkspaceError(f"{target}: already exists; nothing was written", hint="choose another -o")
-        fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        if target.is_file() and target.read_bytes() == data:
+            return target, fingerprint
+        check_target(target, force=force)
+        write_public(target, data, replace=force)
+    except FileExistsError:
+        raise WorkspaceError(f"{target}: already exists; nothing was written", hint=OVERWRITE_HINT) from None
     except OSError as err:
         raise WorkspaceError(f"{target}: cannot write: {err.strerror or err}") from err
     return target, fingerprint

@@ -18,7 +18,7 @@ from campaign.errors import (
     SelectionError,
     WorkspaceError,
 )
-from campaign.files import private_file
+from campaign.files import check_target, private_file
 from campaign.models import Letter, Recipient, utcnow
 from campaign.render import Renderer
 
@@ -41,12 +41,16 @@ def keys_init(ws: Workspace, passphrase: str) -> str:
     return fingerprint
 
 
-def keys_issue(ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path) -> Path:
-    """Issue a supporter certificate (PKCS#12, mode 0600) signed by the organisation's root."""
+def keys_issue(
+    ws: Workspace, passphrase: str, *, name: str, email: str | None, p12_passphrase: str, out: Path, force: bool = False
+) -> Path:
+    """Issue a supporter certificate (PKCS#12, mode 0600) signed by the organisation's root.
+    An existing ``out`` is refused before the certificate is issued unless ``force``."""
     from campaign import pdf
 
+    check_target(out, force=force)
     data = pdf.issue_supporter(keys_folder(ws), passphrase, name=name, email=email, p12_passphrase=p12_passphrase)
-    _write_private_file(out, data)
+    _write_private_file(out, data, replace=force)
     return out
 
 
@@ -119,9 +123,13 @@ def pdf_export(
     key_file: Path | None,
     passphrase: str,
     lang: str | None = None,
+    force: bool = False,
 ) -> Path:
-    """Render one letter to one institution as a signed PDF (the supporter's key or the seal)."""
+    """Render one letter to one institution as a signed PDF (the supporter's key or the seal).
+    An existing ``out`` is refused before any work unless ``force``."""
     from campaign import pdf
+
+    check_target(out, force=force)
 
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
@@ -137,7 +145,7 @@ def pdf_export(
     data = pdf.render_signed(
         pdf.PdfRenderer(), _letterhead(ws), content, person, key, timestamp_url=ws.settings.pdf.timestamp_url
     )
-    _write_private_file(out, data)
+    _write_private_file(out, data, replace=force)
     return out
 
 
@@ -204,8 +212,11 @@ def pdf_batch(
     processes: int | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     images: Path | None = None,
+    force: bool = False,
 ) -> BatchResult:
-    """One organisation-sealed PDF per supporter and institution, in worker processes."""
+    """One organisation-sealed PDF per supporter and institution, in worker processes.
+    Files that exist (letters, the zip, the print file) are refused before any work unless
+    ``force``."""
     import zipfile
 
     from campaign import pdf
@@ -244,11 +255,9 @@ def pdf_batch(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WorkspaceError(f"{out_dir}: cannot create: {err.strerror}") from err
-    existing = [name for name in names if (out_dir / name).exists()]
-    if existing:
-        raise WorkspaceError(
-            f"{out_dir}: {existing[0]} already exists; nothing was written", hint="choose an empty --out-dir"
-        )
+    zip_file = out_dir / f"{letter.id}-signed-letters.zip" if zip_output else None
+    for target in [out_dir / name for name in names] + [p for p in (zip_file, print_file) if p is not None]:
+        check_target(target, force=force, hint="choose an empty --out-dir, or add --force to overwrite")
     files: list[Path] = []
     unsigned: list[bytes] = []
     signed_pdfs = pdf.sign_many(
@@ -256,26 +265,26 @@ def pdf_batch(
     )
     # one file at a time, in order, as the pool returns them
     for done, (name, (signed, plain_pdf)) in enumerate(zip(names, signed_pdfs, strict=True), start=1):
-        _write_private_file(out_dir / name, signed)
+        _write_private_file(out_dir / name, signed, replace=force)
         files.append(out_dir / name)
         if plain_pdf is not None:
             unsigned.append(plain_pdf)
         if on_progress:
             on_progress(done, len(jobs))
     result = BatchResult(files)
-    if zip_output:
-        result.zip_file = out_dir / f"{letter.id}-signed-letters.zip"
+    if zip_file is not None:
+        result.zip_file = zip_file
         try:
             with (
-                private_file(result.zip_file, replace=True) as handle,
+                private_file(zip_file, replace=force) as handle,
                 zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED) as bundle,
             ):
                 for path in files:
                     bundle.write(path, path.name)  # each letter signed on its own: never one merged signed file
         except OSError as err:
-            raise WorkspaceError(f"{result.zip_file}: cannot write: {err.strerror or err}") from None
+            raise WorkspaceError(f"{zip_file}: cannot write: {err.strerror or err}") from None
     if print_file is not None:
-        _write_private_file(print_file, pdf.merge_unsigned(unsigned))
+        _write_private_file(print_file, pdf.merge_unsigned(unsigned), replace=force)
         result.print_file = print_file
     return result
 

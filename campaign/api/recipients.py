@@ -76,22 +76,24 @@ def import_recipients(
     return report
 
 
-def export_recipients(ws: Workspace, out: Path | None = None) -> tuple[str, int]:
+def export_recipients(ws: Workspace, out: Path | None = None, *, force: bool = False) -> tuple[str, int]:
     """recipients.yaml as CSV: the text (to print) when ``out`` is None, else written to
     ``out`` (UTF-8 with a byte-order mark, so spreadsheets read Cyrillic and Tajik right).
-    Returns (CSV text, number of institutions). Refuses to overwrite a file."""
-    import os
+    Returns (CSV text, number of institutions). Refuses to overwrite a file unless
+    ``force``, and recipients.yaml itself always."""
+    from campaign.files import OVERWRITE_HINT, check_target, write_public
 
     current = registry_mod.load_registry(ws.registry_path)
     header, rows = roster.rows_from_registry(current)
     text = roster.write_csv(header, rows)
     if out is not None:
+        if out.resolve() == ws.registry_path.resolve():
+            raise WorkspaceError(f"{out}: that is the registry itself; nothing was written", hint="choose another -o")
+        check_target(out, force=force)
         try:
-            fd = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+            write_public(out, text.encode("utf-8-sig"), replace=force)
         except FileExistsError:
-            raise WorkspaceError(f"{out}: already exists; nothing was written", hint="choose another -o") from None
+            raise WorkspaceError(f"{out}: already exists; nothing was written", hint=OVERWRITE_HINT) from None
         except OSError as err:
             raise WorkspaceError(f"{out}: cannot write: {err.strerror or err}") from err
-        with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as handle:
-            handle.write(text)
     return text, len(current.recipients)

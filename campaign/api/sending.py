@@ -40,6 +40,7 @@ class SendSummary:
     later: int = 0  # queued for a later time (office hours, caps, --at, retries)
     paused: int = 0  # in paused campaigns
     paused_campaigns: list[str] = field(default_factory=list)  # "*": every campaign
+    paused_letters: dict[str, int] = field(default_factory=dict)  # {campaign: letters its pause holds back}
 
 
 def send_summary(ws: Workspace, campaign: str | None = None, recipients: tuple[str, ...] = ()) -> SendSummary:
@@ -52,6 +53,7 @@ def send_summary(ws: Workspace, campaign: str | None = None, recipients: tuple[s
         now = now_ms()
         due, institutions, later, paused = store.due_summary(now, campaign, recipients)
         paused_names = sorted(store.paused())
+        paused_letters = store.paused_pending(campaign, recipients)
         # Letters no send has looked at yet may still wait (office hours, a daily cap).
         ready = [r for r in store.ready_by_recipient(campaign) if not recipients or r[0] in recipients]
         if ready and due:
@@ -70,6 +72,7 @@ def send_summary(ws: Workspace, campaign: str | None = None, recipients: tuple[s
         later=later,
         paused=paused,
         paused_campaigns=paused_names,
+        paused_letters=paused_letters,
     )
 
 
@@ -96,6 +99,8 @@ class SendOutcome:
     remaining: list[Message] = field(default_factory=list)
     written: list[Path] = field(default_factory=list)
     refused: list[dict[str, Any]] = field(default_factory=list)  # held: bytes not as logged
+    paused: dict[str, int] = field(default_factory=dict)  # {campaign: letters a pause holds back}
+    every_paused: bool = False  # the pause of every campaign
 
     @property
     def exit_code(self) -> int:
@@ -246,16 +251,25 @@ def _run_send(
                 loop.remove_signal_handler(signal.SIGINT)
 
     from campaign.api.evidence import refused_by_integrity
+    from campaign.store.controls import ALL
     from campaign.store.sql import iso
 
     started = iso(now_ms())
     report = asyncio.run(main())
-    remaining: list[Message] = []
-    refused: list[Any] = []
+    outcome = SendOutcome(report)
     with contextlib.suppress(CampaignError):  # a store that stopped the run may refuse this too
-        remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
-        refused = refused_by_integrity(store, started)
-    return SendOutcome(report, remaining=remaining, refused=refused)
+        outcome.paused = store.paused_pending(request.campaign, request.recipients)
+        outcome.every_paused = ALL in store.paused()
+        # A pause made while the run went holds the rest of its campaign back: not "still to send".
+        outcome.remaining = [
+            m
+            for m in store.messages(
+                MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending"))
+            )
+            if m.campaign not in outcome.paused or m.status == "sending"
+        ]
+        outcome.refused = refused_by_integrity(store, started)
+    return outcome
 
 
 def _pacing(ws: Workspace, request: SendRequest, registry: Registry | None = None) -> PacingConfig:
@@ -387,12 +401,19 @@ def release(ws: Workspace, ids: list[int], note: str | None = None) -> list[str]
             registry = load_registry(ws)
             contacts = {r.id: {c.key for c in r.contacts} for r in registry.recipients}
             for m in letters:
-                if address_key(m.email) not in contacts.get(m.recipient, set()):
+                if m.recipient not in contacts:
+                    raise SelectionError(
+                        f"message {m.id}: {m.recipient} is no longer in recipients.yaml; "
+                        "release would send the letter to an institution you removed",
+                        hint=f"`campaign cancel {m.id}`, or put {m.recipient} back in recipients.yaml",
+                    )
+                if address_key(m.email) not in contacts[m.recipient]:
+                    into = "" if m.campaign == m.letter else f" --campaign {m.campaign}"
                     raise SelectionError(
                         f"message {m.id}: {m.email} is no longer an address of {m.recipient} in recipients.yaml; "
                         "release would send the letter to the old address",
-                        hint=f"queue a new letter with `campaign queue {m.letter} --to {m.recipient}` "
-                        f"(after fixing the address), or `campaign cancel {m.id}`",
+                        hint=f"`campaign queue {m.letter} --to {m.recipient}{into}` makes a new letter to the new "
+                        f"address; then `campaign cancel {m.id}`",
                     )
         return store.release(ids, now_ms(), note=note)
 
@@ -424,8 +445,8 @@ class PlanRow:
     recipient: str
     email: str
     at_ms: int
-    outcome: str  # sent | failed (expired before its turn)
-    waiting: str | None  # why it waits now, if it does
+    outcome: str  # sent | failed (expired before its turn) | paused (its campaign is paused)
+    waiting: str | None  # why it waits now, if it does (None: due now)
     zone: str
 
 
@@ -441,6 +462,7 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
 
     from campaign.dispatch import simulate
     from campaign.pacing import Pacer
+    from campaign.store.controls import ALL
     from campaign.store.copy import copy_state
     from campaign.store.sqlite import SqliteStore
 
@@ -463,12 +485,14 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     # Letters no send has looked at yet carry no reason: ask the registry's etiquette, as
     # `status` does, so the plan says why from the moment they are queued (before the
     # simulation moves the daily counts).
-    from campaign.pacing import explain_waits
+    from campaign.pacing import READY, explain_waits
 
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str | None] = {}
     for recipient in sorted({r for _, r, _, _, waiting in pending.values() if waiting is None}):
         [(reason, _, _)] = explain_waits(pacing, [(recipient, 1, start)], start, snapshot.day_counts)
-        reasons[recipient] = reason
+        reasons[recipient] = None if reason == READY else reason  # READY points at the plan itself
+    paused = snapshot.paused_pending(campaign)  # copied with the queue: the simulation skips them too
+    every = ALL in snapshot.paused()
     options = _send_options(ws, request, "plan", "sqlite")
     try:
         times, expired = simulate(snapshot, Pacer(pacing), options, start)
@@ -477,6 +501,9 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     rows = []
     for mid, (camp, recipient, email, message_id, waiting) in pending.items():
         at, outcome = times.get(mid, (start, "failed" if message_id in expired else "unscheduled"))
+        if camp in paused and mid not in times:
+            outcome = "paused"
+            waiting = f"`campaign resume{'' if every else f' --campaign {camp}'}`"
         rows.append(
             PlanRow(
                 id=mid,
@@ -489,5 +516,5 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
                 zone=zones.get(recipient, "UTC"),
             )
         )
-    rows.sort(key=lambda r: (r.at_ms, r.id))
+    rows.sort(key=lambda r: (r.outcome == "paused", r.at_ms, r.id))
     return PlanResult(start_ms=start, rows=rows)

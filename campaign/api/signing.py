@@ -40,6 +40,7 @@ from campaign import registry as registry_mod
 from campaign import signing
 from campaign.config import Workspace
 from campaign.errors import CampaignError, PdfError, SelectionError, SigningError, SubmissionError, UsageError
+from campaign.files import OVERWRITE_HINT, check_target
 from campaign.models import utcnow
 from campaign.render import Renderer, format_date
 
@@ -87,9 +88,9 @@ def _now_ms() -> int:
 # The names key (X25519; the private half stays with the organiser, offline)
 
 
-def names_keygen(ws: Workspace, out: Path) -> Path:
-    """Create the names key: the private half to ``out`` (0600, never overwritten), the
-    public half to .campaign/keys/names.pub. Raises WorkspaceError/SigningError."""
+def names_keygen(ws: Workspace, out: Path, *, force: bool = False) -> Path:
+    """Create the names key: the private half to ``out`` (0600, replaced only with ``force``),
+    the public half to .campaign/keys/names.pub. Raises WorkspaceError/SigningError."""
     from campaign.api import _new_state_undone_on_error, _write_private_file
     from campaign.signing.sealing import new_names_key
 
@@ -99,17 +100,15 @@ def names_keygen(ws: Workspace, out: Path) -> Path:
             f"{ws.relative(public_path)} exists already: this workspace has a names key",
             hint="sealed names can only be read with its private half; keep using that file",
         )
-    try:
-        out.resolve().relative_to(ws.state_dir.resolve())
+    if out.resolve().is_relative_to(ws.state_dir.resolve()):
         raise SigningError(
             f"{out}: the private half must not live in .campaign/ (campaign serve must never be able to read it)",
             hint="write it to a USB stick or another machine, e.g. -o /media/usb/names.key",
         )
-    except ValueError:
-        pass
+    check_target(out, force=force)
     private, public = new_names_key()
     with _new_state_undone_on_error(ws):
-        _write_private_file(out, (private + "\n").encode("ascii"))
+        _write_private_file(out, (private + "\n").encode("ascii"), replace=force)
         ws.ensure_state_dir()
         from campaign.config import ensure_private_dir
 
@@ -416,15 +415,17 @@ def root_fingerprint_hex(ws: Workspace) -> str:
     return pdf.root_fingerprint(_keys(ws)).replace(":", "").lower()
 
 
-def close_drive(ws: Workspace, name: str, passphrase: str, *, cover_out: Path | None = None) -> CloseResult:
+def close_drive(
+    ws: Workspace, name: str, passphrase: str, *, cover_out: Path | None = None, force: bool = False
+) -> CloseResult:
     """Freeze the drive: count, Merkle root and the sealed cover page (kept in the store;
-    also written to ``cover_out``). Raises SigningError, PdfError."""
+    also written to ``cover_out``, replaced only with ``force``). Raises SigningError, PdfError."""
     from campaign import pdf
     from campaign.api import _letterhead, _write_private_file, load_registry
     from campaign.store import signing as sstore
 
-    if cover_out is not None and cover_out.exists():
-        raise SigningError(f"{cover_out}: already exists; nothing was written", hint="choose another -o")
+    if cover_out is not None:
+        check_target(cover_out, force=force, error=SigningError)
     key = pdf.load_seal(_keys(ws), passphrase)
     fingerprint = root_fingerprint_hex(ws)
     reg = load_registry(ws)
@@ -474,7 +475,7 @@ def close_drive(ws: Workspace, name: str, passphrase: str, *, cover_out: Path | 
             raise SigningError(f"drive {name}: signatures keep arriving; close it again in a moment")
         closed = sstore.get_drive(store, name)
     if cover_out is not None:
-        _write_private_file(cover_out, sealed)
+        _write_private_file(cover_out, sealed, replace=force)
     return CloseResult(_info(closed), len(commits), root, cover_out)
 
 
@@ -492,17 +493,16 @@ def cover_page(ws: Workspace, name: str) -> tuple[DriveInfo, bytes]:
     return _info(drive), data
 
 
-def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> list[Path]:
+def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv", force: bool = False) -> list[Path]:
     """``csv``: signatories for `pdf batch` (name, title, city, signature_image; drawn
     signatures as PNG files in <out>-signatures/). ``json``: the public, name-free record
-    of a closed drive that `sign verify` checks. Never overwrites. Returns files written."""
+    of a closed drive that `sign verify` checks. Overwrites only with ``force``. Returns files written."""
     from campaign.api import _write_private_file
     from campaign.store import signing as sstore
 
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format {fmt!r}: choose csv or json")
-    if out.exists():
-        raise SigningError(f"{out}: already exists; nothing was written", hint="choose another -o")
+    check_target(out, force=force, error=SigningError)
     with _opened(ws) as store:
         drive = sstore.get_drive(store, name)
         if fmt == "json":
@@ -522,9 +522,9 @@ def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> li
                 key_fingerprint=drive["key_fingerprint"],
                 commitments=sstore.commitments(store, drive["id"]),
             )
-            _write_private_file(out, export.to_json().encode("utf-8"))
+            _write_private_file(out, export.to_json().encode("utf-8"), replace=force)
             guide = out.with_name(out.stem + "-VERIFY.md")
-            if not guide.exists():
+            if not guide.exists():  # the same text every time: one beside the export is enough
                 from importlib import resources
 
                 _write_private_file(guide, (resources.files("campaign.signing") / "VERIFY.md").read_bytes())
@@ -538,18 +538,18 @@ def export_drive(ws: Workspace, name: str, out: Path, *, fmt: str = "csv") -> li
     writer.writerow(["name", "title", "city", "signature_image"])
     drawn = [s for s in sigs if s["signature_png"]]
     if drawn:
-        if images_dir.exists():
-            raise SigningError(f"{images_dir}: already exists; nothing was written", hint="choose another -o")
-        images_dir.mkdir(mode=0o700)
+        if images_dir.exists() and not (force and images_dir.is_dir()):
+            raise SigningError(f"{images_dir}: already exists; nothing was written", hint=OVERWRITE_HINT)
+        images_dir.mkdir(mode=0o700, exist_ok=True)
     for n, sig in enumerate(sigs, start=1):
         image = ""
         if sig["signature_png"]:
             path = images_dir / f"{n:04d}.png"
-            _write_private_file(path, sig["signature_png"])
+            _write_private_file(path, sig["signature_png"], replace=force)
             written.append(path)
             image = f"{images_dir.name}/{path.name}"
         writer.writerow([sig["name"], sig["title"] or "", sig["city"] or "", image])
-    _write_private_file(out, buffer.getvalue().encode("utf-8"))
+    _write_private_file(out, buffer.getvalue().encode("utf-8"), replace=force)
     return [out, *written]
 
 

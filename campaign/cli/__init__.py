@@ -84,6 +84,7 @@ _workspace.register(app)
 
 from campaign.cli import cases as _cases  # noqa: E402
 from campaign.cli import controls as _controls  # noqa: E402
+from campaign.cli import log as _log  # noqa: E402
 from campaign.cli import outbox as _outbox  # noqa: E402
 from campaign.cli import pdf as _pdf  # noqa: E402
 from campaign.cli import receipts as _receipts  # noqa: E402
@@ -94,6 +95,7 @@ from campaign.cli import team as _team  # noqa: E402
 
 _outbox.register(app)
 _controls.register(app)
+_log.register(app)
 _receipts.register(app)
 _team.register(app)
 _pdf.register(app)

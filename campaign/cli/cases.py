@@ -361,7 +361,7 @@ def submit_prepare(
         bool,
         typer.Option("--update", help="With --queue: replace a queued, unsent version whose text changed."),
     ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite files that exist.")] = False,
+    force: common.ForceOpt = False,
 ) -> None:
     """Write a case's submission in the form the body requires, and a checklist.
 

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,6 +20,13 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from campaign.config import Workspace
+
+
+ForceOpt = Annotated[
+    bool, typer.Option("--force", help="Overwrite files that exist (without it: refuse and write nothing).")
+]
+"""The one --force of every command that writes a file (``campaign.files.check_target``):
+tests/test_overwrite.py finds those commands and checks each against the rule."""
 
 
 @dataclass

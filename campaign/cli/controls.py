@@ -8,6 +8,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import note, out, plain, state
+from campaign.wording import plural
 
 SENDING = "Send: queue, schedule, send and follow up"  # the panel of cli/outbox.py
 
@@ -36,7 +37,7 @@ def cancel(
 
     Example:
 
-        campaign cancel --campaign peace-agreement --to mfa-ru --reason "address wrong"
+        campaign cancel --campaign peace-agreement --to un-upr --reason "address wrong"
         campaign cancel 12 13
     """
     from campaign.api import controls
@@ -102,6 +103,8 @@ def resume(
 ) -> None:
     """Send a paused campaign again (with the next `campaign send`).
 
+    Without --campaign, every pause is lifted: that of all campaigns and each campaign's own.
+
     Example:
 
         campaign resume --campaign peace-agreement
@@ -109,17 +112,36 @@ def resume(
     from campaign.api import controls
 
     ws = state(ctx).workspace()
-    changed = controls.resume(ws, campaign)
+    lifted = controls.resume(ws, campaign)
     what = f"campaign {plain(campaign)}" if campaign else "every campaign"
-    if not changed:
+    if not lifted:
+        from campaign.errors import SelectionError
+
         paused = controls.paused(ws)
-        hint = ""
-        if paused:
-            names = ", ".join("all (no --campaign)" if n == "*" else n for n in sorted(paused))
-            hint = f"; paused now: {plain(names)}"
-        out().print(f"{what} was not paused{hint}")
-        raise typer.Exit(1)
-    out().print(f"resumed {what}: `campaign send` sends it again")
+        names = ", ".join("all (no --campaign)" if n == "*" else n for n in sorted(paused))
+        raise SelectionError(
+            f"{what} was not paused; nothing changed",
+            hint=f"paused now: {names}" if paused else "nothing is paused (see `campaign status`)",
+        )
+    names = ", ".join("every campaign" if n == "*" else f"campaign {n}" for n in lifted)
+    whose = "its" if lifted != ["*"] and len(lifted) == 1 else "their"
+    out().print(f"resumed {plain(names)}: the next `campaign send` sends {whose} letters again")
+
+
+def held_back(letters: dict[str, int], every: bool) -> str | None:
+    """What paused campaigns hold back, in one sentence for `send` (None: nothing)."""
+    total = sum(letters.values())
+    if not total:
+        return None
+    waits, them = ("waits", "it") if total == 1 else ("wait", "them")
+    names, count = ", ".join(letters), plural(total, "letter")
+    if every:
+        return f"{count} {waits} because every campaign is paused ({names}); `campaign resume` sends {them}"
+    if len(letters) == 1:
+        return f"{count} {waits} in paused campaign {names}; `campaign resume --campaign {names}` sends {them}"
+    return (
+        f"{count} {waits} in paused campaigns {names}; `campaign resume` sends {them} (`--campaign NAME`: one campaign)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,9 @@ The convention for a command's docstring (and a group's ``help=``):
 - paragraphs are separated by a blank line and may be wrapped in the source however
   is convenient: they are joined into one line here and wrapped to the terminal by rich,
   so they never come out ragged;
-- a line indented by four spaces (an example command) is kept exactly as written;
+- a line indented by four spaces (an example command) is kept as written, except that
+  one longer than fits an 80-column terminal is broken between words into lines ending
+  in `` \\`` (a shell continuation), so no example is ever cut mid-command;
 - the help ends with ``Example:`` and at least one indented command line
   (tests/test_help.py checks it).
 
@@ -20,7 +22,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import shlex
 from typing import Any
+
+EXAMPLE_WIDTH = 76
+"""The widest example line, its indentation included: rich prints help with one column of
+padding on each side, so this fits an 80-column terminal with room to spare."""
 
 
 def reflow(text: str | None) -> str | None:
@@ -36,7 +43,7 @@ def reflow(text: str | None) -> str | None:
         if any(line.startswith("    ") for line in lines):
             # An example block: the prose lines before it are joined, the commands kept.
             prose = [line.strip() for line in lines if not line.startswith("    ")]
-            code = [line for line in lines if line.startswith("    ")]
+            code = [part for line in lines if line.startswith("    ") for part in wrap_example(line)]
             block = ([" ".join(prose)] if prose else []) + code
             out.append("\n".join(block))
         else:
@@ -52,6 +59,38 @@ def reflow(text: str | None) -> str | None:
 
 
 _GUARD = "[dim][/dim]"
+
+
+def wrap_example(line: str, width: int = EXAMPLE_WIDTH) -> list[str]:
+    """An example command line as lines of at most ``width`` characters, broken between
+    words (never inside a quoted argument, an option kept with its value) with a shell
+    continuation `` \\``; continuation lines are indented four more spaces."""
+    if len(line) <= width:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    try:
+        lexer = shlex.shlex(line.strip(), posix=False)
+        lexer.whitespace_split = True
+        lexer.commenters = ""
+        tokens = list(lexer)
+    except ValueError:  # an unbalanced quote: plain words
+        tokens = line.split()
+    units: list[str] = []
+    for token in tokens:
+        if units and units[-1].startswith("-") and " " not in units[-1] and not token.startswith("-"):
+            units[-1] += " " + token  # --to ohchr stays together
+        else:
+            units.append(token)
+    lines: list[str] = []
+    current = indent + units[0]
+    for unit in units[1:]:
+        if len(current) + 1 + len(unit) + 2 <= width:
+            current += " " + unit
+        else:
+            lines.append(current + " \\")
+            current = indent + "    " + unit
+    lines.append(current)
+    return lines
 
 
 def _metavar(param: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from campaign.cli import common
-from campaign.cli.common import err, out, plain, state
+from campaign.cli.common import ForceOpt, err, out, plain, state
 from campaign.wording import plural
 
 keys_app = typer.Typer(
@@ -70,6 +70,7 @@ def keys_export_root(
         Path | None,
         typer.Option("--output", "-o", help="Where to write it (default: organisation-root.pem here).", metavar="FILE"),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Write the organisation's root certificate for institutions to trust.
 
@@ -84,7 +85,7 @@ def keys_export_root(
     from campaign.api import keys as keys_api
 
     ws = state(ctx).workspace()
-    path, fingerprint = keys_api.export_root(ws, output)
+    path, fingerprint = keys_api.export_root(ws, output, force=force)
     out().print(f"wrote {plain(str(path))} (public)")
     out().print(f"root certificate fingerprint (SHA-256): {fingerprint}")
 
@@ -97,6 +98,7 @@ def keys_issue(
         Path, typer.Option("--output", "-o", help="The PKCS#12 file to write (e.g. supporter.p12).", metavar="FILE")
     ],
     email: Annotated[str | None, typer.Option("--email", help="Optional e-mail for the certificate.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Issue a supporter certificate signed by the organisation's root, as a .p12 file.
 
@@ -113,7 +115,7 @@ def keys_issue(
     ws = state(ctx).workspace()
     passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys")
     p12 = _passphrase("CAMPAIGN_P12_PASSPHRASE", "Passphrase to protect the supporter's file", confirm=True)
-    path = api.keys_issue(ws, passphrase, name=name, email=email, p12_passphrase=p12, out=output)
+    path = api.keys_issue(ws, passphrase, name=name, email=email, p12_passphrase=p12, out=output, force=force)
     out().print(f"wrote {plain(str(path))} (mode 0600) for {plain(name)}")
 
 
@@ -134,6 +136,7 @@ def pdf_export(
         typer.Option("--key", help="The supporter's own .p12 (default: the organisation seal).", metavar="FILE.p12"),
     ] = None,
     lang: Annotated[str | None, typer.Option("--lang", help="Language instead of the institution's first.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Export one letter to one institution as a signed PDF (visible and PAdES signature).
 
@@ -160,6 +163,7 @@ def pdf_export(
         key_file=key,
         passphrase=passphrase,
         lang=lang,
+        force=force,
     )
     out().print(f"wrote {plain(str(path))}: signed by {'your key' if key else 'the organisation seal'}")
     out().print(f"check it: campaign pdf verify {plain(str(path))}")
@@ -194,6 +198,7 @@ def pdf_batch(
             "--images", help="The folder signature_image paths are relative to (default: the CSV's).", metavar="DIR"
         ),
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """One organisation-sealed PDF per supporter and institution.
 
@@ -237,6 +242,7 @@ def pdf_batch(
             processes=processes,
             on_progress=tick,
             images=images,
+            force=force,
         )
     finally:
         if progress is not None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from campaign.cli.common import out, plain, plural, state
+from campaign.cli.common import ForceOpt, out, plain, plural, state
 
 
 def report(
@@ -19,7 +19,7 @@ def report(
         str | None, typer.Option("--campaign", help="Only this campaign (default: every campaign).", metavar="NAME")
     ] = None,
     pdf: Annotated[bool, typer.Option("--pdf", help="Write a PDF (A4) instead of HTML.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the file if it exists.")] = False,
+    force: ForceOpt = False,
     with_signatories: Annotated[
         bool,
         typer.Option(

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from campaign.cli import common
-from campaign.cli.common import err, out, plain, state
+from campaign.cli.common import ForceOpt, err, out, plain, state
 
 sign_app = typer.Typer(
     help="Signing drives: supporters sign a letter in their browser (see `campaign serve`).\n\n"
@@ -35,6 +35,7 @@ def keygen(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write the private half (keep it offline).", metavar="FILE")
     ],
+    force: ForceOpt = False,
 ) -> None:
     """Create the names key that seals pseudonymous signers' real names.
 
@@ -49,7 +50,7 @@ def keygen(
     from campaign.api import signing as signing_api
 
     ws = state(ctx).workspace()
-    path = signing_api.names_keygen(ws, output)
+    path = signing_api.names_keygen(ws, output, force=force)
     out().print(f"wrote {plain(str(path))} (mode 0600): keep it offline; without it sealed names cannot be read")
     out().print("public half: .campaign/keys/names.pub")
 
@@ -226,6 +227,7 @@ def close(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Also write the sealed cover page here.", metavar="FILE")
     ] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Close a drive: freeze it, count the signatures, compute the Merkle root, and seal
     the cover page "N supporters signed; root …" (passphrase: CAMPAIGN_KEY_PASSPHRASE).
@@ -240,7 +242,7 @@ def close(
 
     ws = state(ctx).workspace()
     passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys")
-    result = signing_api.close_drive(ws, drive, passphrase, cover_out=output)
+    result = signing_api.close_drive(ws, drive, passphrase, cover_out=output, force=force)
     out().print(f"closed {plain(drive)}: {result.count} signatures")
     out().print(f"Merkle root: {result.root}")
     if result.cover:
@@ -257,6 +259,7 @@ def export(
         ExportFormat,
         typer.Option("--format", help="csv: signatories for `pdf batch`; json: the public, name-free record."),
     ] = ExportFormat.csv,
+    force: ForceOpt = False,
 ) -> None:
     """Export a drive: signatories as CSV (for `campaign pdf batch`), or the public
     record of a closed drive as JSON (commitments, count, root: no names).
@@ -267,7 +270,7 @@ def export(
     """
     from campaign.api import signing as signing_api
 
-    files = signing_api.export_drive(state(ctx).workspace(), drive, output, fmt=fmt.value)
+    files = signing_api.export_drive(state(ctx).workspace(), drive, output, fmt=fmt.value, force=force)
     out().print(f"wrote {plain(str(files[0]))}" + (f" and {len(files) - 1} signature images" if len(files) > 1 else ""))
 
 

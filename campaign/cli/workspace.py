@@ -195,6 +195,7 @@ def recipients_export(
             metavar="FILE",
         ),
     ] = None,
+    force: common.ForceOpt = False,
 ) -> None:
     """Write recipients.yaml as CSV: one row per contact, every translation and field in its
     own column, in the columns `recipients import` reads.
@@ -208,7 +209,7 @@ def recipients_export(
     from campaign.api import recipients as recipients_api
 
     ws = state(ctx).workspace()
-    text, count = recipients_api.export_recipients(ws, output)
+    text, count = recipients_api.export_recipients(ws, output, force=force)
     if output is None:
         sys.stdout.write(text)
         return

@@ -4,9 +4,10 @@ Contract:
 - A pause is a row in ``campaign_controls`` (``*`` pauses every campaign) with a
   ``paused`` event; every sender sharing the store stops claiming that campaign's letters
   at its next claim (``NOT_PAUSED`` in ``campaign.store.sql``) and finishes those in
-  flight. ``resume`` removes it, with a ``resumed`` event.
+  flight. ``resume`` removes it, with a ``resumed`` event (``*``: every pause).
 - ``cancel`` moves queued, deferred and held letters to the final state ``cancelled`` (the
-  ``cancelled`` move of ``campaign.transitions``), with the reason in the event. Letters in
+  ``cancelled`` move of ``campaign.transitions``), with the reason in the event and in the
+  row's ``wait_reason`` (what `log` shows for it). Letters in
   flight (``sending``) are never touched: they are reported back to the caller.
 - ``reschedule`` gives a queued or deferred letter a new earliest time (``queue --at``).
 """
@@ -65,25 +66,48 @@ class ControlStore:
             )
         return True
 
-    def resume(self, campaign: str, now_ms: int) -> bool:
-        """Resume ``campaign`` (``*``: lift the pause on all). Returns False when it was not paused."""
+    def resume(self, campaign: str, now_ms: int) -> list[str]:
+        """Resume ``campaign``; ``*`` lifts every pause (that of all campaigns and each
+        campaign's own). Returns the pauses lifted (campaign names, ``*``): empty when
+        nothing was paused. One ``resumed`` event each."""
         with self.transaction() as tx:
-            tx.execute("DELETE FROM campaign_controls WHERE campaign = ? AND paused_at IS NOT NULL", (campaign,))
-            if tx.cursor.rowcount != 1:
-                return False
-            tx.append(
-                now_ms,
-                "resumed",
-                campaign=None if campaign == ALL else campaign,
-                data={"all": True if campaign == ALL else None},
+            where = "paused_at IS NOT NULL" + ("" if campaign == ALL else " AND campaign = ?")
+            rows = tx.rows(
+                f"SELECT campaign FROM campaign_controls WHERE {where} ORDER BY campaign",
+                () if campaign == ALL else (campaign,),
             )
-        return True
+            lifted = [r["campaign"] for r in rows]
+            for name in lifted:
+                tx.execute("DELETE FROM campaign_controls WHERE campaign = ?", (name,))
+                tx.append(
+                    now_ms,
+                    "resumed",
+                    campaign=None if name == ALL else name,
+                    data={"all": True if name == ALL else None},
+                )
+        return lifted
 
     def paused(self) -> dict[str, tuple[str, str | None]]:
         """{campaign or ``*``: (paused at, reason)}."""
         with self.reading() as tx:
             rows = tx.rows("SELECT campaign, paused_at, reason FROM campaign_controls WHERE paused_at IS NOT NULL")
         return {r["campaign"]: (r["paused_at"], r["reason"]) for r in rows}
+
+    def paused_pending(self, campaign: str | None = None, recipients: Sequence[str] = ()) -> dict[str, int]:
+        """{campaign: letters not sent yet that its pause (or the pause of all) holds back},
+        for `send` and `plan` to say what waits and why."""
+        from campaign.store.sql import _PENDING_SQL, NOT_PAUSED
+
+        sql = f"SELECT campaign, COUNT(*) AS n FROM messages WHERE status IN ({_PENDING_SQL}) AND NOT ({NOT_PAUSED})"
+        params: list[Any] = []
+        if campaign:
+            sql += " AND campaign = ?"
+            params.append(campaign)
+        if recipients:
+            sql += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
+            params.extend(recipients)
+        with self.reading() as tx:
+            return {r["campaign"]: int(r["n"]) for r in tx.rows(sql + " GROUP BY campaign ORDER BY campaign", params)}
 
     def cancel(
         self,
@@ -138,7 +162,8 @@ class ControlStore:
                     now_ms=now_ms,
                     message=row["message_id"],
                     campaign=row["campaign"],
-                    sets={"next_attempt_at": None, "wait_reason": None, "updated_at": iso(now_ms)},
+                    # The reason stays on the row too, where `log` shows a held letter's reason.
+                    sets={"next_attempt_at": None, "wait_reason": reason, "updated_at": iso(now_ms)},
                     data={"from": status.value, "reason": reason},
                 )
                 result.cancelled.append(entry)

@@ -22,6 +22,7 @@ COPY_TABLES: list[tuple[str, str]] = [
     ("signing_texts", "drive, lang"),
     ("signatures", "id"),
     ("chain_meta", "id"),
+    ("campaign_controls", "campaign"),  # pauses: a migrated store and a plan honour them
 ]
 SIGNING_TABLES = ("signing_drives", "signing_texts", "signatures")  # not copied into plans
 

@@ -14,6 +14,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,9 @@ class Script:
     smtputf8: bool = True
     auth_ok: bool = True
     delay_ms: int = 0  # delay before every reply after DATA (benchmarks)
+    # Called (in the server's thread, the client waiting for the reply) with the number of
+    # the message just received, before the reply after its final dot: to act mid-run.
+    on_data: Callable[[int], None] | None = None
 
 
 class _Handler:
@@ -104,6 +108,10 @@ class _Handler:
                 assert server.transport is not None
                 server.transport.abort()
                 return "250 never seen"
+        if script.on_data is not None:
+            with self.server.lock:
+                number = len(self.server.accepted) + len(self.server.unconfirmed) + 1
+            script.on_data(number)
         if script.stall_after_dot:
             await asyncio.sleep(script.stall_after_dot)
         reply = self.server.pop("data_end")
