@@ -364,3 +364,57 @@ def test_the_drive_rate_limit_answers_busy(site: dict[str, Any], tmp_path: Path)
     finally:
         service.close()
     assert count(site, "slow-drive") == 1
+
+
+def _lang_links(html: str) -> dict[str, str]:
+    nav = re.search(r'<nav class="langs".*?</nav>', html, re.S)
+    return dict(re.findall(r'href="([^"]+)" hreflang="(\w+)"', nav.group(0))) if nav else {}
+
+
+def test_language_links_after_a_post_lead_to_get_pages(client: AppClient, site: dict[str, Any]) -> None:
+    """Regression: the pages answering a POST had relative links (?lang=ru), which asked
+    GET /s/<token>/sign (POST only: 405), and the supporter lost the downloads."""
+    path = site["drive"].path
+    done = sign(client, path, lang="en", name="Saida Switching")
+    assert done.status_code == 200
+    receipt = re.search(r">(campaign-sign-v1:[^<]+)<", done.text).group(1)  # type: ignore[union-attr]
+    downloads = re.findall(r'href="(/s/[^"]+/download/[^"]+)"', done.text)
+    links = _lang_links(done.text)
+    assert sorted(links.values()) == ["en", "ru", "tg"]
+    for href, lang in links.items():
+        assert href.startswith(f"{path}/done/") and href.endswith(f"?lang={lang}"), href
+        again = client.get(href)
+        assert again.status_code == 200, again.text[:500]
+        assert f'<html lang="{lang}">' in again.text and i18n.WORDS[lang]["done_title"] in again.text
+        assert receipt in again.text
+        assert re.findall(r'href="(/s/[^"]+/download/[^"]+)"', again.text) == downloads
+        assert _lang_links(again.text) == links  # the switch works again from there
+    assert client.get(downloads[0]).content.startswith(b"%PDF-")
+    # another drive's token, or an unknown key, does not show the page
+    other = next(iter(links)).replace(path, site["plain"].path)
+    assert client.get(other).status_code == 404
+    assert client.get(f"{path}/done/{'x' * 24}?lang=ru").status_code == 404
+
+    refused = sign(client, path, lang="tg", name="   ")  # the form again, with the error
+    assert refused.status_code == 422
+    for href, lang in _lang_links(refused.text).items():
+        assert href == f"{path}?lang={lang}"
+        page = client.get(href)
+        assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and '<form class="sign"' in page.text
+
+    form = client.get(f"{path}/withdraw?lang=ru")
+    bad = client.post(
+        f"{path}/withdraw", data={"lang": "ru", "receipt": "nonsense", **form_fields(form.text)},
+        files={"_": ("", b"", "x/y")},
+    )  # fmt: skip
+    assert bad.status_code == 422
+    assert set(_lang_links(bad.text)) == {f"{path}/withdraw?lang={lang}" for lang in i18n.LANGS}
+    form = client.get(f"{path}/withdraw?lang=en")
+    ok = client.post(
+        f"{path}/withdraw", data={"lang": "en", "receipt": receipt, **form_fields(form.text)},
+        files={"_": ("", b"", "x/y")},
+    )  # fmt: skip
+    assert ok.status_code == 200 and i18n.WORDS["en"]["withdrawn_title"] in ok.text
+    assert _lang_links(ok.text) == {}  # nothing to show again at a GET address: no switch
+    for page in (done, refused, bad, ok):
+        assert 'href="?' not in page.text
