@@ -281,3 +281,32 @@ def test_the_qr_code_on_the_page_is_the_payload_in_the_metadata(tmp_path: Path) 
     png = render_page_png(data, tmp_path / "page.png", dpi=300)
     scanned = subprocess.run(["zbarimg", "-q", "--raw", str(png)], capture_output=True, text=True, timeout=60)
     assert scanned.stdout.strip() == payload
+
+
+def test_plural_categories_agree_with_babels_cldr_data() -> None:
+    from babel import Locale
+
+    from campaign.wording import plural_category
+
+    for lang in ("en", "ru", "tg"):
+        rule = Locale.parse(lang).plural_form
+        for n in range(0, 1201):
+            assert plural_category(n, lang) == rule(n), (lang, n)
+
+
+@pytest.mark.parametrize(
+    ("lang", "count", "title"),
+    [("ru", 1, "Это письмо подписал 1 сторонник"), ("ru", 2, "Это письмо подписали 2 сторонника"),
+     ("ru", 4, "Это письмо подписали 4 сторонника"), ("ru", 5, "Это письмо подписали 5 сторонников"),
+     ("ru", 11, "Это письмо подписали 11 сторонников"), ("ru", 12, "Это письмо подписали 12 сторонников"),
+     ("ru", 21, "Это письмо подписал 21 сторонник"), ("ru", 22, "Это письмо подписали 22 сторонника"),
+     ("ru", 111, "Это письмо подписали 111 сторонников"), ("ru", 0, "Это письмо подписали 0 сторонников"),
+     ("en", 1, "1 supporter signed this letter"), ("en", 21, "21 supporters signed this letter"),
+     ("en", 0, "0 supporters signed this letter"),
+     ("tg", 1, "Ин номаро 1 нафар тарафдор имзо кард"), ("tg", 2, "Ин номаро 2 нафар тарафдорон имзо карданд"),
+     ("fr", 3, "3 supporters signed this letter")],
+)  # fmt: skip
+def test_the_cover_title_agrees_with_its_count(lang: str, count: int, title: str) -> None:
+    from campaign.pdf.cover import cover_title
+
+    assert cover_title(count, lang) == title
