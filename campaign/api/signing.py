@@ -38,15 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 from campaign import registry as registry_mod
 from campaign import signing
+from campaign.api import drive_texts
+from campaign.api.drive_texts import UI_LANGS
 from campaign.config import Workspace
 from campaign.errors import CampaignError, PdfError, SelectionError, SigningError, SubmissionError, UsageError
 from campaign.models import utcnow
-from campaign.render import Renderer, format_date
+from campaign.render import format_date
 
 if TYPE_CHECKING:
     from campaign.store.sql import SqlStore
 
-UI_LANGS = ("en", "ru", "tg")
 DEFAULT_PORT = 8470
 DEFAULT_RATE = 120  # submissions per minute per drive
 NAMES_PUBLIC = "names.pub"
@@ -232,12 +233,6 @@ def check_passphrase(stored: str, given: str) -> bool:
     return hmac.compare_digest(computed.hex(), digest)
 
 
-def _canonical(subject: str, text: str) -> str:
-    """The canonical text: subject, blank line, body text (NFC, LF line ends)."""
-    body = unicodedata.normalize("NFC", text).replace("\r\n", "\n").strip("\n")
-    return unicodedata.normalize("NFC", subject).strip() + "\n\n" + body + "\n"
-
-
 def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
     """Freeze the letter's texts for the chosen institutions and open a drive with an
     unguessable link. Raises SelectionError, UsageError, SigningError."""
@@ -268,17 +263,8 @@ def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, request.letter)
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags)
-    reference = recipients[0]
-    renderer = Renderer(ws.letters_dir)
     today = utcnow().date()
-    contact = reference.contacts[0] if reference.contacts else None
-    main = renderer.render(letter, reference, contact, ws.settings.sender, medium="pdf", today=today)
-    canonical = _canonical(main.subject, main.text)
-    texts = []
-    for lang in sorted(set(UI_LANGS) & set(letter.languages) - {main.lang}):
-        other = renderer.render(letter, reference, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
-        text = _canonical(other.subject, other.text)
-        texts.append(sstore.DriveText(lang, other.subject, text, other.body_html, signing.sha256_text(text)))
+    frozen = drive_texts.freeze(ws, letter, recipients, today)
     with _new_state_undone_on_error(ws):
         store = _store(ws)
         try:
@@ -294,16 +280,16 @@ def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
                 passphrase_hash=hash_passphrase(request.passphrase) if request.passphrase else None,
                 rate_per_minute=request.rate,
                 names_public_key=names_public,
-                reference_recipient=reference.id,
-                text_lang=main.lang,
-                subject=main.subject,
-                text=canonical,
-                body_html=main.body_html,
-                text_sha256=signing.sha256_text(canonical),
-                date_text=format_date(today, main.lang),
+                reference_recipient=frozen.reference.id,
+                text_lang=frozen.lang,
+                subject=frozen.subject,
+                text=frozen.text,
+                body_html=frozen.body_html,
+                text_sha256=frozen.text_sha256,
+                date_text=frozen.date_text,
                 reference=f"{letter.id}/{name}/{today:%Y%m%d}",
             )
-            sstore.create_drive(store, drive, texts, _now_ms())
+            sstore.create_drive(store, drive, frozen.translations, _now_ms())
             found = sstore.get_drive(store, name)
         finally:
             store.close()
@@ -613,18 +599,6 @@ def _read_export(path: Path) -> signing.DriveExport:
 def verify_export(path: Path) -> signing.ExportCheck:
     """Recompute a drive export's root and count offline."""
     return signing.check_export(_read_export(path))
-
-
-# ---------------------------------------------------------------------------
-# `queue LETTER --drive DRIVE`
-
-
-def drive_for_queue(ws: Workspace, drive_name: str, letter: str) -> tuple[list[str], str, bytes]:
-    """(institutions, campaign name, sealed cover page) of a closed drive for ``letter``."""
-    info, cover = cover_page(ws, drive_name)
-    if info.letter != letter:
-        raise SelectionError(f"drive {drive_name} collected signatures for {info.letter}, not {letter}")
-    return info.institutions, drive_name, cover
 
 
 # ---------------------------------------------------------------------------
@@ -1063,9 +1037,12 @@ def demo_drive(ws: Workspace, letter: str) -> DriveInfo:
     if not (keys_folder(ws) / "root.key.pem").exists():  # the demo may have made them for its sealed PDF
         keys_init(ws, DEMO_PASSPHRASE)
     recipients = load_registry(ws).recipients
-    chosen = [r.id for r in recipients if "tg" in r.languages][:1] or [recipients[0].id]
-    chosen += [r.id for r in recipients if r.id not in chosen and "ru" in r.languages][:1]
-    return open_drive(ws, OpenRequest(letter=letter, ids=chosen, fields=["city"], name="demo"))
+    found = registry_mod.get_letter(registry_mod.load_letters(ws.letters_dir), letter)
+    first = next((r for r in recipients if "tg" in r.languages), recipients[0])
+    lang = drive_texts.letter_language(found, first)
+    # A second institution that reads the same text (a drive goes to one language).
+    more = [r.id for r in recipients if r is not first and drive_texts.letter_language(found, r) == lang][:1]
+    return open_drive(ws, OpenRequest(letter=letter, ids=[first.id, *more], fields=["city"], name="demo"))
 
 
 # ---------------------------------------------------------------------------

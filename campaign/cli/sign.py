@@ -89,7 +89,8 @@ def open_drive(
 
     The letter is rendered now, for the first institution in its language, and frozen:
     supporters read and sign exactly that text, with a translation into their language
-    beside it. Serve the link with `campaign serve`.
+    beside it. The institutions must read the letter in one language (open one drive
+    per language). Serve the link with `campaign serve`.
 
     Example:
 
