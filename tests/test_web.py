@@ -418,3 +418,31 @@ def test_language_links_after_a_post_lead_to_get_pages(client: AppClient, site: 
     assert _lang_links(ok.text) == {}  # nothing to show again at a GET address: no switch
     for page in (done, refused, bad, ok):
         assert 'href="?' not in page.text
+
+
+def test_a_typed_signature_is_set_in_the_bundled_handwriting_font(client: AppClient, site: dict[str, Any]) -> None:
+    """The typed signature's letters ғ ӣ қ ӯ ҳ ҷ are drawn with glyphs of the bundled Caveat
+    (embedded as "Campaign-Hand"), not with a fallback font or .notdef boxes."""
+    import pikepdf
+    from fontTools.ttLib import TTFont
+
+    typed = "Ғафур ғӣқӯҳҷ"
+    done = sign(client, site["drive"].path, lang="tg", name="Ғафур Қодирӣ", typed_signature=typed)
+    assert done.status_code == 200, done.text[:2000]
+    link = re.findall(r'href="(/s/[^"]+/download/[^"]+)"', done.text)[0]
+    with pikepdf.open(io.BytesIO(client.get(link).content)) as pdf:
+        hands = {
+            str(font.BaseFont): font
+            for page in pdf.pages
+            for _, font in page.Resources.Font.items()
+            if str(font.BaseFont).endswith("+Campaign-Hand")
+        }
+        assert len(hands) == 1, hands
+        font = next(iter(hands.values()))
+        embedded = TTFont(io.BytesIO(font.DescendantFonts[0].FontDescriptor.FontFile2.read_bytes()))
+        assert embedded["name"].getDebugName(1) == "Caveat"
+        cmap = font.ToUnicode.read_bytes().decode("ascii")
+        mapped = {int(u, 16): int(g, 16) for g, u in re.findall(r"<([0-9a-f]{4})> <([0-9a-f]{4})>", cmap)}
+    for char in "ғӣқӯҳҷҒ":
+        assert ord(char) in mapped, (char, sorted(hex(c) for c in mapped))
+        assert mapped[ord(char)] != 0  # a glyph of its own, not .notdef
