@@ -273,3 +273,32 @@ def test_fingerprints_and_names_print_as_they_are() -> None:
     finally:
         common.reset_consoles()
     assert buffer.getvalue() == "fingerprint: 12:AB:98:CD:01, a name with :smile:\n"
+
+
+def test_a_removal_the_wal_keeps_is_a_warning_not_silence(keyed: Path) -> None:
+    """The WAL checkpoint after a deletion failed silently (suppress(Exception)) when
+    another program was reading: the names stayed in state.db-wal and nobody knew."""
+    import sqlite3
+
+    assert run_cli("sign", "open", "peace-agreement", "--to", "ohchr", "--name", "d1").code == 0
+    [drive] = signing_api.list_drives(api.open_workspace(keyed))
+    _sign(keyed, drive.path, ["Kamila Removed", "Rustam Stays"])
+    reader = sqlite3.connect(keyed / ".campaign" / "state.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM signatures").fetchone()
+        removed = run_cli("sign", "remove", "d1", "1")
+        assert removed.code == 0, removed.output
+        assert "removed 1 signature(s) from d1" in removed.stdout
+        [line] = removed.stderr.splitlines()
+        assert line.startswith("warning: ") and "write-ahead log" in line and "Kamila" not in line
+        kept = [p.name for p in (keyed / ".campaign").iterdir() if p.is_file() and b"Kamila Removed" in p.read_bytes()]
+        assert kept  # as the warning says
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    quiet = run_cli("sign", "remove", "d1", "2")
+    assert quiet.code == 0 and quiet.stderr == ""
+    for path in (keyed / ".campaign").rglob("*"):
+        if path.is_file():
+            assert b"Kamila Removed" not in path.read_bytes(), path

@@ -446,3 +446,31 @@ def test_a_typed_signature_is_set_in_the_bundled_handwriting_font(client: AppCli
     for char in "ғӣқӯҳҷҒ":
         assert ord(char) in mapped, (char, sorted(hex(c) for c in mapped))
         assert mapped[ord(char)] != 0  # a glyph of its own, not .notdef
+
+
+def test_a_withdrawal_the_wal_keeps_warns_the_organiser_and_is_erased_later(
+    client: AppClient, site: dict[str, Any]
+) -> None:
+    import sqlite3
+
+    service = site["app"].state.site.service
+    done = sign(client, site["drive"].path, name="Malika Blockedreader")
+    receipt = re.search(r">(campaign-sign-v1:[^<]+)<", done.text).group(1)  # type: ignore[union-attr]
+    reader = sqlite3.connect(site["ws_path"] / ".campaign" / "state.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM signatures").fetchone()
+        page = client.get(site["drive"].path + "/withdraw")
+        data = {"lang": "en", "receipt": receipt, **form_fields(page.text)}
+        ok = client.post(site["drive"].path + "/withdraw", data=data, files={"_": ("", b"", "x/y")})
+        assert ok.status_code == 200 and i18n.WORDS["en"]["withdrawn_title"] in ok.text  # the deletion stands
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert "write-ahead log could not be checkpointed" in service.warnings[-1]
+    assert "Malika" not in service.warnings[-1]
+    assert sign(client, site["drive"].path, name="Next Supporter").status_code == 200  # the next write retries
+    assert "erased" in service.warnings[-1]
+    for path in (site["ws_path"] / ".campaign").rglob("*"):
+        if path.is_file():
+            assert b"Malika Blockedreader" not in path.read_bytes(), path

@@ -76,7 +76,9 @@ def freeze(ws: Workspace, letter: Letter, recipients: list[Recipient], today: da
     for recipient in recipients:
         by_lang.setdefault(letter_language(letter, recipient), []).append(recipient.id)
     if len(by_lang) > 1:
-        langs = "; ".join(f"{lang}: {', '.join(ids[:3])}{' …' if len(ids) > 3 else ''}" for lang, ids in by_lang.items())
+        langs = "; ".join(
+            f"{lang}: {', '.join(ids[:3])}{' …' if len(ids) > 3 else ''}" for lang, ids in by_lang.items()
+        )
         first_lang, first_ids = next(iter(by_lang.items()))
         raise SigningError(
             f"these institutions read letter {letter.id} in {len(by_lang)} languages ({langs}); supporters sign one "

@@ -65,7 +65,9 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
                 hint="open a drive for the other institutions",
             )
         if request.lang and request.lang != drive.lang:
-            raise UsageError(f"--lang {request.lang}: supporters of drive {drive.campaign} signed the {drive.lang} text")
+            raise UsageError(
+                f"--lang {request.lang}: supporters of drive {drive.campaign} signed the {drive.lang} text"
+            )
         request.ids = request.ids or drive.institutions
         request.lang = drive.lang
         request.campaign = request.campaign or drive.campaign

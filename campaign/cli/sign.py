@@ -217,7 +217,12 @@ def remove(
     from campaign.api import signing as signing_api
 
     removed = signing_api.remove(state(ctx).workspace(), drive, ids)
-    out().print(f"removed {removed} signature(s) from {plain(drive)}")
+    out().print(f"removed {removed.count} signature(s) from {plain(drive)}")
+    if removed.leftover:
+        err().print(
+            f"warning: {plain(removed.leftover)}; they are erased at the next deletion, or when the last "
+            "program using the workspace stops (e.g. `campaign serve`)"
+        )
 
 
 @sign_app.command("close")

@@ -96,6 +96,7 @@ WORDS = {
     },
 }
 
+
 def cover_title(count: int, lang: str) -> str:
     """The cover page's title for ``count`` signatures, in the plural form ``lang`` needs."""
     words = WORDS.get(lang, WORDS["en"])
