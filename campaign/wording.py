@@ -10,6 +10,9 @@ Contract:
   refused". Empty pieces are left out, trailing punctuation of a piece that is not the
   last is dropped.
 - :func:`did_you_mean` names the closest known word to a misspelt one.
+- :func:`plural_category` is the CLDR plural category ("one", "few", "many", "other")
+  of a whole number in English, Russian or Tajik, for words kept per category in other
+  languages (a test checks it against Babel's CLDR data, which this level cannot import).
 
 Pure functions, no I/O; the lowest level of the house (nothing imported).
 """
@@ -51,6 +54,23 @@ def plural(count: int, singular: str, plural_word: str | None = None) -> str:
 def noun(count: int, singular: str, plural_word: str | None = None) -> str:
     """Only the noun in the right number for ``count`` ("letter" or "letters")."""
     return singular if count == 1 else (plural_word or plural_form(singular))
+
+
+def plural_category(count: int, lang: str) -> str:
+    """The CLDR plural category of the whole number ``count`` in ``lang`` (en, ru, tg;
+    other languages follow English): ru 1, 21 → "one"; 2–4, 22 → "few"; 0, 5–20, 25 →
+    "many"; tg 0, 1 → "one", else "other"."""
+    n = abs(count)
+    lang = lang.split("-")[0].split("_")[0].lower()
+    if lang == "ru":
+        if n % 10 == 1 and n % 100 != 11:
+            return "one"
+        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
+            return "few"
+        return "many"
+    if lang == "tg":
+        return "one" if n in (0, 1) else "other"
+    return "one" if n == 1 else "other"
 
 
 def clauses(*parts: str | None, sep: str = "; ") -> str:

@@ -59,7 +59,7 @@ def test_a_whole_drive_from_open_to_queue(keyed: Path, tmp_path: Path) -> None:
     usb = tmp_path / "names.key"
     assert run_cli("sign", "keygen", "-o", str(usb)).code == 0
     opened = run_cli(
-        "sign", "open", "peace-agreement", "--to", "odihr", "--to", "wgad", "--allow-pseudonyms", "--fields",
+        "sign", "open", "peace-agreement", "--to", "odihr", "--to", "mid", "--allow-pseudonyms", "--fields",
         "city,title", "--closes", "2099-12-31", "--name", "pa-meeting",
     )  # fmt: skip
     assert opened.code == 0, opened.output
@@ -84,6 +84,10 @@ def test_a_whole_drive_from_open_to_queue(keyed: Path, tmp_path: Path) -> None:
     closed = run_cli("sign", "close", "pa-meeting", "-o", str(cover))
     assert closed.code == 0, closed.output
     assert "3 signatures" in closed.stdout
+    import pypdf
+
+    title = " ".join(pypdf.PdfReader(cover).pages[0].extract_text().split())
+    assert "Это письмо подписали 3 сторонника" in title  # CLDR "few", not "3 сторонников"
     root = re.search(r"Merkle root: ([0-9a-f]{64})", closed.stdout).group(1)  # type: ignore[union-attr]
     verified = run_cli("pdf", "verify", str(cover))
     assert verified.code == 0, verified.output
@@ -151,9 +155,57 @@ def test_bad_drive_commands_change_nothing(keyed: Path) -> None:
     assert after == {k: v for k, v in before.items() if not k.endswith("-shm")}
 
 
+def test_a_drive_goes_to_institutions_of_one_language(keyed: Path) -> None:
+    """Supporters sign one text: a drive whose institutions read the letter in different
+    languages is refused at `sign open`, with one line saying what to do."""
+    before = tree_digest(keyed)
+    mixed = run_cli("sign", "open", "peace-agreement", "--to", "odihr", "--to", "ohchr", "--name", "mixed")
+    assert mixed.code == 1, mixed.output
+    assert "2 languages (ru: odihr; en: ohchr)" in mixed.stderr and "open one drive per language" in mixed.stderr
+    assert "Traceback" not in mixed.output
+    assert tree_digest(keyed) == before
+    by_tag = run_cli("sign", "open", "peace-agreement", "--tag", "government")  # mid (ru), tj-embassy (tg)
+    assert by_tag.code == 1 and "open one drive per language" in by_tag.stderr
+    assert run_cli("sign", "open", "peace-agreement", "--to", "odihr", "--to", "mid", "--name", "ru-drive").code == 0
+
+
+def test_queue_drive_refuses_a_letter_changed_since_the_drive_opened(keyed: Path) -> None:
+    assert run_cli("sign", "open", "peace-agreement", "--to", "odihr", "--to", "mid", "--name", "ru-drive").code == 0
+    [drive] = signing_api.list_drives(api.open_workspace(keyed))
+    _sign(keyed, drive.path, ["Maria Ivanova"])
+    assert run_cli("sign", "close", "ru-drive").code == 0
+    # the supporters consented to these institutions, in this language, only
+    outside = run_cli("queue", "peace-agreement", "--drive", "ru-drive", "--to", "ohchr")
+    assert outside.code == 1 and "consented to odihr, mid only" in outside.stderr
+    other_lang = run_cli("queue", "peace-agreement", "--drive", "ru-drive", "--lang", "en")
+    assert other_lang.code == 2 and "signed the ru text" in other_lang.stderr
+    template = keyed / "letters" / "peace-agreement" / "ru.md.j2"
+    original = template.read_text()
+    template.write_text(original.replace("\n\n", "\n\nДобавленный после сбора подписей абзац.\n\n", 1))
+    before = tree_digest(keyed)
+    changed = run_cli("queue", "peace-agreement", "--drive", "ru-drive")
+    assert changed.code == 1, changed.output
+    assert "has changed since the drive opened" in changed.stderr and drive.text_sha256[:16] in changed.stderr
+    assert "Traceback" not in changed.output
+    assert {k: v for k, v in tree_digest(keyed).items() if not k.endswith("-shm")} == {
+        k: v for k, v in before.items() if not k.endswith("-shm")
+    }
+    template.write_text(original)
+    queued = run_cli("queue", "peace-agreement", "--drive", "ru-drive")
+    assert queued.code == 0, queued.output
+    store = api.open_store(api.open_workspace(keyed))
+    try:
+        from campaign.store import MessageFilter
+
+        letters = store.messages(MessageFilter(campaign="ru-drive"))
+    finally:
+        store.close()
+    assert sorted((m.recipient, m.lang) for m in letters) == [("mid", "ru"), ("odihr", "ru")]
+
+
 @pytest.mark.postgres
 def test_drives_move_to_postgresql_with_the_workspace(keyed: Path, pg_url: str) -> None:
-    opened = run_cli("sign", "open", "peace-agreement", "--to", "tj-embassy", "--to", "ohchr", "--name", "moving")
+    opened = run_cli("sign", "open", "peace-agreement", "--to", "tj-embassy", "--name", "moving")
     assert opened.code == 0, opened.output
     path = re.search(r"link: \S+?(/s/\S+)", opened.stdout).group(1)  # type: ignore[union-attr]
     receipts = _sign(keyed, path, ["Maria Ivanova", "Фирӯза Қодирова"])
@@ -221,3 +273,32 @@ def test_fingerprints_and_names_print_as_they_are() -> None:
     finally:
         common.reset_consoles()
     assert buffer.getvalue() == "fingerprint: 12:AB:98:CD:01, a name with :smile:\n"
+
+
+def test_a_removal_the_wal_keeps_is_a_warning_not_silence(keyed: Path) -> None:
+    """The WAL checkpoint after a deletion failed silently (suppress(Exception)) when
+    another program was reading: the names stayed in state.db-wal and nobody knew."""
+    import sqlite3
+
+    assert run_cli("sign", "open", "peace-agreement", "--to", "ohchr", "--name", "d1").code == 0
+    [drive] = signing_api.list_drives(api.open_workspace(keyed))
+    _sign(keyed, drive.path, ["Kamila Removed", "Rustam Stays"])
+    reader = sqlite3.connect(keyed / ".campaign" / "state.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM signatures").fetchone()
+        removed = run_cli("sign", "remove", "d1", "1")
+        assert removed.code == 0, removed.output
+        assert "removed 1 signature(s) from d1" in removed.stdout
+        [line] = removed.stderr.splitlines()
+        assert line.startswith("warning: ") and "write-ahead log" in line and "Kamila" not in line
+        kept = [p.name for p in (keyed / ".campaign").iterdir() if p.is_file() and b"Kamila Removed" in p.read_bytes()]
+        assert kept  # as the warning says
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    quiet = run_cli("sign", "remove", "d1", "2")
+    assert quiet.code == 0 and quiet.stderr == ""
+    for path in (keyed / ".campaign").rglob("*"):
+        if path.is_file():
+            assert b"Kamila Removed" not in path.read_bytes(), path

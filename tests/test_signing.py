@@ -185,13 +185,13 @@ def test_drives_in_the_store(store_url: str) -> None:
         forged = signing.Receipt("pa-1", bytes(32), receipts[0].commitment)
         assert not sstore.withdraw(
             store, drive_id, forged.commitment, lambda row: forged.matches(row["name"], row["text_sha256"])
-        )
+        ).count
         assert sstore.withdraw(
             store, drive_id, receipts[0].commitment, lambda row: receipts[0].matches(row["name"], row["text_sha256"])
-        )
+        ) == sstore.Deletion(1, None)
         sigs = sstore.signatures(store, drive_id)
         assert [s["name"] for s in sigs] == [f"Supporter {n}" for n in range(1, 5)]
-        assert sstore.remove_signatures(store, drive_id, [int(sigs[0]["id"])], 3_000) == 1
+        assert sstore.remove_signatures(store, drive_id, [int(sigs[0]["id"])], 3_000) == sstore.Deletion(1, None)
         with pytest.raises(SelectionError):
             sstore.remove_signatures(store, drive_id, [999_999], 3_000)
         commits = sstore.commitments(store, drive_id)
@@ -229,8 +229,13 @@ def test_drives_in_the_store(store_url: str) -> None:
 
 
 def test_a_withdrawn_name_leaves_no_trace_in_the_sqlite_files(tmp_path: Path) -> None:
+    import sqlite3
+
     from campaign.store import open_store
     from campaign.store import signing as sstore
+
+    def holding(name: bytes) -> list[str]:
+        return sorted(p.name for p in tmp_path.iterdir() if p.is_file() and name in p.read_bytes())
 
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     try:
@@ -242,12 +247,30 @@ def test_a_withdrawn_name_leaves_no_trace_in_the_sqlite_files(tmp_path: Path) ->
         sstore.add_signature(store, drive_id, gone, 2_000)  # type: ignore[arg-type]
         assert sstore.withdraw(
             store, drive_id, receipt.commitment, lambda row: receipt.matches(row["name"], row["text_sha256"])
+        ) == sstore.Deletion(1, None)
+        assert holding(b"Zarina Withdrawnova") == []  # while the store is open, not only after closing it
+
+        # Another program reading keeps the checkpoint from finishing: the deletion stands,
+        # and says so (it used to be silent), and scrub() erases the bytes once it can.
+        other, other_receipt = _signature("Nodira Blocked", drive.text_sha256)  # type: ignore[attr-defined]
+        sstore.add_signature(store, drive_id, other, 3_000)  # type: ignore[arg-type]
+        reader = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM signatures").fetchone()
+        deletion = sstore.withdraw(
+            store, drive_id, other_receipt.commitment, lambda r: other_receipt.matches(r["name"], r["text_sha256"])
         )
+        assert deletion.count == 1 and deletion.leftover is not None
+        assert "write-ahead log" in deletion.leftover and "Nodira" not in deletion.leftover
+        assert holding(b"Nodira Blocked")  # what the warning says
+        reader.execute("COMMIT")
+        reader.close()
+        assert sstore.scrub(store) is None
+        assert holding(b"Nodira Blocked") == []
     finally:
         store.close()
-    found = [p.name for p in tmp_path.iterdir() if p.is_file() and b"Zarina Withdrawnova" in p.read_bytes()]
-    assert found == []
-    assert any(b"Keeper Name" in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert holding(b"Zarina Withdrawnova") == []
+    assert holding(b"Keeper Name")
 
 
 def test_the_qr_code_on_the_page_is_the_payload_in_the_metadata(tmp_path: Path) -> None:
@@ -281,3 +304,32 @@ def test_the_qr_code_on_the_page_is_the_payload_in_the_metadata(tmp_path: Path) 
     png = render_page_png(data, tmp_path / "page.png", dpi=300)
     scanned = subprocess.run(["zbarimg", "-q", "--raw", str(png)], capture_output=True, text=True, timeout=60)
     assert scanned.stdout.strip() == payload
+
+
+def test_plural_categories_agree_with_babels_cldr_data() -> None:
+    from babel import Locale
+
+    from campaign.wording import plural_category
+
+    for lang in ("en", "ru", "tg"):
+        rule = Locale.parse(lang).plural_form
+        for n in range(0, 1201):
+            assert plural_category(n, lang) == rule(n), (lang, n)
+
+
+@pytest.mark.parametrize(
+    ("lang", "count", "title"),
+    [("ru", 1, "Это письмо подписал 1 сторонник"), ("ru", 2, "Это письмо подписали 2 сторонника"),
+     ("ru", 4, "Это письмо подписали 4 сторонника"), ("ru", 5, "Это письмо подписали 5 сторонников"),
+     ("ru", 11, "Это письмо подписали 11 сторонников"), ("ru", 12, "Это письмо подписали 12 сторонников"),
+     ("ru", 21, "Это письмо подписал 21 сторонник"), ("ru", 22, "Это письмо подписали 22 сторонника"),
+     ("ru", 111, "Это письмо подписали 111 сторонников"), ("ru", 0, "Это письмо подписали 0 сторонников"),
+     ("en", 1, "1 supporter signed this letter"), ("en", 21, "21 supporters signed this letter"),
+     ("en", 0, "0 supporters signed this letter"),
+     ("tg", 1, "Ин номаро 1 нафар тарафдор имзо кард"), ("tg", 2, "Ин номаро 2 нафар тарафдорон имзо карданд"),
+     ("fr", 3, "3 supporters signed this letter")],
+)  # fmt: skip
+def test_the_cover_title_agrees_with_its_count(lang: str, count: int, title: str) -> None:
+    from campaign.pdf.cover import cover_title
+
+    assert cover_title(count, lang) == title

@@ -364,3 +364,113 @@ def test_the_drive_rate_limit_answers_busy(site: dict[str, Any], tmp_path: Path)
     finally:
         service.close()
     assert count(site, "slow-drive") == 1
+
+
+def _lang_links(html: str) -> dict[str, str]:
+    nav = re.search(r'<nav class="langs".*?</nav>', html, re.S)
+    return dict(re.findall(r'href="([^"]+)" hreflang="(\w+)"', nav.group(0))) if nav else {}
+
+
+def test_language_links_after_a_post_lead_to_get_pages(client: AppClient, site: dict[str, Any]) -> None:
+    """Regression: the pages answering a POST had relative links (?lang=ru), which asked
+    GET /s/<token>/sign (POST only: 405), and the supporter lost the downloads."""
+    path = site["drive"].path
+    done = sign(client, path, lang="en", name="Saida Switching")
+    assert done.status_code == 200
+    receipt = re.search(r">(campaign-sign-v1:[^<]+)<", done.text).group(1)  # type: ignore[union-attr]
+    downloads = re.findall(r'href="(/s/[^"]+/download/[^"]+)"', done.text)
+    links = _lang_links(done.text)
+    assert sorted(links.values()) == ["en", "ru", "tg"]
+    for href, lang in links.items():
+        assert href.startswith(f"{path}/done/") and href.endswith(f"?lang={lang}"), href
+        again = client.get(href)
+        assert again.status_code == 200, again.text[:500]
+        assert f'<html lang="{lang}">' in again.text and i18n.WORDS[lang]["done_title"] in again.text
+        assert receipt in again.text
+        assert re.findall(r'href="(/s/[^"]+/download/[^"]+)"', again.text) == downloads
+        assert _lang_links(again.text) == links  # the switch works again from there
+    assert client.get(downloads[0]).content.startswith(b"%PDF-")
+    # another drive's token, or an unknown key, does not show the page
+    other = next(iter(links)).replace(path, site["plain"].path)
+    assert client.get(other).status_code == 404
+    assert client.get(f"{path}/done/{'x' * 24}?lang=ru").status_code == 404
+
+    refused = sign(client, path, lang="tg", name="   ")  # the form again, with the error
+    assert refused.status_code == 422
+    for href, lang in _lang_links(refused.text).items():
+        assert href == f"{path}?lang={lang}"
+        page = client.get(href)
+        assert page.status_code == 200 and f'<html lang="{lang}">' in page.text and '<form class="sign"' in page.text
+
+    form = client.get(f"{path}/withdraw?lang=ru")
+    bad = client.post(
+        f"{path}/withdraw", data={"lang": "ru", "receipt": "nonsense", **form_fields(form.text)},
+        files={"_": ("", b"", "x/y")},
+    )  # fmt: skip
+    assert bad.status_code == 422
+    assert set(_lang_links(bad.text)) == {f"{path}/withdraw?lang={lang}" for lang in i18n.LANGS}
+    form = client.get(f"{path}/withdraw?lang=en")
+    ok = client.post(
+        f"{path}/withdraw", data={"lang": "en", "receipt": receipt, **form_fields(form.text)},
+        files={"_": ("", b"", "x/y")},
+    )  # fmt: skip
+    assert ok.status_code == 200 and i18n.WORDS["en"]["withdrawn_title"] in ok.text
+    assert _lang_links(ok.text) == {}  # nothing to show again at a GET address: no switch
+    for page in (done, refused, bad, ok):
+        assert 'href="?' not in page.text
+
+
+def test_a_typed_signature_is_set_in_the_bundled_handwriting_font(client: AppClient, site: dict[str, Any]) -> None:
+    """The typed signature's letters ғ ӣ қ ӯ ҳ ҷ are drawn with glyphs of the bundled Caveat
+    (embedded as "Campaign-Hand"), not with a fallback font or .notdef boxes."""
+    import pikepdf
+    from fontTools.ttLib import TTFont
+
+    typed = "Ғафур ғӣқӯҳҷ"
+    done = sign(client, site["drive"].path, lang="tg", name="Ғафур Қодирӣ", typed_signature=typed)
+    assert done.status_code == 200, done.text[:2000]
+    link = re.findall(r'href="(/s/[^"]+/download/[^"]+)"', done.text)[0]
+    with pikepdf.open(io.BytesIO(client.get(link).content)) as pdf:
+        hands = {
+            str(font.BaseFont): font
+            for page in pdf.pages
+            for _, font in page.Resources.Font.items()
+            if str(font.BaseFont).endswith("+Campaign-Hand")
+        }
+        assert len(hands) == 1, hands
+        font = next(iter(hands.values()))
+        embedded = TTFont(io.BytesIO(font.DescendantFonts[0].FontDescriptor.FontFile2.read_bytes()))
+        assert embedded["name"].getDebugName(1) == "Caveat"
+        cmap = font.ToUnicode.read_bytes().decode("ascii")
+        mapped = {int(u, 16): int(g, 16) for g, u in re.findall(r"<([0-9a-f]{4})> <([0-9a-f]{4})>", cmap)}
+    for char in "ғӣқӯҳҷҒ":
+        assert ord(char) in mapped, (char, sorted(hex(c) for c in mapped))
+        assert mapped[ord(char)] != 0  # a glyph of its own, not .notdef
+
+
+def test_a_withdrawal_the_wal_keeps_warns_the_organiser_and_is_erased_later(
+    client: AppClient, site: dict[str, Any]
+) -> None:
+    import sqlite3
+
+    service = site["app"].state.site.service
+    done = sign(client, site["drive"].path, name="Malika Blockedreader")
+    receipt = re.search(r">(campaign-sign-v1:[^<]+)<", done.text).group(1)  # type: ignore[union-attr]
+    reader = sqlite3.connect(site["ws_path"] / ".campaign" / "state.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM signatures").fetchone()
+        page = client.get(site["drive"].path + "/withdraw")
+        data = {"lang": "en", "receipt": receipt, **form_fields(page.text)}
+        ok = client.post(site["drive"].path + "/withdraw", data=data, files={"_": ("", b"", "x/y")})
+        assert ok.status_code == 200 and i18n.WORDS["en"]["withdrawn_title"] in ok.text  # the deletion stands
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert "write-ahead log could not be checkpointed" in service.warnings[-1]
+    assert "Malika" not in service.warnings[-1]
+    assert sign(client, site["drive"].path, name="Next Supporter").status_code == 200  # the next write retries
+    assert "erased" in service.warnings[-1]
+    for path in (site["ws_path"] / ".campaign").rglob("*"):
+        if path.is_file():
+            assert b"Malika Blockedreader" not in path.read_bytes(), path

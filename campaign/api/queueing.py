@@ -52,12 +52,26 @@ def queue(ws: Workspace, request: QueueRequest) -> QueueReport:
     from campaign.pacing import dt_to_ms
 
     if request.drive:
-        from campaign.api import signing as signing_api
+        from campaign.api.drive_texts import drive_for_queue
 
-        ids, name, cover = signing_api.drive_for_queue(ws, request.drive, request.letter)
-        request.ids = request.ids or ids
-        request.campaign = request.campaign or name
-        request.attachments = [*request.attachments, (cover, f"signatures-{name}.pdf")]
+        drive = drive_for_queue(ws, request.drive, request.letter)
+        if request.tags or request.everyone:
+            raise UsageError("--drive sends to the drive's institutions: give --to ID to send to some of them only")
+        outside = [i for i in request.ids if i not in drive.institutions]
+        if outside:
+            raise SelectionError(
+                f"--to {outside[0]}: the supporters of drive {drive.campaign} consented to "
+                f"{', '.join(drive.institutions)} only",
+                hint="open a drive for the other institutions",
+            )
+        if request.lang and request.lang != drive.lang:
+            raise UsageError(
+                f"--lang {request.lang}: supporters of drive {drive.campaign} signed the {drive.lang} text"
+            )
+        request.ids = request.ids or drive.institutions
+        request.lang = drive.lang
+        request.campaign = request.campaign or drive.campaign
+        request.attachments = [*request.attachments, (drive.cover, f"signatures-{drive.campaign}.pdf")]
     outbox.check_selection(request.ids, request.tags, request.everyone)
     not_before = wait_reason = None
     if request.at:

@@ -28,7 +28,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,16 +38,18 @@ from typing import TYPE_CHECKING, Any
 
 from campaign import registry as registry_mod
 from campaign import signing
+from campaign.api import drive_texts
+from campaign.api.drive_texts import UI_LANGS
 from campaign.config import Workspace
 from campaign.errors import CampaignError, PdfError, SelectionError, SigningError, SubmissionError, UsageError
 from campaign.files import OVERWRITE_HINT, check_target
 from campaign.models import utcnow
-from campaign.render import Renderer, format_date
+from campaign.render import format_date
 
 if TYPE_CHECKING:
+    from campaign.store.signing import Deletion
     from campaign.store.sql import SqlStore
 
-UI_LANGS = ("en", "ru", "tg")
 DEFAULT_PORT = 8470
 DEFAULT_RATE = 120  # submissions per minute per drive
 NAMES_PUBLIC = "names.pub"
@@ -231,12 +233,6 @@ def check_passphrase(stored: str, given: str) -> bool:
     return hmac.compare_digest(computed.hex(), digest)
 
 
-def _canonical(subject: str, text: str) -> str:
-    """The canonical text: subject, blank line, body text (NFC, LF line ends)."""
-    body = unicodedata.normalize("NFC", text).replace("\r\n", "\n").strip("\n")
-    return unicodedata.normalize("NFC", subject).strip() + "\n\n" + body + "\n"
-
-
 def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
     """Freeze the letter's texts for the chosen institutions and open a drive with an
     unguessable link. Raises SelectionError, UsageError, SigningError."""
@@ -267,17 +263,8 @@ def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, request.letter)
     recipients = registry_mod.select_recipients(reg, ids=request.ids, tags=request.tags)
-    reference = recipients[0]
-    renderer = Renderer(ws.letters_dir)
     today = utcnow().date()
-    contact = reference.contacts[0] if reference.contacts else None
-    main = renderer.render(letter, reference, contact, ws.settings.sender, medium="pdf", today=today)
-    canonical = _canonical(main.subject, main.text)
-    texts = []
-    for lang in sorted(set(UI_LANGS) & set(letter.languages) - {main.lang}):
-        other = renderer.render(letter, reference, contact, ws.settings.sender, lang=lang, medium="pdf", today=today)
-        text = _canonical(other.subject, other.text)
-        texts.append(sstore.DriveText(lang, other.subject, text, other.body_html, signing.sha256_text(text)))
+    frozen = drive_texts.freeze(ws, letter, recipients, today)
     with _new_state_undone_on_error(ws):
         store = _store(ws)
         try:
@@ -293,16 +280,16 @@ def open_drive(ws: Workspace, request: OpenRequest) -> DriveInfo:
                 passphrase_hash=hash_passphrase(request.passphrase) if request.passphrase else None,
                 rate_per_minute=request.rate,
                 names_public_key=names_public,
-                reference_recipient=reference.id,
-                text_lang=main.lang,
-                subject=main.subject,
-                text=canonical,
-                body_html=main.body_html,
-                text_sha256=signing.sha256_text(canonical),
-                date_text=format_date(today, main.lang),
+                reference_recipient=frozen.reference.id,
+                text_lang=frozen.lang,
+                subject=frozen.subject,
+                text=frozen.text,
+                body_html=frozen.body_html,
+                text_sha256=frozen.text_sha256,
+                date_text=frozen.date_text,
                 reference=f"{letter.id}/{name}/{today:%Y%m%d}",
             )
-            sstore.create_drive(store, drive, texts, _now_ms())
+            sstore.create_drive(store, drive, frozen.translations, _now_ms())
             found = sstore.get_drive(store, name)
         finally:
             store.close()
@@ -390,8 +377,9 @@ def review(ws: Workspace, name: str, *, names_key: Path | None = None) -> Review
     return Review(_info(drive), rows)
 
 
-def remove(ws: Workspace, name: str, ids: list[int]) -> int:
-    """Remove signatures (e.g. fakes) from an open drive; the chain records the count."""
+def remove(ws: Workspace, name: str, ids: list[int]) -> Deletion:
+    """Remove signatures (e.g. fakes) from an open drive; the chain records the count.
+    ``leftover`` says why deleted bytes may remain on disk (for a warning)."""
     from campaign.store import signing as sstore
 
     if not ids:
@@ -616,18 +604,6 @@ def verify_export(path: Path) -> signing.ExportCheck:
 
 
 # ---------------------------------------------------------------------------
-# `queue LETTER --drive DRIVE`
-
-
-def drive_for_queue(ws: Workspace, drive_name: str, letter: str) -> tuple[list[str], str, bytes]:
-    """(institutions, campaign name, sealed cover page) of a closed drive for ``letter``."""
-    info, cover = cover_page(ws, drive_name)
-    if info.letter != letter:
-        raise SelectionError(f"drive {drive_name} collected signatures for {info.letter}, not {letter}")
-    return info.institutions, drive_name, cover
-
-
-# ---------------------------------------------------------------------------
 # The service behind the supporters' page
 
 
@@ -686,19 +662,6 @@ class Signed:
     text_sha256: str
 
 
-PROOF_WORDS = {
-    "en": ("Signed on the signing page of {org}. Check offline: the QR code holds the data below.",
-           "SHA-256 of the letter text (embedded in this PDF as letter-text.txt)", "Your commitment",
-           "Organisation key (root certificate SHA-256)"),
-    "ru": ("Подписано на странице сбора подписей {org}. Проверка без сети: QR-код содержит данные ниже.",
-           "SHA-256 текста письма (вложен в этот PDF как letter-text.txt)", "Ваше обязательство (commitment)",
-           "Ключ организации (SHA-256 корневого сертификата)"),
-    "tg": ("Дар саҳифаи ҷамъоварии имзоҳои {org} имзо шуд. Санҷиш бе шабака: рамзи QR маълумоти зеринро дорад.",
-           "SHA-256-и матни нома (дар ин PDF ҳамчун letter-text.txt замима шудааст)", "Ӯҳдадории шумо (commitment)",
-           "Калиди созмон (SHA-256-и сертификати решавӣ)"),
-}  # fmt: skip
-
-
 _WORKER: dict[str, Any] = {}
 
 
@@ -731,13 +694,19 @@ def _render_job(job: tuple[Any, Any, Any, Any, str]) -> bytes:
 
 
 class _InlineExecutor:
-    """Renders in the calling thread, one at a time (no worker processes: tests, demos)."""
+    """Renders in the calling thread, one at a time (no worker processes: tests, demos).
+    The renderer and seal live in this process's ``_WORKER``, which another inline
+    service's close() clears: they are loaded again when missing."""
 
-    def __init__(self) -> None:
+    def __init__(self, *init: Any) -> None:
         self._lock = threading.Lock()
+        self._init = init
+        _worker_init(*init)
 
     def run(self, job: tuple[Any, Any, Any, Any, str]) -> bytes:
         with self._lock:
+            if "key" not in _WORKER:
+                _worker_init(*self._init)
             return _render_job(job)
 
 
@@ -769,11 +738,21 @@ class SigningService:
     loads the names key's private half, and no method accepts a network identifier.
     """
 
-    def __init__(self, ws: Workspace, passphrase: str, *, processes: int | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        passphrase: str,
+        *,
+        processes: int | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
         from campaign import pdf
         from campaign.api import _letterhead, load_registry
 
         self.ws = ws
+        self.warnings: list[str] = []  # for the organiser (never a name or an address)
+        self._on_warning = on_warning
+        self._leftover = False  # a withdrawal's bytes may still be in the WAL: scrub again later
         self.organisation = ws.settings.sender.name
         pdf.load_seal(_keys(ws), passphrase)  # a wrong passphrase fails here, before the server starts
         self.fingerprint = root_fingerprint_hex(ws)
@@ -799,8 +778,7 @@ class SigningService:
             for _ in range(self.processes):  # start and initialise every worker now, not on the first supporter
                 self._pool.submit(_worker_warm, 0.3)
         else:
-            _worker_init(str(_keys(ws)), passphrase, ws.settings.pdf.timestamp_url)
-            self._inline = _InlineExecutor()
+            self._inline = _InlineExecutor(str(_keys(ws)), passphrase, ws.settings.pdf.timestamp_url)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -931,17 +909,8 @@ class SigningService:
         payload = signing.proof_payload(
             drive=drive["name"], letter_sha256=drive["text_sha256"], key_fingerprint=self.fingerprint, commitment=commit
         )
-        intro, text_label, commit_label, key_label = PROOF_WORDS.get(drive["text_lang"], PROOF_WORDS["en"])
-        proof = pdf.Proof(
-            payload=payload,
-            lines=(
-                intro.format(org=self.organisation),
-                f"{text_label}: {drive['text_sha256']}",
-                f"{commit_label}: {commit}",
-                f"{key_label}: {self.fingerprint}",
-            ),
-            text=drive["text"],
-        )
+        lines = pdf.proof_lines(drive["text_lang"], self.organisation, drive["text_sha256"], commit, self.fingerprint)
+        proof = pdf.Proof(payload=payload, lines=lines, text=drive["text"])
         job = (self.head, content, person, proof, self.organisation)
         try:
             if self._pool is not None:
@@ -970,6 +939,7 @@ class SigningService:
         try:
             with self._lock:
                 sstore.add_signature(self._store, drive["id"], signature, _now_ms())
+                self._scrub_again()
         except SigningError as err:
             if err.message == "closed":
                 self._cache.pop(token, None)
@@ -995,7 +965,7 @@ class SigningService:
             raise SubmissionError("closed", status=410)
         try:
             with self._lock:
-                done = sstore.withdraw(
+                deleted = sstore.withdraw(
                     self._store,
                     drive["id"],
                     receipt.commitment,
@@ -1003,8 +973,25 @@ class SigningService:
                 )
         except SigningError:
             raise SubmissionError("closed", status=410) from None
-        if not done:
+        if not deleted.count:
             raise SubmissionError("receipt-unknown", field="receipt", status=404)
+        self._leftover = deleted.leftover is not None
+        if deleted.leftover:
+            self._warn(f"a withdrawal: {deleted.leftover}; tried again after the next signature, erased at the latest "
+                       "when the last program using the workspace stops")  # fmt: skip
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        if self._on_warning is not None:
+            self._on_warning(text)
+
+    def _scrub_again(self) -> None:
+        """After a write: erase what an earlier withdrawal left in the WAL (caller holds the lock)."""
+        from campaign.store import signing as sstore
+
+        if self._leftover and sstore.scrub(self._store) is None:
+            self._leftover = False
+            self._warn("the write-ahead log is checkpointed now: the withdrawn signature's bytes are erased")
 
 
 def _postal(recipient: Any, lang: str) -> str | None:
@@ -1039,14 +1026,17 @@ def clean_text(value: str, field_name: str, *, limit: int, required: bool) -> st
     return text
 
 
-def signing_service(ws: Workspace, passphrase: str, *, processes: int | None = None) -> SigningService:
-    """The service `campaign serve` hands to the web layer. Raises PdfError (passphrase)."""
+def signing_service(
+    ws: Workspace, passphrase: str, *, processes: int | None = None, on_warning: Callable[[str], None] | None = None
+) -> SigningService:
+    """The service `campaign serve` hands to the web layer; ``on_warning`` gets lines for
+    the organiser. Raises PdfError (passphrase)."""
     if not (_keys(ws) / "seal.key.pem").exists():
         raise SigningError(
             "the signing page seals each supporter's letter, but this workspace has no organisation keys",
             hint="create them once with `campaign keys init`",
         )
-    return SigningService(ws, passphrase, processes=processes)
+    return SigningService(ws, passphrase, processes=processes, on_warning=on_warning)
 
 
 # ---------------------------------------------------------------------------
@@ -1063,9 +1053,12 @@ def demo_drive(ws: Workspace, letter: str) -> DriveInfo:
     if not (keys_folder(ws) / "root.key.pem").exists():  # the demo may have made them for its sealed PDF
         keys_init(ws, DEMO_PASSPHRASE)
     recipients = load_registry(ws).recipients
-    chosen = [r.id for r in recipients if "tg" in r.languages][:1] or [recipients[0].id]
-    chosen += [r.id for r in recipients if r.id not in chosen and "ru" in r.languages][:1]
-    return open_drive(ws, OpenRequest(letter=letter, ids=chosen, fields=["city"], name="demo"))
+    found = registry_mod.get_letter(registry_mod.load_letters(ws.letters_dir), letter)
+    first = next((r for r in recipients if "tg" in r.languages), recipients[0])
+    lang = drive_texts.letter_language(found, first)
+    # A second institution that reads the same text (a drive goes to one language).
+    more = [r.id for r in recipients if r is not first and drive_texts.letter_language(found, r) == lang][:1]
+    return open_drive(ws, OpenRequest(letter=letter, ids=[first.id, *more], fields=["city"], name="demo"))
 
 
 # ---------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def queue(
         str | None,
         typer.Option(
             "--drive",
-            help="A closed signing drive: its institutions, each letter with its sealed cover page attached.",
+            help="A closed signing drive: its institutions (or some, with --to), in the language signed, each "
+            "letter with its sealed cover page attached; refused if the letter changed since the drive opened.",
             metavar="DRIVE",
         ),
     ] = None,

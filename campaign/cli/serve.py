@@ -72,7 +72,9 @@ def serve(
 
         passphrase = _passphrase("CAMPAIGN_KEY_PASSPHRASE", "Passphrase for the organisation's keys")
         setup = signing_api.lan_setup(ws, host) if lan else None
-        service = signing_api.signing_service(ws, passphrase, processes=processes)
+        service = signing_api.signing_service(
+            ws, passphrase, processes=processes, on_warning=lambda text: err().print(f"warning: {plain(text)}")
+        )
     reviewer = review_api.ReviewService(ws) if not no_admin else None
     token = web.new_admin_token()
     try:

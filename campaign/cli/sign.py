@@ -90,7 +90,8 @@ def open_drive(
 
     The letter is rendered now, for the first institution in its language, and frozen:
     supporters read and sign exactly that text, with a translation into their language
-    beside it. Serve the link with `campaign serve`.
+    beside it. The institutions must read the letter in one language (open one drive
+    per language). Serve the link with `campaign serve`.
 
     Example:
 
@@ -217,7 +218,12 @@ def remove(
     from campaign.api import signing as signing_api
 
     removed = signing_api.remove(state(ctx).workspace(), drive, ids)
-    out().print(f"removed {removed} signature(s) from {plain(drive)}")
+    out().print(f"removed {removed.count} signature(s) from {plain(drive)}")
+    if removed.leftover:
+        err().print(
+            f"warning: {plain(removed.leftover)}; they are erased at the next deletion, or when the last "
+            "program using the workspace stops (e.g. `campaign serve`)"
+        )
 
 
 @sign_app.command("close")

@@ -66,7 +66,16 @@ with warnings.catch_warnings():
         root_fingerprint,
     )
     from campaign.pdf.keystore import fingerprint as certificate_fingerprint
-    from campaign.pdf.layout import FIELD_NAME, PAYLOAD_KEY, LetterContent, Letterhead, PdfRenderer, Proof, Signer
+    from campaign.pdf.layout import (
+        FIELD_NAME,
+        PAYLOAD_KEY,
+        LetterContent,
+        Letterhead,
+        PdfRenderer,
+        Proof,
+        Signer,
+        proof_lines,
+    )
     from campaign.pdf.merge import merge_unsigned
     from campaign.pdf.qr import qr_png, qr_terminal
     from campaign.pdf.signature import render_signed, sign_pdf
@@ -93,6 +102,7 @@ __all__ = [
     "PAYLOAD_KEY",
     "Cover",
     "Proof",
+    "proof_lines",
     "certificate_fingerprint",
     "normalise_signature",
     "print_html",

@@ -29,6 +29,7 @@ from campaign.pdf.layout import (
     _text,
 )
 from campaign.pdf.qr import qr_png
+from campaign.wording import plural_category
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class Cover:
 
 WORDS = {
     "en": {
-        "title": "{count} supporters signed this letter",
-        "one": "1 supporter signed this letter",
+        "title_one": "{count} supporter signed this letter",
+        "title_other": "{count} supporters signed this letter",
         "to": "Addressed to",
         "letter": "Letter",
         "text": "SHA-256 of the signed text",
@@ -61,8 +62,9 @@ WORDS = {
         ),
     },
     "ru": {
-        "title": "Это письмо подписали {count} сторонников",
-        "one": "Это письмо подписал 1 сторонник",
+        "title_one": "Это письмо подписал {count} сторонник",
+        "title_few": "Это письмо подписали {count} сторонника",
+        "title_many": "Это письмо подписали {count} сторонников",
         "to": "Адресаты",
         "letter": "Письмо",
         "text": "SHA-256 подписанного текста",
@@ -77,8 +79,8 @@ WORDS = {
         ),
     },
     "tg": {
-        "title": "Ин номаро {count} нафар тарафдорон имзо карданд",
-        "one": "Ин номаро 1 нафар тарафдор имзо кард",
+        "title_one": "Ин номаро {count} нафар тарафдор имзо кард",
+        "title_other": "Ин номаро {count} нафар тарафдорон имзо карданд",
         "to": "Ба",
         "letter": "Нома",
         "text": "SHA-256-и матни имзошуда",
@@ -93,6 +95,13 @@ WORDS = {
         ),
     },
 }
+
+
+def cover_title(count: int, lang: str) -> str:
+    """The cover page's title for ``count`` signatures, in the plural form ``lang`` needs."""
+    words = WORDS.get(lang, WORDS["en"])
+    return words["title_" + plural_category(count, lang)].format(count=count)
+
 
 _CSS = """
 .cover h1 { font-family: "Campaign Sans", sans-serif; font-size: 18pt; margin: 12mm 0 6mm 0; }
@@ -109,8 +118,9 @@ _CSS = """
 
 def render_cover(renderer: PdfRenderer, head: Letterhead, cover: Cover, proof: Proof) -> bytes:
     """The unsigned cover page. Raises PdfError."""
-    words = WORDS.get(cover.lang.split("-")[0], WORDS["en"])
-    title = words["one"] if cover.count == 1 else words["title"].format(count=cover.count)
+    lang = cover.lang.split("-")[0] if cover.lang.split("-")[0] in WORDS else "en"
+    words = WORDS[lang]
+    title = cover_title(cover.count, lang)
     stamp_id = "stamp-" + secrets.token_hex(8)
     rows = [
         (words["drive"], _text(cover.drive), ""),

@@ -115,6 +115,29 @@ class Proof:
 # ---------------------------------------------------------------------------
 # Words the layout and the stamp need, per language (English when unknown)
 
+PROOF_WORDS = {
+    "en": ("Signed on the signing page of {org}. Check offline: the QR code holds the data below.",
+           "SHA-256 of the letter text (embedded in this PDF as letter-text.txt)", "Your commitment",
+           "Organisation key (root certificate SHA-256)"),
+    "ru": ("Подписано на странице сбора подписей {org}. Проверка без сети: QR-код содержит данные ниже.",
+           "SHA-256 текста письма (вложен в этот PDF как letter-text.txt)", "Ваше обязательство (commitment)",
+           "Ключ организации (SHA-256 корневого сертификата)"),
+    "tg": ("Дар саҳифаи ҷамъоварии имзоҳои {org} имзо шуд. Санҷиш бе шабака: рамзи QR маълумоти зеринро дорад.",
+           "SHA-256-и матни нома (дар ин PDF ҳамчун letter-text.txt замима шудааст)", "Ӯҳдадории шумо (commitment)",
+           "Калиди созмон (SHA-256-и сертификати решавӣ)"),
+}  # fmt: skip
+
+
+def proof_lines(lang: str, org: str, text_sha256: str, commitment: str, key_fingerprint: str) -> tuple[str, ...]:
+    """The words printed beside a signing-page letter's QR code, in ``lang``."""
+    intro, text_label, commit_label, key_label = PROOF_WORDS.get(lang, PROOF_WORDS["en"])
+    return (
+        intro.format(org=org),
+        f"{text_label}: {text_sha256}",
+        f"{commit_label}: {commitment}",
+        f"{key_label}: {key_fingerprint}",
+    )
+
 
 @dataclass(frozen=True)
 class Labels:

@@ -11,13 +11,17 @@ Contract:
   deadline has not passed, so a signature can never land in a closed drive.
 - Deleting (withdrawal, an organiser's removal) overwrites the freed bytes: SQLite runs
   with ``secure_delete`` for every write here and checkpoints the WAL (TRUNCATE) after a
-  deletion; PostgreSQL vacuums the table after a deletion.
+  deletion; PostgreSQL vacuums the table after a deletion. A checkpoint that another
+  reader keeps from finishing is tried again for about a second; if it still cannot
+  finish, the deletion stands and :class:`Deletion` says why the bytes may remain
+  (``leftover``), for the caller to tell the organiser. :func:`scrub` tries again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,13 +104,49 @@ def _writing(store: SqlStore) -> Iterator[Tx]:
         yield tx
 
 
-def _scrub(store: SqlStore) -> None:
-    """After a deletion: no copy of the deleted bytes stays in the WAL or dead tuples."""
-    with contextlib.suppress(Exception):
-        if store.dialect == "sqlite":
-            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[attr-defined]
-        else:
+SCRUB_WAITS = (0.05, 0.1, 0.2, 0.3)  # seconds between checkpoint attempts (with a 200 ms busy wait each)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    count: int
+    leftover: str | None = None  # why deleted bytes may still be on disk; None when scrubbed
+
+
+def scrub(store: SqlStore) -> str | None:
+    """After a deletion: no copy of the deleted bytes stays in the WAL or dead tuples.
+    Returns None when done, else why not (one line, no data)."""
+    if store.dialect != "sqlite":
+        import psycopg
+
+        try:
             store.conn.execute("VACUUM signatures")  # type: ignore[attr-defined]
+        except psycopg.Error as err:
+            return f"VACUUM signatures failed ({type(err).__name__}), so deleted rows may remain in its dead tuples"
+        return None
+    import sqlite3
+
+    conn: Any = store.conn  # type: ignore[attr-defined]
+    try:
+        previous = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        # A short wait per attempt: a withdrawal must not hold the signing page for the
+        # store's whole busy timeout while another program reads.
+        conn.execute("PRAGMA busy_timeout=200")
+        try:
+            for wait in (*SCRUB_WAITS, None):
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                if not busy:
+                    return None
+                if wait is not None:
+                    time.sleep(wait)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={previous}")
+    except sqlite3.Error as err:
+        return f"the write-ahead log could not be checkpointed ({err})"
+    return (
+        f"another program was reading {store.label}, so the write-ahead log could not be checkpointed and "
+        "the deleted signature's bytes remain in the database files"
+    )
 
 
 def create_drive(store: SqlStore, drive: NewDrive, texts: Sequence[DriveText], now_ms: int) -> int:
@@ -263,9 +303,9 @@ def commitments(store: SqlStore, drive_id: int) -> list[str]:
         return [r["commitment"] for r in tx.rows("SELECT commitment FROM signatures WHERE drive = ?", (drive_id,))]
 
 
-def withdraw(store: SqlStore, drive_id: int, commitment: str, check: Callable[[dict[str, Any]], bool]) -> bool:
+def withdraw(store: SqlStore, drive_id: int, commitment: str, check: Callable[[dict[str, Any]], bool]) -> Deletion:
     """Delete the signature with ``commitment`` if the drive is open and ``check(row)``
-    accepts it (the receipt's salt reproduces the commitment). Returns whether it did."""
+    accepts it (the receipt's salt reproduces the commitment): count 1, else 0."""
     with _writing(store) as tx:
         drive = tx.one("SELECT status FROM signing_drives WHERE id = ?" + store.lock_suffix, (drive_id,))
         if drive is None or drive["status"] != "open":
@@ -274,13 +314,12 @@ def withdraw(store: SqlStore, drive_id: int, commitment: str, check: Callable[[d
             "SELECT id, name, text_sha256 FROM signatures WHERE drive = ? AND commitment = ?", (drive_id, commitment)
         )
         if row is None or not check(dict(row)):
-            return False
+            return Deletion(0)
         tx.execute("DELETE FROM signatures WHERE id = ?", (row["id"],))
-    _scrub(store)
-    return True
+    return Deletion(1, scrub(store))
 
 
-def remove_signatures(store: SqlStore, drive_id: int, ids: Sequence[int], now_ms: int) -> int:
+def remove_signatures(store: SqlStore, drive_id: int, ids: Sequence[int], now_ms: int) -> Deletion:
     """The organiser removes signatures from an open drive (fakes); logged as a count."""
     with _writing(store) as tx:
         drive = tx.one("SELECT name, status FROM signing_drives WHERE id = ?" + store.lock_suffix, (drive_id,))
@@ -301,8 +340,7 @@ def remove_signatures(store: SqlStore, drive_id: int, ids: Sequence[int], now_ms
             campaign=drive["name"],
             data={"drive": drive["name"], "removed": len(ids), "count": int(left["n"]) if left else 0},
         )
-    _scrub(store)
-    return len(ids)
+    return Deletion(len(ids), scrub(store))
 
 
 def close_drive(

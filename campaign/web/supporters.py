@@ -5,6 +5,7 @@ Routes (nothing else answers on the supporters' listener):
     GET  /                          a neutral page: no list of drives
     GET  /s/{token}                 the letter and the form (?lang=en|ru|tg)
     POST /s/{token}/sign            sign: the done page with the downloads, or the form again with the error
+    GET  /s/{token}/done/{id}       the done page again (e.g. in another language): in memory for 10 minutes
     GET  /s/{token}/download/{id}   the sealed PDF, then the receipt (.txt): in memory for 10 minutes, never on disk
     GET  /s/{token}/withdraw        the withdrawal form
     POST /s/{token}/withdraw        withdraw with a receipt
@@ -14,6 +15,11 @@ Every handler reads the form into a :class:`~campaign.api.signing.Submission` an
 the :class:`~campaign.api.signing.SigningService`; none reads the client's address,
 user agent or forwarded headers. A refused form gets the page again with a message in
 the supporter's language and a 4xx status; nothing is stored then.
+
+The language links of every page lead to a GET page showing the same thing
+(``lang_path``): a page answering a POST is not at its own address, so its links name
+the form's page, or the done page's own GET address; a page with nothing to show again
+(after a withdrawal) has no language links.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
@@ -51,6 +57,8 @@ MultiPartParser.spool_max_size = MAX_BODY + 1
 MAX_PART = 1_500_000  # a 1 MB picture as a base64 data URL
 DOWNLOAD_SECONDS = 600
 _CSRF = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+T = TypeVar("T")
+_SAFE_PATH = re.compile(r"^/(?!/)[A-Za-z0-9_./-]*$")
 _DATA_URL = re.compile(r"^data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=\s]*)$")
 TEXT_FIELDS = (
     "lang", "csrf", "form_token", "name", "sign_as", "pseudonym", "real_name", "city", "title",
@@ -60,39 +68,48 @@ TEXT_FIELDS = (
 
 @dataclass
 class _Download:
-    expires: float
     filename: str
     media_type: str
     data: bytes
 
 
-class Downloads:
-    """One supporter's files, in memory only, for a few minutes; then forgotten."""
+@dataclass
+class _Done:
+    """What the done page shows (no name): enough to show it again in another language."""
+
+    token: str
+    receipt: str
+    pdf_key: str
+    receipt_key: str
+
+
+class Kept(Generic[T]):
+    """A supporter's files and done page, in memory only, for a few minutes; then forgotten."""
 
     def __init__(self, seconds: int = DOWNLOAD_SECONDS, limit: int = 2000) -> None:
-        self._items: dict[str, _Download] = {}
+        self._items: dict[str, tuple[float, T]] = {}
         self._lock = threading.Lock()
         self.seconds = seconds
         self.limit = limit
 
-    def put(self, filename: str, media_type: str, data: bytes) -> str:
+    def put(self, item: T) -> str:
         key = secrets.token_urlsafe(18)
         now = time.monotonic()
         with self._lock:
-            for old in [k for k, v in self._items.items() if v.expires < now]:
+            for old in [k for k, (expires, _) in self._items.items() if expires < now]:
                 del self._items[old]
             while len(self._items) >= self.limit:
                 del self._items[next(iter(self._items))]
-            self._items[key] = _Download(now + self.seconds, filename, media_type, data)
+            self._items[key] = (now + self.seconds, item)
         return key
 
-    def get(self, key: str) -> _Download | None:
+    def get(self, key: str) -> T | None:
         with self._lock:
-            item = self._items.get(key)
-            if item is None or item.expires < time.monotonic():
+            found = self._items.get(key)
+            if found is None or found[0] < time.monotonic():
                 self._items.pop(key, None)
                 return None
-            return item
+            return found[1]
 
 
 class SupportersSite:
@@ -103,7 +120,8 @@ class SupportersSite:
         self.https = https
         self.tls_fingerprint = tls_fingerprint
         self.guard = FormGuard()
-        self.downloads = Downloads()
+        self.downloads: Kept[_Download] = Kept()
+        self.done_pages: Kept[_Done] = Kept()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
 
     # -- helpers -------------------------------------------------------------------
@@ -123,11 +141,23 @@ class SupportersSite:
         return made, True
 
     def _render(
-        self, request: Request, name: str, lang: str, context: dict[str, Any], *, status: int = 200
+        self,
+        request: Request,
+        name: str,
+        lang: str,
+        context: dict[str, Any],
+        *,
+        status: int = 200,
+        lang_path: str | None = None,
     ) -> Response:
+        """A page; its language links lead to ``lang_path`` (a GET address), by default the
+        request's own address when it was a GET, else nowhere (no language links)."""
         csrf, fresh = self._csrf(request)
+        if lang_path is None and request.method == "GET" and _SAFE_PATH.match(request.url.path):
+            lang_path = request.url.path
         base = {
             "lang": lang,
+            "lang_path": lang_path,
             "w": i18n.words(lang),
             "langs": [(code, i18n.LANG_NAMES[code]) for code in i18n.LANGS],
             "csrf": csrf,
@@ -241,9 +271,9 @@ class SupportersSite:
             context["error"] = i18n.error_text(lang, err.code, err.field, _limit(err))
             context["error_field"] = err.field
             context["values"] = {k: v for k, v in values.items() if k not in ("csrf", "form_token", "signature_drawn")}
-            return self._render(request, "page.html", lang, context, status=err.status)
+            return self._render(request, "page.html", lang, context, status=err.status, lang_path=f"/s/{token}")
         await form.close()
-        pdf_key = self.downloads.put(signed.filename, "application/pdf", signed.pdf)
+        pdf_key = self.downloads.put(_Download(signed.filename, "application/pdf", signed.pdf))
         receipt_file = (
             "campaign signing receipt\n"
             f"drive: {signed.drive}\n"
@@ -251,14 +281,32 @@ class SupportersSite:
             f"receipt: {signed.receipt}\n"
         )
         receipt_key = self.downloads.put(
-            f"{signed.drive}-receipt.txt", "text/plain; charset=utf-8", receipt_file.encode()
+            _Download(f"{signed.drive}-receipt.txt", "text/plain; charset=utf-8", receipt_file.encode())
         )
+        done = _Done(token, signed.receipt, pdf_key, receipt_key)
+        return self._done_page(request, lang, view, done, self.done_pages.put(done))
+
+    def _done_page(self, request: Request, lang: str, view: PageView, done: _Done, key: str) -> Response:
         return self._render(
             request,
             "done.html",
             lang,
-            {"view": view, "token": token, "signed": signed, "pdf_key": pdf_key, "receipt_key": receipt_key},
+            {"view": view, "token": done.token, "done": done},
+            lang_path=f"/s/{done.token}/done/{key}",
         )
+
+    async def done(self, request: Request) -> Response:
+        """The done page again, e.g. in another language, while its downloads are kept."""
+        token, key = request.path_params["token"], request.path_params["key"]
+        lang = self._lang(request)
+        done = self.done_pages.get(key)
+        if done is None or not secrets.compare_digest(done.token, token):
+            return self._error(request, lang, SubmissionError("not-found", status=404))
+        try:
+            view = await run_in_threadpool(self.service.page, token, lang)
+        except SubmissionError as err:
+            return self._error(request, lang, err)
+        return self._done_page(request, lang, view, done, key)
 
     async def _submission(self, form: FormData, values: dict[str, str], lang: str) -> Submission:
         kind = values.get("signature_kind", "typed")
@@ -361,7 +409,9 @@ class SupportersSite:
                     "error": i18n.error_text(lang, err.code, err.field),
                 },
                 status=err.status,
+                lang_path=f"/s/{token}/withdraw",
             )
+        # Nothing to show again at a GET address: this page has no language links.
         return self._render(request, "withdrawn.html", lang, {"view": view, "token": token})
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
@@ -377,6 +427,7 @@ class SupportersSite:
                 Route("/favicon.ico", self.no_icon, methods=["GET"]),
                 Route("/s/{token}", self.page, methods=["GET"]),
                 Route("/s/{token}/sign", self.sign, methods=["POST"]),
+                Route("/s/{token}/done/{key}", self.done, methods=["GET"]),
                 Route("/s/{token}/download/{key}", self.download, methods=["GET"]),
                 Route("/s/{token}/withdraw", self.withdraw_form, methods=["GET"]),
                 Route("/s/{token}/withdraw", self.withdraw, methods=["POST"]),

@@ -40,7 +40,7 @@ CHROMIUM_ARGS = [
 def signing_workspace(
     target: Path,
     *,
-    ids: tuple[str, ...] = ("tj-embassy", "ohchr"),
+    ids: tuple[str, ...] = ("tj-embassy",),
     names_key: Path | None = None,
     **open_args: Any,
 ) -> tuple[Path, Any]:
