@@ -137,22 +137,30 @@ def normalize_address(value: str, info: ValidationInfo | None = None) -> str:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _validated_address(candidate: str) -> str:
+    # The limit is checked before and after the library: email-validator before 2.2 refuses a
+    # long local part itself, in words that do not say what the limit is.
+    _local_part_fits(candidate.rpartition("@")[0])
     try:
         info = validate_email(candidate, check_deliverability=False, allow_smtputf8=True)
     except EmailNotValidError as err:
         raise ValueError(f"not a valid address: {err}") from None
     local = str(info.normalized).rpartition("@")[0]
-    if len(local.encode("utf-8")) > 64:
-        raise ValueError(
-            f"not a valid address: the part before the @ is {len(local.encode('utf-8'))} bytes long; "
-            "mail servers accept at most 64 (RFC 5321)"
-        )
+    _local_part_fits(local)
     if _ENCODED_WORD.search(local):
         raise ValueError(
             "not a valid address: the part before the @ is an encoded word (=?charset?b?...?=), which mail "
             "programs decode into a different address"
         )
     return str(info.normalized)
+
+
+def _local_part_fits(local: str) -> None:
+    size = len(local.encode("utf-8"))
+    if size > 64:
+        raise ValueError(
+            f"not a valid address: the part before the @ is {size} bytes long; "
+            "mail servers accept at most 64 (RFC 5321)"
+        )
 
 
 _ENCODED_WORD = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
