@@ -306,29 +306,97 @@ def test_weekly_buckets_never_show_fewer_than_ten() -> None:
 
 def test_store_queries_use_indexes(ws: Path) -> None:
     """EXPLAIN QUERY PLAN: every query of the organisers' area searches an index; none
-    scans a table."""
+    scans a table. The statements are the ones the store really runs (caught with SQLite's
+    trace callback, parameters filled in): the overview, pages of the table, a letter's
+    history (its receipts: ``message_row = ? OR suspicious_row = ?``), replies, the
+    institutions that have not answered, a drive's signatures per day."""
     from campaign import api
     from campaign.store import review as sreview
 
     store = api.open_store(api.open_workspace(ws))
+    ran: list[str] = []
     try:
         c = "peace-agreement"
-        statements: list[tuple[str, list[Any]]] = [
-            (sreview.FACTS_SQL, [c]),
-        ]
+        one = row_of("inst-0030")["id"]
+        store.conn.set_trace_callback(ran.append)  # type: ignore[attr-defined]
+        sreview.facts(store, c)
         for sort in sreview.SORTS:
             for query in (
                 sreview.PageQuery(c, sort=sort),
                 sreview.PageQuery(c, statuses=("sent",), sort=sort, descending=True, offset=50),
                 sreview.PageQuery(c, recipients=("inst-0001", "inst-0003"), sort=sort),
             ):
-                rows, count, params = sreview.page_sql(query)
-                statements += [(rows, params), (count, params)]
-        for statement, params in statements:
-            plan = sreview.explain(store, statement, params)
+                sreview.letter_page(store, query)
+        store.receipts_for(one)
+        store.replies(c)
+        sreview.unanswered(store, c)
+        sreview.signature_days(store, 1)
+        store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        statements = [s for s in ran if s.lstrip().upper().startswith("SELECT")]
+        for needle in ("suspicious_row", "kind IN ('reply', 'auto-reply')", "HAVING MAX", "signed_on"):
+            assert any(needle in s for s in statements), needle
+        for statement in statements:
+            plan = sreview.explain(store, statement, ())
             scans = [p for p in plan if p.startswith("SCAN") and "INDEX" not in p]
             assert scans == [], (statement, plan)
             assert any("USING" in p and "INDEX" in p for p in plan), (statement, plan)
+        # The overview's one pass walks the index keyed by its grouping: no sort, no row read.
+        facts = sreview.explain(store, sreview.FACTS_SQL, [c])
+        assert facts == ["SEARCH messages USING INDEX messages_review_facts (campaign=?)"], facts
+        history = sreview.explain(store, next(s for s in statements if "suspicious_row" in s), ())
+        assert any("receipts_suspicious" in p for p in history), history
+    finally:
+        store.close()
+
+
+def test_the_review_indexes_are_added_to_a_store_made_before_them(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0013 on a store the previous release made (SQLite and PostgreSQL): the
+    overview's facts and a letter's receipts read the same before and after it."""
+    from campaign.store import NewMessage, migrations, open_store
+    from campaign.store import review as sreview
+
+    before = [m for m in migrations.MIGRATIONS if m[0] != "0013_review_indexes"]
+    # sql first: importing it under a patched migrations module would take the patched list
+    monkeypatch.setattr("campaign.store.sql.MIGRATIONS", before)
+    monkeypatch.setattr(migrations, "MIGRATIONS", before)
+    store = open_store(store_url)
+    with store.enqueue(1_000) as session:
+        for n in range(6):
+            session.add(
+                NewMessage(
+                    campaign="c", letter="l", recipient=f"inst-{n}", email=f"a@{n}.example",
+                    email_key=f"a@{n}.example", domain=f"{n}.example", contact_name=None, lang="en", subject="s",
+                    message_id=f"<{n}@x>", envid=f"e{n}", body=b"body", content_sha256="0" * 64,
+                )
+            )  # fmt: skip
+    with store.transaction() as tx:  # as sends and reports left them
+        tx.execute(
+            "UPDATE messages SET status = 'delivered', sent_at = '2026-12-07T10:00:00.000Z', "
+            "receipt_at = '2026-12-08T09:00:00Z', dsn_requested = 1 WHERE id <= 4"
+        )
+        tx.execute("UPDATE messages SET replied_at = '2026-12-09T09:00:00Z' WHERE id = 2")
+        tx.execute(
+            "INSERT INTO receipts (report_sha256, part, kind, message_row, suspicious_row, received_at) VALUES "
+            "('a', 0, 'dsn', 3, NULL, '2026-12-08T09:00:00Z'), ('b', 0, 'dsn', NULL, 5, '2026-12-08T09:00:00Z')"
+        )
+    old_facts = sreview.facts(store, "c")
+    old_receipts = [r["report_sha256"] for r in store.receipts_for(5)]
+    store.close()
+    monkeypatch.undo()
+    store = open_store(store_url)
+    try:
+        assert store.migrations()[-1] == "0013_review_indexes"
+        with store.reading() as tx:
+            if store.dialect == "sqlite":
+                names = {r["name"] for r in tx.rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            else:
+                names = {r["indexname"] for r in tx.rows("SELECT indexname FROM pg_indexes")}
+        assert {"messages_review_facts", "receipts_suspicious"} <= names
+        assert sreview.facts(store, "c") == old_facts
+        assert old_facts.totals["delivered"] == 4 and old_facts.totals["replied"] == 1
+        assert [r["report_sha256"] for r in store.receipts_for(5)] == old_receipts == ["b"]
     finally:
         store.close()
 
