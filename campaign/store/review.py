@@ -102,7 +102,7 @@ FACTS_SQL = (
 combination of state, the days of sending, delivery report, read receipt and reply, and
 the receipt flags (a few hundred groups for a campaign of any size). On SQLite the pass
 walks ``messages_review_facts`` (migration 0013), whose key is this grouping expression
-for expression, so nothing is sorted and no letter's row is read: change one, change both."""
+for expression, so nothing is sorted: change one, change both (a test reads the plan)."""
 
 TIMELINE_KINDS = ("sent", "delivered", "bounced", "read", "replied")
 
