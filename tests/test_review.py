@@ -218,6 +218,103 @@ def test_cancel_refuses_a_letter_already_sent(client: AppClient) -> None:
     assert row_of("inst-0040")["status"] == target["status"]
 
 
+def test_cancel_a_queued_letter_with_confirmation(client: AppClient, ws: Path) -> None:
+    """A queued letter (waiting for --at) is cancelled after the confirmation page: 303,
+    the letter cancelled, a `cancelled` event with its reason; the post needs the
+    session's CSRF value, and the form is spent once used."""
+    sign_in(client)
+    target = row_of("inst-0013")
+    assert target["status"] == "queued"
+    action = f"/admin/letter/{target['id']}/cancel"
+    assert f'href="{action}"' in client.get(f"/admin/letter/{target['id']}").text
+    fields = fields_of(client.get(action).text, action)
+    for forged in ({"form_token": fields["form_token"]}, {**fields, "csrf": "x" * len(fields["csrf"])}):
+        assert client.post(action, data=forged).status_code == 403
+    assert row_of("inst-0013")["status"] == "queued"
+    done = client.post(action, data=fields, headers={"sec-fetch-site": "same-origin"})
+    assert done.status_code == 303 and done.headers["location"] == f"/admin/letter/{target['id']}"
+    assert row_of("inst-0013")["status"] == "cancelled"
+    events = json.loads(run_cli("log", "--events", "--json", "--to", "inst-0013").stdout)
+    assert events[-1]["event"] == "cancelled", events[-1]
+    assert events[-1]["reason"] == "cancelled in the organisers' area", events[-1]
+    after = client.get(f"/admin/letter/{target['id']}")
+    assert 'data-event="cancelled"' in after.text and f'href="{action}"' not in after.text
+    assert client.post(action, data=fields).status_code == 409  # the form is spent
+
+
+def test_unanswered_institutions_with_the_days_since_delivery(client: AppClient, ws: Path) -> None:
+    """Institutions whose accepted letters got no reply from a person, with the whole days
+    since the delivery report (or, without one, since sending), counted from today (UTC)."""
+    from datetime import UTC, datetime
+
+    from campaign import api
+    from campaign.api.review import ReviewService
+
+    rows = {r["recipient"]: r for r in json.loads(run_cli("log", "--json").stdout)}
+    service = ReviewService(api.open_workspace(ws))
+    try:
+        later = date(2027, 3, 1)
+        found = {u.recipient: u for u in service.unanswered("peace-agreement", today=later)}
+    finally:
+        service.close()
+    replied = {r for r, row in rows.items() if row.get("replied_at")}
+    accepted = {r for r, row in rows.items() if row["status"] in ("sent", "relayed", "delivered")}
+    assert set(found) == accepted - replied and found
+    delivered = [u for u in found.values() if u.delivered]
+    assert delivered and any(not u.delivered for u in found.values())
+    for u in found.values():
+        row = rows[u.recipient]
+        since = row["receipt_at"] if u.delivered else row["sent_at"]
+        assert u.since[:10] == since[:10], (u, row)
+        assert u.days == (later - date.fromisoformat(since[:10])).days
+    sign_in(client)
+    page = client.get("/admin/replies?c=peace-agreement")
+    today = datetime.now(UTC).date()
+    one = delivered[0]
+    days = (today - date.fromisoformat(one.since[:10])).days
+    cell = re.search(
+        rf"<code>{one.recipient}</code>.*?</td><td class=\"n\">1</td><td class=\"n\">([^<]*)</td>", page.text
+    )
+    assert cell is not None and cell.group(1) == str(days), page.text[:3000]
+
+
+def test_the_log_check_is_kept_until_the_chain_head_moves(client: AppClient, ws: Path) -> None:
+    """`log verify`'s result is computed once per chain head: asked again it is the same
+    check; after an event it is stale (the overview says so) and the next check is new."""
+    sign_in(client)
+    first = client.get("/admin/verify").text
+    checked_at = re.search(r"Checked at (\S+ \(UTC\) in [\d.]+ s)", first)
+    count = re.search(r"The log verifies: (\d+) events", first)
+    assert checked_at and count, first[:3000]
+    again = client.get("/admin/verify").text
+    assert f"Checked at {checked_at.group(1)}" in again  # kept, not recomputed
+    assert "Last check: The log verifies" in client.get("/admin/overview?c=peace-agreement").text
+    assert run_cli("pause", "--campaign", "peace-agreement").code == 0  # an event: the chain head moves
+    assert run_cli("resume", "--campaign", "peace-agreement").code == 0
+    stale = client.get("/admin/overview?c=peace-agreement").text
+    assert "Not checked since the log last changed" in stale and "Last check" not in stale
+    fresh = client.get("/admin/verify").text
+    recount = re.search(r"The log verifies: (\d+) events", fresh)
+    assert recount is not None and int(recount.group(1)) == int(count.group(1)) + 2
+    assert "Last check: The log verifies" in client.get("/admin/overview?c=peace-agreement").text
+    # The same through the service: one object per chain head.
+    from campaign import api
+    from campaign.api.review import ReviewService
+
+    service = ReviewService(api.open_workspace(ws))
+    try:
+        kept = service.verification()
+        assert kept is not None and service.verification() is kept and service.verification(compute=False) is kept
+        assert run_cli("pause", "--campaign", "peace-agreement").code == 0
+        assert run_cli("resume", "--campaign", "peace-agreement").code == 0
+        assert service.verification(compute=False) is None
+        new = service.verification()
+        assert new is not None and new is not kept and new.head != kept.head
+        assert new.result.ok and new.result.count == kept.result.count + 2
+    finally:
+        service.close()
+
+
 def test_overview_counts_equal_status_and_the_log_check_is_kept(client: AppClient, ws: Path) -> None:
     sign_in(client)
     status = json.loads(run_cli("status", "--json").stdout)
@@ -242,6 +339,46 @@ def test_pages_in_russian(client: AppClient) -> None:
     page = client.get("/admin/overview?c=peace-agreement&lang=ru")
     assert '<html lang="ru">' in page.text and "Письма по состояниям" in page.text
     assert "Письма по состояниям" in client.get("/admin/overview?c=peace-agreement").text  # remembered
+
+
+def test_demo_then_serve_shows_the_demo_campaign_with_its_charts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a newcomer does: `campaign demo`, then `campaign serve` (the real process, the
+    organisers' area alone), sign in with the printed token: the demo's campaign is listed,
+    and its overview shows the counts of `status --json` and both charts; the demo sends
+    everything on one day, so the per-day chart is columns side by side with their numbers."""
+    import httpx
+
+    from tests.conftest import ROOT, make_workspace
+    from tests.support.signing import ServeProcess
+
+    root = make_workspace(tmp_path / "root", registry=ROOT / "recipients.yaml")
+    monkeypatch.chdir(root)
+    assert run_cli("-C", str(root), "demo").code == 0
+    demo = root / ".campaign" / "demo"
+    status = json.loads(run_cli("-C", str(demo), "status", "--json").stdout)
+    name = "peace-agreement"  # the demo's letter; its fictional case goes out as a campaign of its own
+    assert name in status["campaigns"] and len(status["campaigns"]) == 2
+    with (
+        ServeProcess(demo, processes=0, extra=("--admin-only",)) as server,
+        httpx.Client(base_url=server.admin_url, timeout=60) as c,
+    ):
+        login = c.get("/admin/login")
+        signed = c.post("/admin/login", data={"token": server.admin_token, "form_token": form_token(login.text)})
+        assert signed.status_code == 303, signed.text[:500]
+        home = c.get("/admin/").text
+        assert all(f"/admin/overview?c={campaign}" in home for campaign in status["campaigns"])
+        page = c.get(f"/admin/overview?c={name}")
+    assert page.status_code == 200
+    shown = {k: int(v) for k, v in re.findall(r'data-state="(\w+)">(\d+)<', page.text) if k != "total"}
+    assert shown == status["campaigns"][name]
+    assert page.text.count('<svg xmlns="http://www.w3.org/2000/svg"') == 2
+    timeline = page.text[page.text.index('aria-labelledby="timeline-title"') :]
+    assert timeline.count('class="series columns"') == 5  # sent, delivered, bounced, read, answered
+    sent = sum(n for s, n in status["campaigns"][name].items() if s not in ("queued", "held", "cancelled"))
+    assert f">{sent:,}</text>" in timeline  # the column's number
+    assert "The numbers per day (1 day)" in page.text
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -304,31 +441,121 @@ def test_weekly_buckets_never_show_fewer_than_ten() -> None:
     assert buckets[1].label == "2026-W46…W48"
 
 
+def test_the_chart_per_day_is_columns_for_a_few_days_and_lines_beyond() -> None:
+    """One day (the demo) or a few: each kind a column of its own colour beside the others,
+    numbered up to three days, so equal counts cannot hide each other; a long campaign: lines."""
+    from campaign.report import charts
+
+    names = {"sent": "Sent", "delivered": "Delivered", "bounced": "Bounced", "read": "Read", "replied": "Answered"}
+    one = charts.timeline([(date(2026, 12, 7), {"sent": 9, "delivered": 9})], names, title="t")
+    assert one is not None and one.count('class="series columns"') == 5 and "<path" not in one
+    assert one.count(">9</text>") == 2 and ">2026-12-07<" in one
+    columns = re.findall(r'<g class="series columns"><rect x="([\d.]+)"[^>]*fill="(#\w+)"', one)
+    x = {colour: float(left) for left, colour in columns}
+    assert x[charts.COLOURS["sent"]] < x[charts.COLOURS["delivered"]]  # beside, not on top of each other
+    days = [(date(2026, 12, 1) + timedelta(days=n), {"sent": n, "read": 1}) for n in range(20)]
+    long = charts.timeline(days, names, title="t")
+    assert long is not None and "series columns" not in long and long.count("<path") >= 5
+
+
 def test_store_queries_use_indexes(ws: Path) -> None:
     """EXPLAIN QUERY PLAN: every query of the organisers' area searches an index; none
-    scans a table."""
+    scans a table. The statements are the ones the store really runs (caught with SQLite's
+    trace callback, parameters filled in): the overview, pages of the table, a letter's
+    history (its receipts: ``message_row = ? OR suspicious_row = ?``), replies, the
+    institutions that have not answered, a drive's signatures per day."""
     from campaign import api
     from campaign.store import review as sreview
 
     store = api.open_store(api.open_workspace(ws))
+    ran: list[str] = []
     try:
         c = "peace-agreement"
-        statements: list[tuple[str, list[Any]]] = [
-            (sreview.FACTS_SQL, [c]),
-        ]
+        one = row_of("inst-0030")["id"]
+        store.conn.set_trace_callback(ran.append)  # type: ignore[attr-defined]
+        sreview.facts(store, c)
         for sort in sreview.SORTS:
             for query in (
                 sreview.PageQuery(c, sort=sort),
                 sreview.PageQuery(c, statuses=("sent",), sort=sort, descending=True, offset=50),
                 sreview.PageQuery(c, recipients=("inst-0001", "inst-0003"), sort=sort),
             ):
-                rows, count, params = sreview.page_sql(query)
-                statements += [(rows, params), (count, params)]
-        for statement, params in statements:
-            plan = sreview.explain(store, statement, params)
+                sreview.letter_page(store, query)
+        store.receipts_for(one)
+        store.replies(c)
+        sreview.unanswered(store, c)
+        sreview.signature_days(store, 1)
+        store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        statements = [s for s in ran if s.lstrip().upper().startswith("SELECT")]
+        for needle in ("suspicious_row", "kind IN ('reply', 'auto-reply')", "HAVING MAX", "signed_on"):
+            assert any(needle in s for s in statements), needle
+        for statement in statements:
+            plan = sreview.explain(store, statement, ())
             scans = [p for p in plan if p.startswith("SCAN") and "INDEX" not in p]
             assert scans == [], (statement, plan)
             assert any("USING" in p and "INDEX" in p for p in plan), (statement, plan)
+        # The overview's one pass walks the index keyed by its grouping: no sort.
+        facts = sreview.explain(store, sreview.FACTS_SQL, [c])
+        assert facts == ["SEARCH messages USING INDEX messages_review_facts (campaign=?)"], facts
+        # A page sorted by sending or by change finds its ids in that index without reading rows.
+        for sort in ("sent", "changed"):
+            rows_sql, _, params = sreview.page_sql(sreview.PageQuery(c, sort=sort, offset=500))
+            page = sreview.explain(store, rows_sql, params)
+            assert any("COVERING INDEX messages_review_facts" in p for p in page), page
+        history = sreview.explain(store, next(s for s in statements if "suspicious_row" in s), ())
+        assert any("receipts_suspicious" in p for p in history), history
+    finally:
+        store.close()
+
+
+def test_the_review_indexes_are_added_to_a_store_made_before_them(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 0013 on a store the previous release made (SQLite and PostgreSQL): the
+    overview's facts and a letter's receipts read the same before and after it."""
+    from campaign.store import NewMessage, migrations, open_store
+    from campaign.store import review as sreview
+
+    before = [m for m in migrations.MIGRATIONS if m[0] != "0013_review_indexes"]
+    # sql first: importing it under a patched migrations module would take the patched list
+    monkeypatch.setattr("campaign.store.sql.MIGRATIONS", before)
+    monkeypatch.setattr(migrations, "MIGRATIONS", before)
+    store = open_store(store_url)
+    with store.enqueue(1_000) as session:
+        for n in range(6):
+            session.add(
+                NewMessage(
+                    campaign="c", letter="l", recipient=f"inst-{n}", email=f"a@{n}.example",
+                    email_key=f"a@{n}.example", domain=f"{n}.example", contact_name=None, lang="en", subject="s",
+                    message_id=f"<{n}@x>", envid=f"e{n}", body=b"body", content_sha256="0" * 64,
+                )
+            )  # fmt: skip
+    with store.transaction() as tx:  # as sends and reports left them
+        tx.execute(
+            "UPDATE messages SET status = 'delivered', sent_at = '2026-12-07T10:00:00.000Z', "
+            "receipt_at = '2026-12-08T09:00:00Z', dsn_requested = 1 WHERE id <= 4"
+        )
+        tx.execute("UPDATE messages SET replied_at = '2026-12-09T09:00:00Z' WHERE id = 2")
+        tx.execute(
+            "INSERT INTO receipts (report_sha256, part, kind, message_row, suspicious_row, received_at) VALUES "
+            "('a', 0, 'dsn', 3, NULL, '2026-12-08T09:00:00Z'), ('b', 0, 'dsn', NULL, 5, '2026-12-08T09:00:00Z')"
+        )
+    old_facts = sreview.facts(store, "c")
+    old_receipts = [r["report_sha256"] for r in store.receipts_for(5)]
+    store.close()
+    monkeypatch.undo()
+    store = open_store(store_url)
+    try:
+        assert store.migrations()[-1] == "0013_review_indexes"
+        with store.reading() as tx:
+            if store.dialect == "sqlite":
+                names = {r["name"] for r in tx.rows("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            else:
+                names = {r["indexname"] for r in tx.rows("SELECT indexname FROM pg_indexes")}
+        assert {"messages_review_facts", "receipts_suspicious"} <= names
+        assert sreview.facts(store, "c") == old_facts
+        assert old_facts.totals["delivered"] == 4 and old_facts.totals["replied"] == 1
+        assert [r["report_sha256"] for r in store.receipts_for(5)] == old_receipts == ["b"]
     finally:
         store.close()
 
@@ -412,6 +639,46 @@ def test_report_names_supporters_only_when_asked(tmp_path: Path, monkeypatch: py
     named = run_cli("report", "-o", str(out), "--force", "--with-signatories")
     assert named.code == 0 and "23 supporters named" in named.stdout
     assert all(f"Supporter Namesake{n:02d}" in out.read_text() for n in range(23))
+
+
+def test_the_drives_page_shows_weeks_of_at_least_ten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/admin/drives: a drive of 31 signatures over four weeks (14, 6, 9, 2) shows its count
+    and signatures per week, each bucket at least 10 and adding up to the count; no name."""
+    from datetime import UTC, datetime
+
+    from campaign import api, web
+    from campaign.api.review import ReviewService
+    from campaign.store import signing as sstore
+    from tests.support.signing import signing_workspace
+
+    ws_path, drive = signing_workspace(tmp_path / "ws", ids=("ohchr",))
+    monkeypatch.setenv("CAMPAIGN_WORKSPACE", str(ws_path))
+    start = int(datetime(2026, 11, 2, 10, tzinfo=UTC).timestamp() * 1000)
+    weeks = [0] * 14 + [1] * 6 + [2] * 9 + [3] * 2
+    with api.open_store(api.open_workspace(ws_path)) as store:
+        drive_id = sstore.get_drive(store, drive.name)["id"]
+        for n, week in enumerate(weeks):
+            signature = sstore.NewSignature(
+                commitment=f"{n:064x}", name=f"Supporter Namesake{n:02d}", pseudonymous=False, sealed_name=None,
+                title=None, city=None, signature_png=None, typed_signature="x", ui_lang="en", text_lang="en",
+                text_sha256=drive.text_sha256, translation_lang=None, translation_sha256=None,
+                consented_to=["ohchr"],
+            )  # fmt: skip
+            sstore.add_signature(store, drive_id, signature, start + (week * 7 + n % 3) * 86_400_000 + n)
+    service = ReviewService(api.open_workspace(ws_path))
+    try:
+        with AppClient(web.admin_app(service, token=TOKEN, port=PORT), base_url=BASE) as c:
+            sign_in(c)
+            page = c.get("/admin/drives")
+    finally:
+        service.close()
+    assert page.status_code == 200
+    assert drive.name in page.text and "<strong>31</strong>" in page.text
+    shown = re.findall(r"<tr><td>(2026-W[^<]+)</td><td class=\"n\" data-week>(\d+)</td></tr>", page.text)
+    assert shown == [("2026-W45", "14"), ("2026-W46…W48", "17")], shown  # 6 + 9, then the short tail of 2
+    assert all(int(n) >= 10 for _, n in shown) and sum(int(n) for _, n in shown) == len(weeks)
+    assert 'aria-labelledby="weeks-0-title"' in page.text  # the chart beside the table
+    assert "Namesake" not in page.text
 
 
 @pytest.mark.postgres

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
+from typing import Any
 
 import leather
 
@@ -69,6 +70,43 @@ def _svg(chart: leather.Chart, title: str, ident: str, width: int, height: int) 
     return ET.tostring(root, encoding="unicode")
 
 
+COLUMN_DAYS = 14
+"""Up to this many days the per-day chart draws columns side by side (a line over one or two
+days is a dot or a stroke, and equal counts hide each other); beyond it, lines."""
+
+LABEL_DAYS = 3
+"""Up to this many days each column carries its number."""
+
+
+class _Beside(leather.Columns):
+    """leather's columns, drawn in slot ``slot`` of ``slots`` within each category, so the
+    series of one day stand side by side instead of on top of each other; with ``labels``,
+    each column's number above it."""
+
+    def __init__(self, fill_color: str, slot: int, slots: int, *, labels: bool) -> None:
+        super().__init__(fill_color)
+        self._slot, self._slots, self._labels = slot, slots, labels
+
+    def to_svg(self, width: Any, height: Any, x_scale: Any, y_scale: Any, series: Any, palette: Any) -> ET.Element:
+        group = ET.Element("g", {"class": "series columns"})
+        zero = float(y_scale.project(0, height, 0))
+        for d in series.data():
+            left, right = (float(v) for v in x_scale.project_interval(d.x, 0, width))
+            inner = (right - left) * 0.8
+            step = min(inner / self._slots, 90.0)
+            start = left + ((right - left) - step * self._slots) / 2 + self._slot * step
+            top = float(y_scale.project(d.y, height, 0))
+            ET.SubElement(group, "rect", {"x": f"{start + step * 0.08:.1f}", "y": f"{top:.1f}",
+                                          "width": f"{step * 0.84:.1f}", "height": f"{max(zero - top, 0):.1f}",
+                                          "fill": str(self._fill_color)})  # fmt: skip
+            if self._labels:
+                label = ET.SubElement(group, "text", {"x": f"{start + step / 2:.1f}", "y": f"{top - 6:.1f}",
+                                                      "text-anchor": "middle", "fill": leather.theme.legend_color,
+                                                      "font-family": FONT, "font-size": "14"})  # fmt: skip
+                label.text = f"{d.y:,}"
+        return group
+
+
 def timeline(
     days: Sequence[tuple[date, dict[str, int]]],
     names: dict[str, str],
@@ -78,27 +116,30 @@ def timeline(
     width: int = 880,
     height: int = 320,
 ) -> str | None:
-    """Lines per kind (``names``: kind → legend label, in order) over days; None when empty."""
+    """Counts per kind (``names``: kind → legend label, in order) over days: columns side by
+    side for up to :data:`COLUMN_DAYS` days, lines beyond; None when empty."""
     if not days or not any(n for _, per in days for n in per.values()):
         return None
+    top = max(max(per.get(kind, 0) for kind in names) for _, per in days)
+    chart = leather.Chart()
+    if len(days) <= COLUMN_DAYS:
+        labels = [d.strftime("%m-%d") if len(days) > 1 else d.isoformat() for d, _ in days]
+        chart.set_x_scale(leather.Ordinal(labels))
+        chart.add_y_scale(0, max(top, 1) * (1.1 if len(days) <= LABEL_DAYS else 1))
+        for slot, (kind, label) in enumerate(names.items()):
+            shape = _Beside(COLOURS.get(kind, BAR), slot, len(names), labels=len(days) <= LABEL_DAYS)
+            points = [(text, per.get(kind, 0)) for text, (_, per) in zip(labels, days, strict=True)]
+            chart.add_series(leather.Series(points, name=label), shape)
+        return _svg(chart, title, ident, width, height)
     # leather's time ticker wants datetimes (it subtracts datetime.min)
     moments = [(datetime(d.year, d.month, d.day), per) for d, per in days]
     first, last = moments[0][0], moments[-1][0]
-    if first == last:
-        first, last = first - timedelta(days=1), last + timedelta(days=1)
-    top = max(max(per.get(kind, 0) for kind in names) for _, per in moments)
-    chart = leather.Chart()
     chart.add_x_scale(first, last)
     chart.add_y_scale(0, max(top, 1))
-    span = (last - first).days
-    ticks = [first + timedelta(days=n) for n in range(span + 1)] if span <= 10 else None
-    chart.add_x_axis(ticks=ticks, tick_formatter=lambda value, index, count: value.strftime("%m-%d"))
+    chart.add_x_axis(tick_formatter=lambda value, index, count: value.strftime("%m-%d"))
     for kind, label in names.items():
-        points = [(day, per.get(kind, 0)) for day, per in moments]
-        if len(points) == 1:
-            chart.add_dots(points, name=label, fill_color=COLOURS.get(kind, BAR), radius=5)
-        else:
-            chart.add_line(points, name=label, stroke_color=COLOURS.get(kind, BAR), width=2)
+        line = [(day, per.get(kind, 0)) for day, per in moments]
+        chart.add_line(line, name=label, stroke_color=COLOURS.get(kind, BAR), width=2)
     return _svg(chart, title, ident, width, height)
 
 

@@ -56,6 +56,7 @@ from campaign.errors import CampaignError, SelectionError, UsageError
 from campaign.report import state_chart, timeline_chart, weeks_chart
 from campaign.web import admin_i18n as i18n
 from campaign.web.security import FormGuard
+from campaign.wording import plural
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "campaign_admin"
@@ -193,6 +194,7 @@ class AdminSite:
             "reason": lambda r: i18n.reason_in(lang, r),
             "path": request.url.path,
             "query": lambda **changes: _query(request, changes),
+            "plural": plural,
         }
         base.update(context)
         return self.templates.TemplateResponse(request, f"admin/{name}", base, status_code=status)
