@@ -447,7 +447,7 @@ class Dispatcher:
         try:
             self.report.journal = journal.write(self.options.journal_dir, self.options.worker, outcomes, unsent)
         except OSError as err:
-            self.report.journal_error = err.strerror or str(err)
+            self.report.journal_error = f"{err.filename or self.options.journal_dir}: {err.strerror or err}"
 
     # -- claiming ----------------------------------------------------------------------
 
