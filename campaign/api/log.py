@@ -199,10 +199,27 @@ def migrate_store(
     return MigrationResult(label, copied, check)
 
 
+SILENT_AFTER_BEATS = 10  # a worker is "silent" once this many heartbeats were missed
+
+
 def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
-    """Send processes seen recently, their leases and what they sent."""
-    store = open_store(ws, create=False)
-    try:
-        return store.workers(now_ms() - int(within.total_seconds() * 1000))
-    finally:
-        store.close()
+    """Send processes seen recently, their leases, what they sent, their rate per minute,
+    and their state: ``stopped``, ``active`` (a heartbeat within ten ``[sending] heartbeat``
+    intervals; an idle ``send --wait`` beats too) or ``silent``."""
+    now = now_ms()
+    with open_store(ws, create=False) as store:
+        rows = store.workers(now - int(within.total_seconds() * 1000))
+    silent_ms = SILENT_AFTER_BEATS * ws.settings.sending.heartbeat.total_seconds() * 1000
+    for row in rows:
+        started = _ms(row["started_at"])
+        minutes = max((_ms(row["stopped_at"] or row["heartbeat_at"]) - started) / 60_000, 1 / 60)
+        row["rate_per_minute"] = round(row["sent"] / minutes, 1)
+        if row["stopped_at"]:
+            row["state"] = "stopped"
+        else:
+            row["state"] = "active" if now - _ms(row["heartbeat_at"]) < silent_ms else "silent"
+    return rows
+
+
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)

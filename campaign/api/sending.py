@@ -288,6 +288,7 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str, store_dialec
         retry_min=settings.sending.retry_min,
         retry_max=settings.sending.retry_max,
         lease=settings.sending.lease,
+        heartbeat=settings.sending.heartbeat,
         all_sending_crashed=store_dialect == "sqlite",
         store_retry=settings.store.retry_for,
         journal_dir=ws.state_dir / "recovery",
