@@ -44,6 +44,7 @@ from campaign.config import Workspace, ensure_private_dir, load_workspace, resol
 from campaign.errors import WorkspaceError
 from campaign.models import Letter, Message
 from campaign.store import MessageFilter
+from campaign.transitions import Status
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress
@@ -190,7 +191,7 @@ def run(
     result.drive = signing_api.demo_drive(ws, letter_id)
     result.messages = log(ws, LogQuery())
     result.verification = verify_log(ws)
-    result.languages = dict(Counter(m.lang for m in result.messages if m.status.value not in ("queued", "failed")))
+    result.languages = dict(Counter(m.lang for m in result.messages if m.status not in (Status.QUEUED, Status.FAILED)))
     if result.signed_for is not None:
         result.signed_pdf = _save_attachment(ws, result.signed_for, demo_dir / "signed-letter.pdf")
     return result

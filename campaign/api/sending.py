@@ -21,6 +21,7 @@ from campaign.errors import (
 )
 from campaign.models import Message, Registry
 from campaign.store import MessageFilter
+from campaign.transitions import PENDING, SENDING
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from campaign.store.sql import PrefixFn, SqlStore
     from campaign.transport import Connection, SmtpConfig
 from campaign.api import _require_campaign, _write_private_file, load_registry, now_ms, open_store
+
+_DUE = tuple(s.value for s in PENDING)  # waiting to go
+_NOT_DONE = (*_DUE, SENDING.value)  # waiting to go, or in flight
 
 
 @dataclass
@@ -253,7 +257,7 @@ def _run_send(
     remaining: list[Message] = []
     refused: list[Any] = []
     with contextlib.suppress(CampaignError):  # a store that stopped the run may refuse this too
-        remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending")))
+        remaining = store.messages(MessageFilter(campaign=request.campaign, statuses=_NOT_DONE))
         refused = refused_by_integrity(store, started)
     return SendOutcome(report, remaining=remaining, refused=refused)
 
@@ -367,7 +371,7 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
     outdir = ensure_private_dir(ws.outbox_dir)
     prefix_fn = wire_prefix_for(ws)
     written = []
-    for msg in store.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred"))):
+    for msg in store.messages(MessageFilter(campaign=campaign, statuses=_DUE)):
         prefix, body = store.wire_bytes(msg.id)
         if prefix is None:
             prefix = prefix_fn({}, body, now_ms())
@@ -459,7 +463,7 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
         store.close()
     pending = {
         m.id: (m.campaign, m.recipient, m.email, m.message_id, m.wait_reason)
-        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
+        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=_NOT_DONE))
     }
     # Letters no send has looked at yet carry no reason: ask the registry's etiquette, as
     # `status` does, so the plan says why from the moment they are queued (before the
