@@ -228,14 +228,11 @@ def _add_demo_readers(ws: Workspace, languages: list[str]) -> list[str]:
 
 def _save_attachment(ws: Workspace, recipient: str, target: Path) -> Path | None:
     """Copy the PDF attached to ``recipient``'s letter out of the bytes that were sent."""
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         found = store.messages(MessageFilter(recipient=recipient))
         if not found:
             return None
         prefix, body = store.wire_bytes(found[0].id)
-    finally:
-        store.close()
     message = email.message_from_bytes((prefix or b"") + body, policy=email.policy.default)
     for part in message.walk():
         if part.get_content_type() == "application/pdf":

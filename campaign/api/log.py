@@ -93,11 +93,8 @@ def _message_filter(query: LogQuery) -> MessageFilter:
 def log(ws: Workspace, query: LogQuery) -> list[Message]:
     """One row per message."""
     wanted = _message_filter(query)
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         return store.messages(wanted)
-    finally:
-        store.close()
 
 
 def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
@@ -107,18 +104,15 @@ def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
     store = open_store(ws, create=False)
 
     def rows() -> Iterator[Message]:
-        try:
+        with store:
             yield from store.iter_messages(wanted)
-        finally:
-            store.close()
 
     return rows()
 
 
 def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
     """The event history (optionally for one campaign / institution / time)."""
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         events = store.events(campaign=query.campaign, since_ms=_since(query.since))
         if query.recipient or query.statuses:
             keep = {
@@ -129,8 +123,6 @@ def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
             }
             events = [e for e in events if e.message in keep]
         return events
-    finally:
-        store.close()
 
 
 def _since(text: str | None) -> int | None:
@@ -150,11 +142,8 @@ def verify_log(ws: Workspace) -> Verification:
     """Recompute the hash chain."""
     from campaign.ledger import verify
 
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         return verify(store)
-    finally:
-        store.close()
 
 
 @dataclass
@@ -178,22 +167,15 @@ def migrate_store(
         check_store_url(to_url)
     except ValueError as err:
         raise UsageError(f"--to: {err}") from None
-    source = open_store(ws, create=False)
-    try:
-        target = _open(to_url, password=_store_password(to_url))
-        try:
-            if target.messages() or target.chain_head()[0]:
-                raise StoreError(
-                    f"{target.label}: already holds letters or events; nothing was copied",
-                    hint="migrate into an empty database",
-                )
-            copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
-            check = verify(target)
-            label = target.label
-        finally:
-            target.close()
-    finally:
-        source.close()
+    with open_store(ws, create=False) as source, _open(to_url, password=_store_password(to_url)) as target:
+        if target.messages() or target.chain_head()[0]:
+            raise StoreError(
+                f"{target.label}: already holds letters or events; nothing was copied",
+                hint="migrate into an empty database",
+            )
+        copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
+        check = verify(target)
+        label = target.label
     if not check.ok:
         raise LedgerError(f"{label}: the copied chain does not verify at event {check.broken_seq}: {check.reason}")
     return MigrationResult(label, copied, check)

@@ -144,8 +144,7 @@ def send(
     on_interrupt: Callable[[int], None] | None = None,
 ) -> SendOutcome:
     """Send what is due (see ``campaign.dispatch``). Ctrl-C once: finish in-flight; twice: abort."""
-    store = open_store(ws)
-    try:
+    with open_store(ws) as store:
         if request.dry_run:
             return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
         from campaign.config import SendLock
@@ -155,8 +154,6 @@ def send(
         # sits beside the resolved database file. A shared PostgreSQL queue needs none: leases.
         with SendLock(store.lock_path, shown=ws.relative):
             return _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=on_interrupt)
-    finally:
-        store.close()
 
 
 @dataclass
@@ -454,13 +451,10 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     reg = load_registry(ws)
     zones = {r.id: (r.timezone or "UTC") for r in reg.recipients}
     pacing = _pacing(ws, request, reg)
-    store = open_store(ws, create=False)
-    snapshot = SqliteStore(None)
-    try:
+    with open_store(ws, create=False) as store:
+        snapshot = SqliteStore(None)
         _require_campaign(store, campaign)
         copy_state(store, snapshot, bodies=False, events=False)
-    finally:
-        store.close()
     pending = {
         m.id: (m.campaign, m.recipient, m.email, m.message_id, m.wait_reason)
         for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=_NOT_DONE))
@@ -475,10 +469,8 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
         [(reason, _, _)] = explain_waits(pacing, [(recipient, 1, start)], start, snapshot.day_counts)
         reasons[recipient] = reason
     options = _send_options(ws, request, "plan", "sqlite")
-    try:
+    with snapshot:
         times, expired = simulate(snapshot, Pacer(pacing), options, start)
-    finally:
-        snapshot.close()
     rows = []
     for mid, (camp, recipient, email, message_id, waiting) in pending.items():
         at, outcome = times.get(mid, (start, "failed" if message_id in expired else "unscheduled"))

@@ -239,8 +239,7 @@ def _queued_bytes(
     the bytes it was (or will be) sent as; None when there is none."""
     if email is None:
         return None
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         found = [
             m
             for m in store.messages(MessageFilter(campaign=campaign, recipient=recipient_id))
@@ -250,8 +249,6 @@ def _queued_bytes(
             return None
         message = found[-1]
         prefix, body = store.wire_bytes(message.id)
-    finally:
-        store.close()
     return message, (prefix or b"") + body, prefix is not None
 
 
