@@ -1,7 +1,7 @@
 """Dispatch figures, side by side in one run, against a recording loopback sink.
 
 P1  `campaign send --concurrency 8` (limits not binding) ÷ raw aiosmtplib send_message of the
-    same pre-built messages over 8 connections; D = 10 ms and D = 0 (aim >= 0.9).
+    same pre-built messages over 8 connections; D = 10 ms and D = 0 (aim >= 0.95, issue 14).
 P2  the same send ÷ mailmerge on the same 2,000 letters, D = 10 ms (aim >= 12x).
 P3  CPU per message for queue + send at D = 0 ÷ (raw aiosmtplib CPU + raw message-build CPU)
     (aim <= 1.3).
@@ -164,7 +164,7 @@ def p1(base: Path, letters: int) -> dict[int, float]:
         ours_rate[delay] = r_ours
         print(
             f"  D={delay:>2} ms: campaign send {r_ours:7.0f} msg/s   raw aiosmtplib {r_raw:7.0f} msg/s   ratio "
-            f"{r_ours / r_raw:.2f} (aim >= 0.9)"
+            f"{r_ours / r_raw:.2f} (aim >= 0.95)"
         )
     return ours_rate
 

@@ -88,6 +88,15 @@ class SendingSettings(StrictModel):
     # Shared store: how long a claim stays with its worker unless renewed. A live worker
     # renews every third of it, so a slow send keeps its letters; a dead one loses them.
     lease: Duration = timedelta(minutes=15)
+    # How often a running `campaign send` says it is alive (`campaign workers`), idle or not.
+    heartbeat: Duration = timedelta(seconds=30)
+
+    @field_validator("heartbeat")
+    @classmethod
+    def _heartbeat_is_positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=0.1):
+            raise ValueError("must be at least 0.1s")
+        return value
 
     @field_validator("lease")
     @classmethod

@@ -447,7 +447,7 @@ class Dispatcher:
         try:
             self.report.journal = journal.write(self.options.journal_dir, self.options.worker, outcomes, unsent)
         except OSError as err:
-            self.report.journal_error = err.strerror or str(err)
+            self.report.journal_error = f"{err.filename or self.options.journal_dir}: {err.strerror or err}"
 
     # -- claiming ----------------------------------------------------------------------
 
@@ -605,6 +605,9 @@ class Dispatcher:
         """A ready connection, or None when the run must stop."""
         while not self.stop.graceful.is_set() and self._fatal is None and not self._done:
             conn = self.connect()
+            # A server that breaks the protocol while the connection is idle (a stray line
+            # after a message's 250) stops the run at once, never a silent reconnect.
+            conn.watch(self._stop_run)
             try:
                 await conn.open()
                 return conn
@@ -842,10 +845,14 @@ async def send_direct(connect: Callable[[], Connection], items: list[tuple[Envel
     """Send a few messages over one connection, outside the queue (test copies): no claim,
     no pacing, no retry. Raises TransportError when the server cannot be used at all."""
     conn = connect()
+    broken: list[TransportError] = []
+    conn.watch(broken.append)
     await conn.open()
     results = []
     try:
         for envelope, wire in items:
+            if broken:
+                raise broken[0]
             if not conn.connected:
                 await conn.open()
             results.append(await conn.send(envelope, wire))

@@ -8,7 +8,9 @@ Contract:
 - Rendering is deterministic for a given Message-ID and queue date (the MIME boundary
   derives from the content, ``today`` is the day it was first queued), so "changed"
   means the template or the registry changed.
-- If any letter fails to render, the transaction is rolled back: nothing is queued.
+- Every letter is rendered (and its attachment made) before the one short write
+  transaction begins, with no lock held: if any letter fails to render, nothing is
+  queued. The transaction re-checks each key for a letter queued meanwhile.
 - Stored bytes have no ``Date``: it is added at the first attempt (see ``dispatch``).
 - A letter about cases (``Target.cases``) has the case ids in its key, and its stored
   subject is a neutral label: the real subject may name the person and stays in the bytes.

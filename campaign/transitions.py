@@ -9,7 +9,8 @@ Contract:
   the row says" cannot drift apart. A few events change no status (``updated``: new
   bytes for an unsent letter); they are listed with the same source and target.
 - docs/ARCHITECTURE.md's table is :func:`markdown_table` verbatim
-  (tests/test_transitions.py compares them).
+  (``test_the_architecture_document_shows_the_transition_table`` in
+  tests/test_core_failure.py compares them).
 
 Pure and cheap to import (no pydantic): the CLI uses :class:`Status` for its options
 without loading the models. ``campaign.models`` re-exports it.

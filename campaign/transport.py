@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import re
 import socket
 import ssl
@@ -122,6 +123,11 @@ class Connection(Protocol):
     async def close(self) -> None: ...
 
     def abort(self) -> None: ...
+
+    def watch(self, callback: Callable[[TransportError], None]) -> None:
+        """Call ``callback`` when the server breaks the protocol while no command waits
+        (between two messages, say): the connection is already dropped by then."""
+        ...
 
 
 # ---------------------------------------------------------------------------
@@ -246,11 +252,16 @@ class Reply:
 class _SmtpProtocol(asyncio.Protocol):
     """Bytes in, whole replies out, with strict framing.
 
-    A reply is accepted only while a command waits for one. Data that arrives when
-    nothing waits (a reply to nothing, or a second reply to one command) and lines that
-    are not SMTP replies are violations: the waiting command, or the next one, fails with
-    :class:`ProtocolViolation`. Writing uses the transport with a zero high-water mark,
-    so :meth:`drain` returns only once every byte has left asyncio for the kernel.
+    The connection is *expecting* from the moment it opens (the greeting) and from each
+    :meth:`expect_reply` until that one reply is complete; otherwise it is *idle*. This is
+    the one place that judges unsolicited bytes: any byte that arrives while the connection
+    is idle (a reply to nothing, a second reply to one command, a stray line between two
+    messages), and any line that is not an SMTP reply, is a violation. A violation aborts
+    the transport at once (RST, nothing buffered is flushed), fails the waiting command
+    with :class:`ProtocolViolation`, and, when nothing was waiting, is reported through
+    ``on_idle_violation`` so the owner need not wait for its next command to learn it.
+    Writing uses the transport with a zero high-water mark, so :meth:`drain` returns only
+    once every byte has left asyncio for the kernel.
     """
 
     def __init__(self) -> None:
@@ -259,10 +270,13 @@ class _SmtpProtocol(asyncio.Protocol):
         self._lines: list[str] = []
         self._code: int | None = None
         self._waiter: asyncio.Future[Reply] | None = None
-        self._replies: list[Reply] = []
+        self._expecting = True  # the greeting comes unasked
+        self._early: Reply | None = None  # the greeting, if it came before anyone asked for it
         self.violation: str | None = None
+        self.on_idle_violation: Callable[[str], None] | None = None
         self.lost: BaseException | None = None
         self.closed = False
+        self._aborted = False
         self.paused = False  # asyncio holds written bytes the kernel has not taken yet
         self._writable = asyncio.Event()
         self._writable.set()
@@ -296,8 +310,14 @@ class _SmtpProtocol(asyncio.Protocol):
         self._writable.set()
 
     def data_received(self, data: bytes) -> None:
+        if self.violation is not None:
+            return
         self._buffer.extend(data)
-        while True:
+        while self._buffer and self.violation is None:
+            if not self._expecting:
+                line = bytes(self._buffer).split(b"\n", 1)[0].rstrip(b"\r")
+                self._violate(f"a reply nobody asked for: {_shown(line)}")
+                return
             end = self._buffer.find(b"\n")
             if end < 0:
                 if len(self._buffer) > MAX_REPLY_LINE:
@@ -329,23 +349,43 @@ class _SmtpProtocol(asyncio.Protocol):
             return
         reply = Reply(code, tuple(self._lines))
         self._code, self._lines = None, []
+        self._expecting = False
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._violate(f"a reply nobody asked for: {reply.text}")
-            return
-        waiter.set_result(reply)
+        if waiter is None:  # the greeting, before the session asked for it
+            self._early = reply
+        elif waiter.done():  # its command gave up waiting (timed out): the session is over
+            self._violate(f"a reply after its command gave up: {reply.text}")
+        else:
+            waiter.set_result(reply)
 
     def _violate(self, what: str) -> None:
+        """The server broke the framing: abort at once and tell whoever needs to know."""
+        idle = self._waiter is None or self._waiter.done()
         if self.violation is None:
             self.violation = what
         self._writable.set()
+        self.abort()
         self._fail(ProtocolViolation(self.violation))
+        if idle and self.on_idle_violation is not None:
+            self.on_idle_violation(self.violation)
 
     def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
             waiter.exception()  # retrieved: a dropped connection must not log "never retrieved"
+
+    def abort(self) -> None:
+        """End the connection at once: nothing buffered is sent (RST, no QUIT, no flush)."""
+        transport = self.transport
+        if transport is None or self._aborted:
+            return
+        self._aborted = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
 
     # -- what the session uses
 
@@ -357,6 +397,11 @@ class _SmtpProtocol(asyncio.Protocol):
             raise self.lost
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
+        early, self._early = self._early, None
+        if early is not None:
+            self._waiter.set_result(early)
+        else:
+            self._expecting = True
         return self._waiter
 
     def write(self, data: bytes) -> None:
@@ -411,11 +456,29 @@ class SmtpConnection:
         self.extensions: dict[str, str] = {}
         self.dsn = False
         self.smtputf8 = False
+        self._watcher: Callable[[TransportError], None] | None = None
 
     @property
     def connected(self) -> bool:
         proto = self._proto
         return proto is not None and not proto.closed and proto.violation is None
+
+    def watch(self, callback: Callable[[TransportError], None]) -> None:
+        self._watcher = callback
+        if self._proto is not None:
+            self._proto.on_idle_violation = self._idle_violation
+
+    def _idle_violation(self, what: str) -> None:
+        if self._watcher is not None:
+            self._watcher(self._violated_between(what))
+
+    def _violated_between(self, what: str) -> TransportError:
+        return TransportError(
+            f"{self.config.where}: the server broke the SMTP protocol while no command was waiting ({what}); "
+            "the connection was dropped",
+            hint="check [smtp] host and port, or ask the server's operator; letters not yet sent were kept "
+            "for the next run",
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         try:
@@ -444,13 +507,9 @@ class SmtpConnection:
     def _drop(self) -> None:
         """End the connection at once: nothing buffered is sent (RST, no QUIT, no flush)."""
         proto, self._proto = self._proto, None
-        if proto is None or proto.transport is None:
-            return
-        sock = proto.transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        proto.transport.abort()
+        if proto is not None:
+            proto.on_idle_violation = None
+            proto.abort()
 
     async def _ehlo(self) -> None:
         cfg = self.config
@@ -586,6 +645,8 @@ class SmtpConnection:
             raise
         self.dsn = "DSN" in self.extensions
         self.smtputf8 = "SMTPUTF8" in self.extensions
+        if self._watcher is not None and self._proto is not None:
+            self._proto.on_idle_violation = self._idle_violation
 
     def abort(self) -> None:
         """Drop the connection at once, without QUIT (a second Ctrl-C)."""
@@ -610,7 +671,20 @@ class SmtpConnection:
             self._drop()
 
     async def send(self, envelope: Envelope, wire: bytes) -> SendResult:
-        """One mail transaction. Never raises for message-level problems."""
+        """One mail transaction. Never raises for message-level problems. A protocol
+        violation's reply names the server: it becomes the run's one error line."""
+        if self._proto is not None and self._proto.violation is not None:
+            # Broken while idle (a stray line after the last message, say): never a silent reconnect.
+            error = self._violated_between(self._proto.violation)
+            self._drop()
+            return SendResult(kind="protocol", phase="mail", reply=f"{error.message}; nothing of this letter was sent")
+        result = await self._transaction(envelope, wire)
+        where = self.config.where
+        if result.kind == "protocol" and not (result.reply or "").startswith(where):
+            result = dataclasses.replace(result, reply=f"{where}: {result.reply or 'protocol violation'}")
+        return result
+
+    async def _transaction(self, envelope: Envelope, wire: bytes) -> SendResult:
         cfg = self.config
         dsn = self.dsn
         if not self.connected:
@@ -823,6 +897,9 @@ class NullConnection:
 
     def abort(self) -> None:
         self._open = False
+
+    def watch(self, callback: Callable[[TransportError], None]) -> None:
+        pass  # never breaks the protocol
 
 
 # ---------------------------------------------------------------------------

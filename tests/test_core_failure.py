@@ -442,3 +442,177 @@ def test_a_send_slower_than_the_lease_is_not_taken_over(pg_url: str, tmp_path: P
     )
     kinds = [e["event"] for e in json.loads(events.stdout)]
     assert "crash_recovered" not in kinds and kinds.count("sent") == 1
+
+
+# -- the journal cannot be written either ---------------------------------------------------------
+
+
+def test_when_the_journal_cannot_be_written_either_the_one_line_names_the_delivered_letters(tmp_path: Path) -> None:
+    # The store fails for good while the server holds a letter's final reply; the recovery
+    # journal cannot be written either (a file stands where its folder should be). The run
+    # stops with one line that says so and names the letter the server accepted.
+    from tests.support.rawsmtp import Behaviour, RawServer
+
+    with RawServer(Behaviour(dot_delay=1.5)) as server:
+        ws = workspace_for(tmp_path, server.port, letters=1)
+        blocker = ws / ".campaign" / "recovery"
+        blocker.write_bytes(b"not a folder")
+        db = ws / ".campaign" / "state.db"
+        proc = crash.start(ws, "send", "--yes", "--concurrency", "1")
+        wait_for(lambda: len(server.messages) == 1, timeout=30)  # the body is in; the 250 waits
+        with sqlite3.connect(db, timeout=30) as conn:
+            conn.execute("ALTER TABLE workers RENAME TO workers_gone")
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "no such table: workers" in line
+    assert f"the recovery journal could not be written either ({blocker}: File exists)" in line
+    assert "message id 1 was delivered; do not send it again" in line
+    # Nothing was lost or changed behind the line's back: the file is as it was, the store
+    # still shows the letter in flight (its outcome unrecorded, not invented), the log verifies.
+    assert blocker.read_bytes() == b"not a folder"
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE workers_gone RENAME TO workers")
+        assert conn.execute("SELECT status FROM messages WHERE id = 1").fetchone() == ("sending",)
+    assert "ok:" in crash.run(ws, "log", "verify").stdout
+    assert len(server.messages) == 1
+    # Without its outcome, the next run can only send it again: named, never silently.
+    blocker.unlink()
+    with RawServer() as again:
+        (ws / "campaign.toml").write_text(
+            (ws / "campaign.toml").read_text().replace(f"port = {server.port}", f"port = {again.port}")
+        )
+        second = crash.run(ws, "send", "--yes", timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "may have reached the institution twice" in second.stderr
+    [row] = log_rows(ws)
+    assert row["status"] == "sent" and row["possible_duplicate"]
+
+
+# -- queue renders outside the write transaction --------------------------------------------------
+
+SLOW_LETTER = (
+    '---\nsubject: "Slow"\n---\n{{ salutation }}\n'
+    "{% for i in range(150) %}{% for j in range(1000) %}{% set _ = (i ~ j) | length %}{% endfor %}{% endfor %}\n"
+    "A letter that takes a while to render.\n"
+)
+
+
+def test_queue_renders_with_the_write_lock_free(workspace: Path) -> None:
+    # `campaign queue` of letters that take seconds to render: all the while, another
+    # connection takes SQLite's write lock (BEGIN IMMEDIATE) at once, every time.
+    from tests.conftest import run_cli
+
+    assert run_cli("queue", "peace-agreement", "--to", "wgad").code == 0  # the store exists
+    (workspace / "letters" / "slow").mkdir()
+    (workspace / "letters" / "slow" / "en.md.j2").write_text(SLOW_LETTER)
+    db = workspace / ".campaign" / "state.db"
+    proc = crash.start(workspace, "queue", "slow", "--all")
+    started = time.monotonic()
+    taken, refused = 0, []
+    while proc.poll() is None:
+        con = sqlite3.connect(db, timeout=0.3, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            taken += 1
+        except sqlite3.OperationalError as err:
+            refused.append(f"{time.monotonic() - started:.1f}s: {err}")
+        finally:
+            con.close()
+        time.sleep(0.02)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "5 new" in out
+    assert time.monotonic() - started > 2 and taken > 20  # the probes covered seconds of rendering
+    assert not refused, f"the write lock was held while rendering: {refused}"
+
+
+def test_queue_rechecks_rows_queued_while_it_rendered(workspace: Path) -> None:
+    # While `queue` renders (no lock held), another `campaign queue` stores the same letter
+    # for one institution: the commit finds it and keeps that one ("unchanged"), no copy.
+    from campaign import api, outbox, registry
+    from campaign.config import load_workspace
+    from campaign.render import Renderer
+    from tests.conftest import run_cli
+
+    assert run_cli("queue", "peace-agreement", "--to", "wgad").code == 0  # the store exists
+    db = workspace / ".campaign" / "state.db"
+    ws = load_workspace(workspace, env=dict(os.environ))
+    letter = registry.get_letter(registry.load_letters(ws.letters_dir), "peace-agreement")
+    recipients = registry.select_recipients(api.load_registry(ws), ids=["ohchr", "odihr"], tags=[], everyone=False)
+    chosen, _ = outbox.targets(recipients, contacts="first", role=None)
+    rendered: list[str] = []
+
+    def while_rendering(target: outbox.Target) -> dict[str, object]:
+        if not rendered:
+            con = sqlite3.connect(db, timeout=0.1, isolation_level=None)
+            con.execute("BEGIN IMMEDIATE")  # free: nothing holds the write lock while rendering
+            con.execute("ROLLBACK")
+            con.close()
+            meanwhile = run_cli("queue", "peace-agreement", "--to", "ohchr")
+            assert meanwhile.code == 0, meanwhile.output
+        rendered.append(target.recipient.id)
+        return {}
+
+    with api.open_store(ws) as store:
+        report = outbox.queue_letter(
+            store,
+            Renderer(ws.letters_dir),
+            letter,
+            chosen,
+            ws.settings.sender,
+            campaign="peace-agreement",
+            now_ms=api.now_ms(),
+            context_for=while_rendering,
+        )
+    assert rendered == ["ohchr", "odihr"]
+    assert {row.recipient: row.state for row in report.rows} == {"ohchr": "unchanged", "odihr": "new"}
+    rows = [r for r in json.loads(run_cli("log", "--json").stdout) if r["recipient"] == "ohchr"]
+    assert len(rows) == 1, rows
+    assert [row.message_id for row in report.rows if row.recipient == "ohchr"] == [rows[0]["message_id"]]
+
+
+# -- an idle `send --wait` keeps its heartbeat ----------------------------------------------------
+
+
+def test_an_idle_send_wait_keeps_its_heartbeat(workspace: Path, smtp_server: object) -> None:
+    # The only letter is due next year: `send --wait` sleeps. With a heartbeat every 0.3 s,
+    # `campaign workers` would call it silent after 3 s without a beat; it stays active.
+    import signal
+
+    from tests.conftest import run_cli
+
+    config = workspace / "campaign.toml"
+    config.write_text(config.read_text().replace("[sending]", "[sending]\nheartbeat = 0.3", 1))
+    assert "heartbeat = 0.3" in config.read_text()
+    assert run_cli("queue", "peace-agreement", "--to", "ohchr", "--at", "2099-01-01 09:00 UTC").code == 0
+    proc = crash.start(workspace, "send", "--wait", "--yes")
+    try:
+
+        def listed() -> list[dict]:
+            result = run_cli("workers", "--json")
+            assert result.code == 0, result.output
+            return json.loads(result.stdout)
+
+        wait_for(lambda: len(listed()) == 1, timeout=60)
+        [first] = listed()
+        time.sleep(4.5)  # longer than ten heartbeats
+        [later] = listed()
+        assert proc.poll() is None, proc.communicate()
+        assert later["state"] == "active", later
+        assert later["heartbeat_at"] > first["heartbeat_at"] and later["sent"] == 0
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    [stopped] = listed()
+    assert stopped["state"] == "stopped"
+    # and a worker that stopped beating without stopping (killed) turns silent
+    with sqlite3.connect(workspace / ".campaign" / "state.db") as conn:
+        conn.execute("UPDATE workers SET stopped_at = NULL, heartbeat_at = '2020-01-01T00:00:00.000Z'")
+    assert [w["state"] for w in json.loads(run_cli("workers", "--json").stdout)] == []  # older than a day
+    with sqlite3.connect(workspace / ".campaign" / "state.db") as conn:
+        conn.execute("UPDATE workers SET heartbeat_at = ?", (stopped["started_at"],))
+    assert [w["state"] for w in listed()] == ["silent"]

@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -683,8 +685,9 @@ def test_an_id_bundle_proves_its_letters_complete(workspace: Path, tmp_path: Pat
 # Log format 1 stays verifiable as format 1
 
 
-def _v1_store(path: Path) -> None:
-    """A state.db as campaign wrote it before migration 0008: events in log format 1."""
+def _v1_store(path: Path, campaign: str | None = None) -> None:
+    """A state.db as campaign wrote it before migration 0008: events in log format 1 (about
+    ``campaign``, if given)."""
     from campaign.store import migrations
     from campaign.store.sqlite import SqliteStore
 
@@ -699,12 +702,12 @@ def _v1_store(path: Path) -> None:
     for seq, (kind, data) in enumerate(
         [("run_started", {"worker": "old"}), ("run_finished", {"worker": "old", "sent": 0})], start=1
     ):
-        rec = chain.record("2025-01-01T00:00:00.000Z", kind, None, None, data)
+        rec = chain.record("2025-01-01T00:00:00.000Z", kind, None, campaign, data)
         digest = chain.link(prev, rec)
         con.execute(
             "INSERT INTO events (seq, time, kind, message, campaign, data, prev_hash, hash) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, rec["time"], kind, None, None, chain.canonical_json(data), prev, digest),
+            (seq, rec["time"], kind, None, campaign, chain.canonical_json(data), prev, digest),
         )
         prev = digest
     con.execute("UPDATE chain_head SET seq = 2, hash = ?", (prev,))
@@ -750,7 +753,114 @@ def test_a_format_1_event_after_format_2_breaks_the_chain(workspace: Path) -> No
 
 
 # ---------------------------------------------------------------------------
-# Case 10 belongs to the lead (the supervised dispatcher): the regression test waits here.
+# VERIFY.md's recipe, run as written (a shell with sha256sum, and Python)
+
+
+def _verify_md_sections(text: str) -> tuple[str, str, str]:
+    """The format-2 and format-1 shell lines of step 1, and the Python block, as written."""
+    lines = text.splitlines()
+    shell2 = next(line.strip() for line in lines if line.strip().startswith("printf '%s\\ncampaign-log/2"))
+    shell1 = next(line[line.index("`{") + 1 : line.rindex("`")] for line in lines if "{ printf '%s\\n' PREV;" in line)
+    start = next(i for i, line in enumerate(lines) if line.startswith("A few lines of Python")) + 2
+    block = []
+    for line in lines[start:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return shell2, shell1, "\n".join(block).strip() + "\n"
+
+
+def _sha256sum(folder: Path, command: str) -> str:
+    done = subprocess.run(["bash", "-c", command], cwd=folder, capture_output=True, text=True, check=True)
+    return done.stdout.split()[0]
+
+
+def follow_verify_md(bundle: Path, folder: Path) -> tuple[str, int]:
+    """Check an unzipped bundle the way VERIFY.md tells a person to, step by step: the chain
+    head, and how many format-1 lines were checked from their event files."""
+    with zipfile.ZipFile(bundle) as z:
+        z.extractall(folder)
+    shell2, shell1, python = _verify_md_sections((folder / "VERIFY.md").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    chain_lines = [line.split("\t") for line in (folder / "chain.tsv").read_text().splitlines()]
+    # Step 1: each line's hash with sha256sum, as the shell lines say.
+    prev = "0" * 64
+    format_1 = 0
+    for number, fields in enumerate(chain_lines, start=1):
+        assert int(fields[0]) == number and fields[1] == prev, fields
+        if len(fields) == 6:
+            command = shell2
+            for word, value in zip(("PREV", "CTAG", "MTAG", "DIGEST"), (fields[1], *fields[3:]), strict=True):
+                command = re.sub(rf"\b{word}\b", shlex.quote(value), command)
+        elif (folder / "events" / f"{number:06d}.json").exists():
+            command = shell1.replace("PREV", fields[1]).replace("events/000123.json", f"events/{number:06d}.json")
+            format_1 += 1
+        else:  # a format-1 event about something else: its content is not in the bundle
+            command = ""
+        if command:
+            assert _sha256sum(folder, command) == fields[2], (command, fields)
+        prev = fields[2]
+    assert prev == manifest["head"]["hash"]
+    # Step 2: each event file's SHA-256 is the record digest on its line.
+    event_files = sorted((folder / "events").iterdir())
+    assert event_files
+    for path in event_files:
+        fields = chain_lines[int(path.stem) - 1]
+        if len(fields) == 6:
+            assert _sha256sum(folder, f"sha256sum events/{path.name}") == fields[5], path.name
+    # Step 3: every line carrying the bundle's campaign tag or a letter's tag has its event file.
+    tags = {letter["message_tag"] for letter in manifest["letters"]} | {manifest["scope"]["campaign_tag"]}
+    for fields in chain_lines:
+        if len(fields) == 6 and ({fields[3], fields[4]} & tags) - {None, "-"}:
+            assert (folder / "events" / f"{int(fields[0]):06d}.json").exists(), fields[0]
+    # Step 4: each letter's file against its last sending (or queued/updated) event; receipts.
+    for letter in manifest["letters"]:
+        records = [json.loads((folder / "events" / f"{seq:06d}.json").read_text()) for seq in letter["events"]]
+        sending = [r["data"]["sha256"] for r in records if r["event"] == "sending"]
+        stored = [r["data"]["body_sha256"] for r in records if r["event"] in ("queued", "updated")]
+        name = "message.eml" if (folder / letter["folder"] / "message.eml").exists() else "queued.eml"
+        expected = sending[-1] if name == "message.eml" else stored[-1]
+        assert _sha256sum(folder, f"sha256sum {letter['folder']}/{name}") == expected, letter
+        reported = {r["data"]["report_sha256"] for r in records if "report_sha256" in r["data"]}
+        for receipt in sorted((folder / letter["folder"] / "receipts").glob("*.eml")):
+            digest = _sha256sum(folder, f"sha256sum {letter['folder']}/receipts/{receipt.name}")
+            assert digest == receipt.stem and digest in reported
+    # The Python lines, as written, from the bundle's folder.
+    (folder.parent / "steps.py").write_text(python)
+    done = subprocess.run(
+        [sys.executable, str(folder.parent / "steps.py")], cwd=folder, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"chain head {prev}"
+    return prev, format_1
+
+
+def test_verify_md_recipe_checks_an_exported_bundle(campaign_bundle: tuple[Path, dict], tmp_path: Path) -> None:
+    bundle, _ = campaign_bundle
+    head, _ = follow_verify_md(bundle, tmp_path / "unzipped")
+    assert head in verify(bundle).stdout
+    # and the recipe fails for an edited event file, as it should
+    folder = tmp_path / "edited"
+    files = read_bundle(bundle)
+    name = next(n for n in files if n.startswith("events/") and json.loads(files[n])["event"] == "failed")
+    files[name] = files[name].replace(b'"failed"', b'"sent"')
+    with pytest.raises(AssertionError, match=name.removeprefix("events/")):
+        follow_verify_md(rebuild(tmp_path / "edited.zip", files), folder)
+
+
+def test_verify_md_recipe_covers_log_format_1_lines(workspace: Path, tmp_path: Path) -> None:
+    state = workspace / ".campaign"
+    state.mkdir(mode=0o700)
+    _v1_store(state / "state.db", campaign="peace-agreement")
+    queue("--to", "ohchr", "--to", "wgad")
+    assert send(workspace)[0].code == 0
+    out = tmp_path / "mixed.zip"
+    assert run_cli("log", "export", "--campaign", "peace-agreement", "-o", str(out)).code == 0
+    _, format_1 = follow_verify_md(out, tmp_path / "unzipped")
+    assert format_1 == 2
+
+
+# ---------------------------------------------------------------------------
+# Case 10: an exception inside the claimer (the supervised dispatcher)
 
 
 def test_an_exception_inside_the_claimer_ends_send_with_one_line(workspace: Path) -> None:

@@ -93,16 +93,49 @@ def test_a_stray_extra_reply_after_rcpt_sends_nothing(workspace: Path) -> None:
 
 
 def test_a_reply_to_nothing_is_a_violation(workspace: Path) -> None:
-    # An unsolicited line after MAIL's reply arrives while nothing waits for one.
+    # A stray line right behind MAIL's reply, while no command waits for one: the client
+    # drops the connection before RCPT (never QUIT), nothing is sent, the run stops.
     queue("--to", "ohchr")
     behaviour = Behaviour(unsolicited_after={"MAIL": b"250 2.0.0 surprise\r\n"})
     server, result = send_through(behaviour, workspace)
-    # Depending on timing the stray line is caught as a reply to nothing, or it shifts the
-    # replies by one and DATA gets a 250: either way the client notices before the body.
     assert result.code == 1
-    assert "broke the SMTP protocol" in result.stderr or "instead of 354" in result.stderr
-    assert not server.messages
-    assert log_rows()[0]["status"] == "queued"
+    one_error_line(result.stderr)
+    assert f"127.0.0.1:{server.port}" in result.stderr
+    assert "a reply nobody asked for: '250 2.0.0 surprise'" in result.stderr
+    assert not server.messages and not server.partial
+    verbs = [c.split(":")[0].split(" ")[0] for c in server.commands]
+    assert verbs.count("MAIL") == 1 and "RCPT" not in verbs, verbs
+    [row] = log_rows()
+    assert row["status"] == "queued" and not row["attempts"] and not row["possible_duplicate"]
+    assert [e["reason"] for e in events("not_sent")] and not events("deferred")
+    assert len(resend_once(workspace).accepted) == 1
+
+
+def test_a_stray_line_after_the_final_250_stops_the_run_before_the_next_letter(workspace: Path) -> None:
+    # A reply to nothing between two messages: letter 1 got its 250 and is recorded sent;
+    # the stray line behind it drops the connection at once (no QUIT, no reconnect) and
+    # stops the run with one line naming the server. Letter 2 is never started.
+    queue("--all")
+    behaviour = Behaviour(unsolicited_after={"DOT": b"250 2.0.0 stray\r\n"})
+    with RawServer(behaviour) as server:
+        set_smtp_port(workspace, server.port)
+        result = run_cli("send", "--yes", "--concurrency", "1")
+    assert "Traceback" not in result.output, result.output
+    assert result.code == 1, result.output
+    one_error_line(result.stderr)
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"127.0.0.1:{server.port}" in error and "a reply nobody asked for: '250 2.0.0 stray'" in error
+    assert len(server.messages) == 1
+    assert [c.split(":")[0].split(" ")[0] for c in server.commands] == ["EHLO", "MAIL", "RCPT", "DATA"]
+    rows = log_rows()
+    [sent] = [r for r in rows if r["status"] == "sent"]
+    assert not sent["possible_duplicate"]
+    rest = [r for r in rows if r is not sent]
+    assert len(rest) == 4
+    assert all(r["status"] == "queued" and not r["attempts"] and not r["possible_duplicate"] for r in rest), rest
+    assert not events("outcome_unknown") and not events("deferred")
+    # The next run against a correct server sends the four others, and letter 1 not again.
+    assert len(resend_once(workspace).accepted) == 4
 
 
 def test_a_stall_mid_message_past_data_timeout_is_a_deferral_and_the_dot_never_leaves(workspace: Path) -> None:

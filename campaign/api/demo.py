@@ -44,6 +44,7 @@ from campaign.config import Workspace, ensure_private_dir, load_workspace, resol
 from campaign.errors import WorkspaceError
 from campaign.models import Letter, Message
 from campaign.store import MessageFilter
+from campaign.transitions import Status
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress
@@ -190,7 +191,7 @@ def run(
     result.drive = signing_api.demo_drive(ws, letter_id)
     result.messages = log(ws, LogQuery())
     result.verification = verify_log(ws)
-    result.languages = dict(Counter(m.lang for m in result.messages if m.status.value not in ("queued", "failed")))
+    result.languages = dict(Counter(m.lang for m in result.messages if m.status not in (Status.QUEUED, Status.FAILED)))
     if result.signed_for is not None:
         result.signed_pdf = _save_attachment(ws, result.signed_for, demo_dir / "signed-letter.pdf")
     return result
@@ -227,14 +228,11 @@ def _add_demo_readers(ws: Workspace, languages: list[str]) -> list[str]:
 
 def _save_attachment(ws: Workspace, recipient: str, target: Path) -> Path | None:
     """Copy the PDF attached to ``recipient``'s letter out of the bytes that were sent."""
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         found = store.messages(MessageFilter(recipient=recipient))
         if not found:
             return None
         prefix, body = store.wire_bytes(found[0].id)
-    finally:
-        store.close()
     message = email.message_from_bytes((prefix or b"") + body, policy=email.policy.default)
     for part in message.walk():
         if part.get_content_type() == "application/pdf":

@@ -44,8 +44,7 @@ def export_evidence(
     if out.is_dir():
         raise WorkspaceError(f"{out}: is a folder; give a file name for the bundle (e.g. evidence.zip)")
     check_target(out, force=force)
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         messages = store.messages(MessageFilter(campaign=campaign, ids=tuple(ids or ())))
         if not messages:
             raise SelectionError(
@@ -80,8 +79,6 @@ def export_evidence(
         )
         result.left_out = 0 if with_case_letters else len(about_cases)
         return result
-    finally:
-        store.close()
 
 
 def verify_bundle(path: Path) -> BundleCheck:

@@ -93,11 +93,8 @@ def _message_filter(query: LogQuery) -> MessageFilter:
 def log(ws: Workspace, query: LogQuery) -> list[Message]:
     """One row per message."""
     wanted = _message_filter(query)
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         return store.messages(wanted)
-    finally:
-        store.close()
 
 
 def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
@@ -107,18 +104,15 @@ def log_stream(ws: Workspace, query: LogQuery) -> Iterator[Message]:
     store = open_store(ws, create=False)
 
     def rows() -> Iterator[Message]:
-        try:
+        with store:
             yield from store.iter_messages(wanted)
-        finally:
-            store.close()
 
     return rows()
 
 
 def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
     """The event history (optionally for one campaign / institution / time)."""
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         events = store.events(campaign=query.campaign, since_ms=_since(query.since))
         if query.recipient or query.statuses:
             keep = {
@@ -129,8 +123,6 @@ def log_events(ws: Workspace, query: LogQuery) -> list[Event]:
             }
             events = [e for e in events if e.message in keep]
         return events
-    finally:
-        store.close()
 
 
 def _since(text: str | None) -> int | None:
@@ -150,11 +142,8 @@ def verify_log(ws: Workspace) -> Verification:
     """Recompute the hash chain."""
     from campaign.ledger import verify
 
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         return verify(store)
-    finally:
-        store.close()
 
 
 @dataclass
@@ -178,31 +167,41 @@ def migrate_store(
         check_store_url(to_url)
     except ValueError as err:
         raise UsageError(f"--to: {err}") from None
-    source = open_store(ws, create=False)
-    try:
-        target = _open(to_url, password=_store_password(to_url))
-        try:
-            if target.messages() or target.chain_head()[0]:
-                raise StoreError(
-                    f"{target.label}: already holds letters or events; nothing was copied",
-                    hint="migrate into an empty database",
-                )
-            copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
-            check = verify(target)
-            label = target.label
-        finally:
-            target.close()
-    finally:
-        source.close()
+    with open_store(ws, create=False) as source, _open(to_url, password=_store_password(to_url)) as target:
+        if target.messages() or target.chain_head()[0]:
+            raise StoreError(
+                f"{target.label}: already holds letters or events; nothing was copied",
+                hint="migrate into an empty database",
+            )
+        copied = copy_state(source, target, on_progress=on_progress)  # the chain key goes along
+        check = verify(target)
+        label = target.label
     if not check.ok:
         raise LedgerError(f"{label}: the copied chain does not verify at event {check.broken_seq}: {check.reason}")
     return MigrationResult(label, copied, check)
 
 
+SILENT_AFTER_BEATS = 10  # a worker is "silent" once this many heartbeats were missed
+
+
 def workers(ws: Workspace, *, within: timedelta = timedelta(hours=24)) -> list[dict[str, Any]]:
-    """Send processes seen recently, their leases and what they sent."""
-    store = open_store(ws, create=False)
-    try:
-        return store.workers(now_ms() - int(within.total_seconds() * 1000))
-    finally:
-        store.close()
+    """Send processes seen recently, their leases, what they sent, their rate per minute,
+    and their state: ``stopped``, ``active`` (a heartbeat within ten ``[sending] heartbeat``
+    intervals; an idle ``send --wait`` beats too) or ``silent``."""
+    now = now_ms()
+    with open_store(ws, create=False) as store:
+        rows = store.workers(now - int(within.total_seconds() * 1000))
+    silent_ms = SILENT_AFTER_BEATS * ws.settings.sending.heartbeat.total_seconds() * 1000
+    for row in rows:
+        started = _ms(row["started_at"])
+        minutes = max((_ms(row["stopped_at"] or row["heartbeat_at"]) - started) / 60_000, 1 / 60)
+        row["rate_per_minute"] = round(row["sent"] / minutes, 1)
+        if row["stopped_at"]:
+            row["state"] = "stopped"
+        else:
+            row["state"] = "active" if now - _ms(row["heartbeat_at"]) < silent_ms else "silent"
+    return rows
+
+
+def _ms(stamp: str) -> int:
+    return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)

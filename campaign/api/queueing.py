@@ -108,8 +108,7 @@ def _queue_into_store(
 ) -> QueueReport:
     from campaign import outbox
 
-    store = open_store(ws)
-    try:
+    with open_store(ws) as store:
         return outbox.queue_letter(
             store,
             Renderer(ws.letters_dir),
@@ -129,8 +128,6 @@ def _queue_into_store(
             context_for=context_for,
             fixed_attachments=request.attachments,
         )
-    finally:
-        store.close()
 
 
 def _sealed_pdf_attachment(
@@ -201,8 +198,7 @@ def followup(
     reg = load_registry(ws)
     letters = registry_mod.load_letters(ws.letters_dir)
     letter = registry_mod.get_letter(letters, letter_id)
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         originals = store.messages(MessageFilter(campaign=campaign, statuses=("sent", "relayed", "delivered")))
         if not store.counts(campaign):
             raise SelectionError(f"no campaign named {campaign!r} in the queue", hint="see `campaign status`")
@@ -250,8 +246,6 @@ def followup(
         )
         report.rows.extend(refused)
         case_ids = sorted({c for m in due for c in m.cases})
-    finally:
-        store.close()
     if case_ids:
         from campaign.api.cases import deadlines
 

@@ -25,11 +25,8 @@ def import_receipts(ws: Workspace, paths: list[Path]) -> ImportResult:
     from campaign.receipts import import_items, read_sources
 
     items = list(read_sources(paths))  # read (and refuse non-mail) before changing anything
-    store = open_store(ws)
-    try:
+    with open_store(ws) as store:
         return import_items(store, items, now_ms=now_ms, return_local=_return_local(ws))
-    finally:
-        store.close()
 
 
 def _return_local(ws: Workspace) -> str:
@@ -38,11 +35,8 @@ def _return_local(ws: Workspace) -> str:
 
 def unmatched_receipts(ws: Workspace) -> list[dict[str, Any]]:
     """Report entries that matched no letter (kept, never dropped)."""
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         return store.unmatched()
-    finally:
-        store.close()
 
 
 def imap_config(ws: Workspace) -> ImapConfig:
@@ -90,8 +84,7 @@ def _fetch_into(ws: Workspace, config: ImapConfig, account: str, move_to: str | 
     from campaign import imap
     from campaign.receipts import Item, import_items
 
-    store = open_store(ws)
-    try:
+    with open_store(ws) as store:
         with imap.session(config, readonly=move_to is None) as (client, uidvalidity):
             position = store.mailbox_position(account, config.folder)
             after = position[1] if position and position[0] == uidvalidity else 0
@@ -106,8 +99,6 @@ def _fetch_into(ws: Workspace, config: ImapConfig, account: str, move_to: str | 
                 uids = [uid for uid, _ in batch.messages if f"imap:{config.folder}/{uid}" in handled]
                 imap.move(client, uids, move_to)
                 moved = len(uids)
-    finally:
-        store.close()
     return FetchResult(len(batch.messages), result, moved)
 
 
@@ -130,8 +121,7 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
     """Replies (and automatic replies) to our letters, with who answered and when."""
     from campaign.receipts import describe
 
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         rows = []
         for r in store.replies(campaign):
             raw = store.blob(r["report_sha256"]) or b""
@@ -154,5 +144,3 @@ def replies(ws: Workspace, campaign: str | None = None) -> list[ReplyRow]:
                 )
             )
         return rows
-    finally:
-        store.close()

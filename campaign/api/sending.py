@@ -21,6 +21,7 @@ from campaign.errors import (
 )
 from campaign.models import Message, Registry
 from campaign.store import MessageFilter
+from campaign.transitions import PENDING, SENDING
 
 if TYPE_CHECKING:
     from campaign.dispatch import Progress, RunReport, SendOptions
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from campaign.store.sql import PrefixFn, SqlStore
     from campaign.transport import Connection, SmtpConfig
 from campaign.api import _require_campaign, _write_private_file, load_registry, now_ms, open_store
+
+_DUE = tuple(s.value for s in PENDING)  # waiting to go
+_NOT_DONE = (*_DUE, SENDING.value)  # waiting to go, or in flight
 
 
 @dataclass
@@ -145,8 +149,7 @@ def send(
     on_interrupt: Callable[[int], None] | None = None,
 ) -> SendOutcome:
     """Send what is due (see ``campaign.dispatch``). Ctrl-C once: finish in-flight; twice: abort."""
-    store = open_store(ws)
-    try:
+    with open_store(ws) as store:
         if request.dry_run:
             return SendOutcome(None, written=write_outbox(ws, store, request.campaign))
         from campaign.config import SendLock
@@ -156,8 +159,6 @@ def send(
         # sits beside the resolved database file. A shared PostgreSQL queue needs none: leases.
         with SendLock(store.lock_path, shown=ws.relative):
             return _run_send(ws, store, request, setup, on_progress=on_progress, on_interrupt=on_interrupt)
-    finally:
-        store.close()
 
 
 @dataclass
@@ -263,10 +264,8 @@ def _run_send(
         # A pause made while the run went holds the rest of its campaign back: not "still to send".
         outcome.remaining = [
             m
-            for m in store.messages(
-                MessageFilter(campaign=request.campaign, statuses=("queued", "deferred", "sending"))
-            )
-            if m.campaign not in outcome.paused or m.status == "sending"
+            for m in store.messages(MessageFilter(campaign=request.campaign, statuses=_NOT_DONE))
+            if m.campaign not in outcome.paused or m.status == SENDING
         ]
         outcome.refused = refused_by_integrity(store, started)
     return outcome
@@ -302,6 +301,7 @@ def _send_options(ws: Workspace, request: SendRequest, worker: str, store_dialec
         retry_min=settings.sending.retry_min,
         retry_max=settings.sending.retry_max,
         lease=settings.sending.lease,
+        heartbeat=settings.sending.heartbeat,
         all_sending_crashed=store_dialect == "sqlite",
         store_retry=settings.store.retry_for,
         journal_dir=ws.state_dir / "recovery",
@@ -380,7 +380,7 @@ def write_outbox(ws: Workspace, store: SqlStore, campaign: str | None) -> list[P
     outdir = ensure_private_dir(ws.outbox_dir)
     prefix_fn = wire_prefix_for(ws)
     written = []
-    for msg in store.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred"))):
+    for msg in store.messages(MessageFilter(campaign=campaign, statuses=_DUE)):
         prefix, body = store.wire_bytes(msg.id)
         if prefix is None:
             prefix = prefix_fn({}, body, now_ms())
@@ -471,16 +471,13 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     reg = load_registry(ws)
     zones = {r.id: (r.timezone or "UTC") for r in reg.recipients}
     pacing = _pacing(ws, request, reg)
-    store = open_store(ws, create=False)
-    snapshot = SqliteStore(None)
-    try:
+    with open_store(ws, create=False) as store:
+        snapshot = SqliteStore(None)
         _require_campaign(store, campaign)
         copy_state(store, snapshot, bodies=False, events=False)
-    finally:
-        store.close()
     pending = {
         m.id: (m.campaign, m.recipient, m.email, m.message_id, m.wait_reason)
-        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=("queued", "deferred", "sending")))
+        for m in snapshot.messages(MessageFilter(campaign=campaign, statuses=_NOT_DONE))
     }
     # Letters no send has looked at yet carry no reason: ask the registry's etiquette, as
     # `status` does, so the plan says why from the moment they are queued (before the
@@ -494,10 +491,8 @@ def plan(ws: Workspace, campaign: str | None = None, *, start_ms: int | None = N
     paused = snapshot.paused_pending(campaign)  # copied with the queue: the simulation skips them too
     every = ALL in snapshot.paused()
     options = _send_options(ws, request, "plan", "sqlite")
-    try:
+    with snapshot:
         times, expired = simulate(snapshot, Pacer(pacing), options, start)
-    finally:
-        snapshot.close()
     rows = []
     for mid, (camp, recipient, email, message_id, waiting) in pending.items():
         at, outcome = times.get(mid, (start, "failed" if message_id in expired else "unscheduled"))

@@ -273,8 +273,7 @@ def _queued_bytes(
     the bytes it was (or will be) sent as; None when there is none."""
     if email is None:
         return None
-    store = open_store(ws, create=False)
-    try:
+    with open_store(ws, create=False) as store:
         found = [
             m
             for m in store.messages(MessageFilter(campaign=campaign, recipient=recipient_id))
@@ -284,8 +283,6 @@ def _queued_bytes(
             return None
         message = found[-1]
         prefix, body = store.wire_bytes(message.id)
-    finally:
-        store.close()
     return message, (prefix or b"") + body, prefix is not None
 
 

@@ -14,7 +14,7 @@ import typer
 
 from campaign.cli import common
 from campaign.cli.common import err, out, plain, print_json, state, warn
-from campaign.transitions import Status
+from campaign.transitions import PENDING, Status
 from campaign.wording import clauses, plural
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def message_row(m: Message) -> dict[str, Any]:
         "sent_at": m.sent_at.isoformat().replace("+00:00", "Z") if m.sent_at else None,
         "last_reply": m.last_reply,
         "next_attempt_at": m.next_attempt_at.isoformat().replace("+00:00", "Z")
-        if m.next_attempt_at and m.status in ("queued", "deferred")
+        if m.next_attempt_at and m.status in PENDING
         else None,
         "wait_reason": m.wait_reason,
         "possible_duplicate": m.possible_duplicate,
@@ -210,7 +210,7 @@ def compact_log(messages: Iterable[Message]) -> Any:
     t.add_column("when (UTC)", no_wrap=True, min_width=11)
     t.add_column("note", no_wrap=True, overflow="ellipsis", ratio=1)
     for m in messages:
-        pending = m.status.value in ("queued", "deferred")
+        pending = m.status in PENDING
         moment = m.next_attempt_at if pending else (m.sent_at or m.updated_at)
         # A held or cancelled letter's note is why (the hold's reason, the cancel's --reason).
         why = pending or m.status.value in ("held", "cancelled")

@@ -462,6 +462,7 @@ def print_send_summary(outcome: Any) -> None:
             f"{plural(len(outcome.remaining), 'letter')} still to send; run `campaign send` again "
             "(or `campaign send --wait`)"
         )
+    unrecorded = ""  # said in the run's one error line: the letters the server accepted
     if report.journaled:
         count = plural(len(report.journaled), "letter")
         if report.journal is not None:
@@ -471,11 +472,12 @@ def print_send_summary(outcome: Any) -> None:
                 "send them again"
             )
         else:
+            one = len(report.journaled) == 1
             ids = ", ".join(str(o.id) for o in report.journaled)
-            common.err().print(
-                f"[bold red]error:[/bold red] {count} accepted by the server could not be recorded, and the "
-                f"recovery journal could not be written either ({plain(report.journal_error or '')}): "
-                f"message ids {ids} were delivered; do not send them again"
+            unrecorded = (
+                f"{count} accepted by the server could not be recorded, and the recovery journal could not be "
+                f"written either ({plain(report.journal_error or '')}): message {'id' if one else 'ids'} {ids} "
+                f"{'was' if one else 'were'} delivered; do not send {'it' if one else 'them'} again"
             )
     if report.unsent:
         count = plural(len(report.unsent), "claimed letter")
@@ -496,9 +498,10 @@ def print_send_summary(outcome: Any) -> None:
             f"[bold red]error:[/bold red] message {held['id']} to {plain(held['recipient'])} "
             f"<{plain(held['email'])}> held, {plain(held['last_reply'] or '')}"
         )
-    if report.stopped is not None:
-        common.err().print(f"[bold red]error:[/bold red] {plain(report.stopped.message)}")
-        if report.stopped.hint:
+    if report.stopped is not None or unrecorded:
+        line = "; ".join(part for part in (plain(report.stopped.message) if report.stopped else "", unrecorded) if part)
+        common.err().print(f"[bold red]error:[/bold red] {line}")
+        if report.stopped is not None and report.stopped.hint:
             common.err().print(f"[dim]hint:[/dim] {plain(report.stopped.hint)}")
     if report.interrupted or report.aborted:
         note("stopped on request; run `campaign send` to resume where it stopped")

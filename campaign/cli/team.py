@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -62,16 +61,6 @@ def workers(
 
     ws = state(ctx).workspace()
     rows = api.workers(ws)
-    now = datetime.now(UTC)
-    for row in rows:
-        started = datetime.fromisoformat(row["started_at"].replace("Z", "+00:00"))
-        end = datetime.fromisoformat((row["stopped_at"] or row["heartbeat_at"]).replace("Z", "+00:00"))
-        minutes = max((end - started).total_seconds() / 60, 1 / 60)
-        row["rate_per_minute"] = round(row["sent"] / minutes, 1)
-        beat = datetime.fromisoformat(row["heartbeat_at"].replace("Z", "+00:00"))
-        row["state"] = (
-            "stopped" if row["stopped_at"] else ("active" if (now - beat).total_seconds() < 300 else "silent")
-        )
     if as_json:
         print_json(rows)
         return

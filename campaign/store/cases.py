@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from campaign.models import Message
-from campaign.store.sql import SqlStore
+from campaign.store.sql import _PENDING_SQL, SqlStore
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def pending_case_letters(store: SqlStore, campaign: str | None = None) -> list[P
     """Letters about cases that `send` would claim (queued or deferred)."""
     sql = (
         "SELECT id, message_id, campaign, recipient, cases FROM messages "
-        "WHERE status IN ('queued', 'deferred') AND cases != ''"
+        f"WHERE status IN ({_PENDING_SQL}) AND cases != ''"
     )
     params: list[Any] = []
     if campaign:

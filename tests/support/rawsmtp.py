@@ -38,7 +38,9 @@ class Behaviour:
     replies: dict[str, list[bytes]] = field(default_factory=dict)
     # Read this many bytes of the next message body, then sleep this long, then go on.
     stall_in_body: list[tuple[int, float]] = field(default_factory=list)
-    # After the greeting, send these bytes unasked (a reply to nothing).
+    # After the reply to this command ("DOT": to the final dot), once, send these bytes
+    # unasked (a reply to nothing), in the same write as the reply: the client has them
+    # before it can send its next command, so the test does not depend on timing.
     unsolicited_after: dict[str, bytes] = field(default_factory=dict)
     # Wait this long before answering the final dot (a slow, distant server).
     dot_delay: float = 0.0
@@ -141,11 +143,7 @@ class Session:
                 self.send(b"502 5.5.2 Error: command not recognized\r\n")
                 continue
             reply = server.pop(verb)
-            self.send(reply)
-            extra = server.behaviour.unsolicited_after.pop(verb, None)
-            if extra:
-                time.sleep(0.05)
-                self.send(extra)
+            self.send(reply + server.behaviour.unsolicited_after.pop(verb, b""))
             if verb == "QUIT":
                 return
             if verb == "DATA" and reply.startswith(b"354"):
@@ -155,7 +153,8 @@ class Session:
                 server.messages.append(body)
                 if server.behaviour.dot_delay:
                     time.sleep(server.behaviour.dot_delay)
-                self.send(server.pop("DOT").replace(b"{n}", str(len(server.messages)).encode()))
+                reply = server.pop("DOT").replace(b"{n}", str(len(server.messages)).encode())
+                self.send(reply + server.behaviour.unsolicited_after.pop("DOT", b""))
 
     def _read_body(self) -> bytes | None:
         """Read up to the final dot (None if the client went away first)."""
