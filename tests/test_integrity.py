@@ -692,7 +692,8 @@ def _v1_store(path: Path, campaign: str | None = None) -> None:
     from campaign.store.sqlite import SqliteStore
 
     saved = migrations.MIGRATIONS[:]
-    migrations.MIGRATIONS[:] = [m for m in saved if m[0] != "0008_chain_v2"]  # the list sql.py reads
+    # the list sql.py reads: a store as it stood before 0008 (later migrations build on it)
+    migrations.MIGRATIONS[:] = [m for m in saved if m[0] < "0008_chain_v2"]
     try:
         SqliteStore(path).close()
     finally:

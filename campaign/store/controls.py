@@ -96,18 +96,13 @@ class ControlStore:
     def paused_pending(self, campaign: str | None = None, recipients: Sequence[str] = ()) -> dict[str, int]:
         """{campaign: letters not sent yet that its pause (or the pause of all) holds back},
         for `send` and `plan` to say what waits and why."""
-        from campaign.store.sql import _PENDING_SQL, NOT_PAUSED
+        from campaign.store.sql import _PENDING_SQL, NOT_PAUSED, scope
 
-        sql = f"SELECT campaign, COUNT(*) AS n FROM messages WHERE status IN ({_PENDING_SQL}) AND NOT ({NOT_PAUSED})"
-        params: list[Any] = []
-        if campaign:
-            sql += " AND campaign = ?"
-            params.append(campaign)
-        if recipients:
-            sql += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
-            params.extend(recipients)
+        limits, params = scope(campaign, recipients=recipients)
+        where = " AND ".join([f"status IN ({_PENDING_SQL}) AND NOT ({NOT_PAUSED})", *limits])
+        sql = f"SELECT campaign, COUNT(*) AS n FROM messages WHERE {where} GROUP BY campaign ORDER BY campaign"
         with self.reading() as tx:
-            return {r["campaign"]: int(r["n"]) for r in tx.rows(sql + " GROUP BY campaign ORDER BY campaign", params)}
+            return {r["campaign"]: int(r["n"]) for r in tx.rows(sql, params)}
 
     def cancel(
         self,
@@ -120,19 +115,9 @@ class ControlStore:
     ) -> CancelResult:
         """Cancel the letters chosen by ids, institutions and/or campaign (all that is given
         must match). Raises SelectionError for an id that does not exist."""
-        from campaign.store.sql import iso
+        from campaign.store.sql import iso, scope
 
-        clauses: list[str] = []
-        params: list[Any] = []
-        if ids:
-            clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
-            params.extend(ids)
-        if recipients:
-            clauses.append(f"recipient IN ({', '.join('?' for _ in recipients)})")
-            params.extend(recipients)
-        if campaign:
-            clauses.append("campaign = ?")
-            params.append(campaign)
+        clauses, params = scope(campaign, ids, recipients)
         where = " AND ".join(clauses) or "1 = 1"
         result = CancelResult()
         with self.transaction() as tx:

@@ -15,7 +15,7 @@ from campaign.store import (
     MessageFilter,
     bodies,
 )
-from campaign.store.sql import _PENDING_SQL, MESSAGE_COLUMNS, NOT_PAUSED, StoreBase, iso
+from campaign.store.sql import _PENDING_SQL, MESSAGE_COLUMNS, NOT_PAUSED, StoreBase, iso, scope
 
 
 class QueryOps(StoreBase):
@@ -140,18 +140,9 @@ class QueryOps(StoreBase):
     ) -> tuple[int, str | None] | None:
         """(epoch ms, reason) of the earliest pending message a claim with the same filters
         could take (so a run limited to some letters never waits for the others)."""
-        sql = f"SELECT next_attempt_at, wait_reason FROM messages WHERE status IN ({_PENDING_SQL}) AND {NOT_PAUSED}"
-        params: list[Any] = []
-        if campaign:
-            sql += " AND campaign = ?"
-            params.append(campaign)
-        if ids:
-            sql += f" AND id IN ({', '.join('?' for _ in ids)})"
-            params.extend(ids)
-        if recipients:
-            sql += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
-            params.extend(recipients)
-        sql += " ORDER BY next_attempt_at, id LIMIT 1"
+        limits, params = scope(campaign, ids, recipients)
+        where = " AND ".join([f"status IN ({_PENDING_SQL}) AND {NOT_PAUSED}", *limits])
+        sql = f"SELECT next_attempt_at, wait_reason FROM messages WHERE {where} ORDER BY next_attempt_at, id LIMIT 1"
         with self.reading() as tx:
             row = tx.one(sql, params)
         return (int(row["next_attempt_at"]), row["wait_reason"]) if row else None

@@ -28,7 +28,19 @@ from campaign.store import (
     bodies,
 )
 from campaign.store.integrity import INTEGRITY
-from campaign.store.sql import _PENDING_SQL, NOT_PAUSED, DbPacingState, Expr, Gate, PrefixFn, StoreBase, Tx, _flag, iso
+from campaign.store.sql import (
+    _PENDING_SQL,
+    NOT_PAUSED,
+    DbPacingState,
+    Expr,
+    Gate,
+    PrefixFn,
+    StoreBase,
+    Tx,
+    _flag,
+    iso,
+    scope,
+)
 
 
 @dataclass
@@ -295,17 +307,9 @@ class QueueOps(StoreBase):
         # A few spare rows in case some are parked by a limit; parked rows leave the due
         # window, so the next claim sees fresh ones.
         scan = limit * 2 + 2
-        where = f"status IN ({_PENDING_SQL}) AND next_attempt_at <= ? AND {NOT_PAUSED}"
-        params: list[Any] = [now_ms]
-        if campaign:
-            where += " AND campaign = ?"
-            params.append(campaign)
-        if ids:
-            where += f" AND id IN ({', '.join('?' for _ in ids)})"
-            params.extend(ids)
-        if recipients:
-            where += f" AND recipient IN ({', '.join('?' for _ in recipients)})"
-            params.extend(recipients)
+        limits, limit_params = scope(campaign, ids, recipients)
+        where = " AND ".join([f"status IN ({_PENDING_SQL}) AND next_attempt_at <= ? AND {NOT_PAUSED}", *limits])
+        params: list[Any] = [now_ms, *limit_params]
         with self.transaction() as tx:
             state = DbPacingState(tx)
             first = pacer.check_global(now_ms, state)

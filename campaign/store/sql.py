@@ -258,6 +258,25 @@ NOT_PAUSED = (
 """Letters of a paused campaign (or of every campaign, ``*``) are not claimed."""
 
 
+def scope(
+    campaign: str | None = None, ids: Sequence[Any] = (), recipients: Sequence[str] = ()
+) -> tuple[list[str], list[Any]]:
+    """The conditions (joined with AND by the caller) and parameters that limit a query to
+    a campaign, some message ids and some institutions: whatever is given must match."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if campaign:
+        clauses.append("campaign = ?")
+        params.append(campaign)
+    if ids:
+        clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
+        params.extend(ids)
+    if recipients:
+        clauses.append(f"recipient IN ({', '.join('?' for _ in recipients)})")
+        params.extend(recipients)
+    return clauses, params
+
+
 class StoreBase:
     """The connection, transactions and migrations; subclasses connect to SQLite or
     PostgreSQL. The store's operations live in mixins (see :class:`SqlStore`)."""
