@@ -90,6 +90,7 @@ def baseline(targets: list[Target]) -> float:
             "today": today[lang],
             "letter": letter.id,
             "medium": "email",
+            "voice": "we",
             "original": None,
         }
         subject = subjects[lang].render(ctx)
