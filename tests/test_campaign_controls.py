@@ -6,11 +6,14 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli, tree_digest
+from tests.support.review import dsn
 from tests.support.smtp import ScriptedServer
 
 
@@ -395,3 +398,37 @@ def test_cancel_leaves_a_letter_in_flight_alone_and_says_so(workspace: Path) -> 
     assert [e["message"] for e in events("cancelled")] == [
         r["message_id"] for r in rows() if r["status"] == "cancelled"
     ]
+
+
+def test_a_report_on_a_test_copy_leaves_the_real_letter_alone(
+    smtp_server: ScriptedServer, workspace: Path, tmp_path: Path
+) -> None:
+    queue("--to", "ohchr")
+    assert run_cli("send", "--test-to", "me@organiser.example", "--to", "ohchr").code == 0
+    [copy] = smtp_server.accepted
+    envid = next(o for o in copy.mail_options if o.startswith("ENVID=")).partition("=")[2]
+    maildir = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    when = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    (maildir / "new" / "1.eml").write_bytes(
+        dsn(envid, "me@organiser.example", action="delivered", status="2.0.0", when=when)
+    )
+    (maildir / "new" / "2.eml").write_bytes(
+        dsn(envid, "me@organiser.example", action="failed", status="5.1.1", when=when)
+    )
+    imported = run_cli("receipts", "import", str(maildir))
+    assert imported.code == 0, imported.output
+    [real] = rows()
+    assert real["status"] == "queued" and real["attempts"] == 0 and not real["receipt"]
+    assert not events("delivered") and not events("bounced")
+    # the test copy is not part of the campaign's evidence, and it did not count as a send
+    bundle = tmp_path / "evidence.zip"
+    assert run_cli("send", "--yes").code == 0
+    assert run_cli("log", "export", "--campaign", "peace-agreement", "-o", str(bundle)).code == 0
+    with zipfile.ZipFile(bundle) as z:
+        names = z.namelist()
+        text = b"".join(z.read(n) for n in names if n.endswith(".json"))
+    assert b'"sent"' in text, names  # the real letter's events are there
+    assert b"test_sent" not in text and b"organiser.example" not in text
+    assert [r["attempts"] for r in rows()] == [1]
