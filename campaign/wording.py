@@ -11,16 +11,17 @@ Contract:
   last is dropped.
 - :func:`did_you_mean` names the closest known word to a misspelt one.
 - :func:`plural_category` is the CLDR plural category ("one", "few", "many", "other")
-  of a whole number in English, Russian or Tajik, for words kept per category in other
-  languages (a test checks it against Babel's CLDR data, which this level cannot import).
+  of a whole number in a language, from Babel's CLDR data (the rules change between CLDR
+  releases, Tajik's among them, so they are not copied here), for words kept per category.
 
-Pure functions, no I/O; the lowest level of the house (nothing imported).
+Pure functions, no I/O; the lowest level of the house (no module of campaign imported).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 
 _ES_ENDINGS = ("s", "x", "z", "ch", "sh")
 _VOWELS = "aeiou"
@@ -57,20 +58,22 @@ def noun(count: int, singular: str, plural_word: str | None = None) -> str:
 
 
 def plural_category(count: int, lang: str) -> str:
-    """The CLDR plural category of the whole number ``count`` in ``lang`` (en, ru, tg;
-    other languages follow English): ru 1, 21 → "one"; 2–4, 22 → "few"; 0, 5–20, 25 →
-    "many"; tg 0, 1 → "one", else "other"."""
-    n = abs(count)
-    lang = lang.split("-")[0].split("_")[0].lower()
-    if lang == "ru":
-        if n % 10 == 1 and n % 100 != 11:
-            return "one"
-        if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14:
-            return "few"
-        return "many"
-    if lang == "tg":
-        return "one" if n in (0, 1) else "other"
-    return "one" if n == 1 else "other"
+    """The CLDR plural category of the whole number ``count`` in ``lang``, from Babel's
+    CLDR data: ru 1, 21 → "one"; 2–4, 22 → "few"; 0, 5–20, 25 → "many"; en 1 → "one",
+    else "other". A language Babel does not know follows English."""
+    return _plural_rule(lang.split("-")[0].split("_")[0].lower())(abs(count))
+
+
+@functools.lru_cache(maxsize=16)
+def _plural_rule(lang: str) -> Callable[[int], str]:
+    # Babel is imported when a category is first asked for (a cover page), not by every
+    # command that counts something in English.
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return Locale.parse(lang).plural_form
+    except (UnknownLocaleError, ValueError):
+        return Locale.parse("en").plural_form
 
 
 def clauses(*parts: str | None, sep: str = "; ") -> str:

@@ -99,8 +99,8 @@ WORDS = {
 
 def cover_title(count: int, lang: str) -> str:
     """The cover page's title for ``count`` signatures, in the plural form ``lang`` needs."""
-    words = WORDS.get(lang, WORDS["en"])
-    return words["title_" + plural_category(count, lang)].format(count=count)
+    used = lang if lang in WORDS else "en"  # the words and their plural rule go together
+    return WORDS[used]["title_" + plural_category(count, used)].format(count=count)
 
 
 _CSS = """
