@@ -228,14 +228,8 @@ class QueryOps(StoreBase):
             f"(({NOT_PAUSED}) AND ((status IN ({_PENDING_SQL}) AND next_attempt_at <= ?) "
             f"OR (status = 'sending' AND ({crashed}))))"
         )
-        clauses = [f"status IN ({_PENDING_SQL}, 'sending')"]
-        params: list[Any] = []
-        if campaign:
-            clauses.append("campaign = ?")
-            params.append(campaign)
-        if recipients:
-            clauses.append(f"recipient IN ({', '.join('?' for _ in recipients)})")
-            params.extend(recipients)
+        limits, params = scope(campaign, recipients=recipients)
+        clauses = [f"status IN ({_PENDING_SQL}, 'sending')", *limits]
         marks = [now_ms, now_ms] if self.lock_path is None else [now_ms]
         sql = (
             f"SELECT SUM(CASE WHEN {due} THEN 1 ELSE 0 END) AS due, "
