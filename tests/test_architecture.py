@@ -53,7 +53,7 @@ HOMES = {
     "jinja2": {"render", "web"},  # web: its own page templates; letters are rendered by render
     "markupsafe": {"render", "web"},
     "markdown_it": {"render"},
-    "babel": {"render"},
+    "babel": {"render", "wording"},
     "sqlite3": {"store"},
     "psycopg": {"store"},
     "aiosmtplib": set(),  # benchmarks only: campaign speaks SMTP itself (transport.py)
