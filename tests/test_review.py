@@ -76,6 +76,17 @@ def row_of(recipient: str) -> dict[str, Any]:
     return dict(json.loads(result.stdout)[0])
 
 
+def _signature(n: int, text_sha256: str) -> Any:
+    """Supporter number ``n``'s signature (to ohchr, named "Supporter Namesake<n>")."""
+    from campaign.store import signing as sstore
+
+    return sstore.NewSignature(
+        commitment=f"{n:064x}", name=f"Supporter Namesake{n:02d}", pseudonymous=False, sealed_name=None,
+        title=None, city=None, signature_png=None, typed_signature="x", ui_lang="en", text_lang="en",
+        text_sha256=text_sha256, translation_lang=None, translation_sha256=None, consented_to=["ohchr"],
+    )  # fmt: skip
+
+
 # -- security ------------------------------------------------------------------------
 
 
@@ -623,13 +634,7 @@ def test_report_names_supporters_only_when_asked(tmp_path: Path, monkeypatch: py
         drive_id = sstore.get_drive(store, drive.name)["id"]
         for n in range(23):  # 12 in the first week, 8 in the second, 3 in the third
             day = 0 if n < 12 else 7 if n < 20 else 14
-            signature = sstore.NewSignature(
-                commitment=f"{n:064x}", name=f"Supporter Namesake{n:02d}", pseudonymous=False, sealed_name=None,
-                title=None, city=None, signature_png=None, typed_signature="x", ui_lang="en", text_lang="en",
-                text_sha256=drive.text_sha256, translation_lang=None, translation_sha256=None,
-                consented_to=["ohchr"],
-            )  # fmt: skip
-            sstore.add_signature(store, drive_id, signature, start + day * 86_400_000 + n)
+            sstore.add_signature(store, drive_id, _signature(n, drive.text_sha256), start + day * 86_400_000 + n)
     out = tmp_path / "report.html"
     assert run_cli("report", "-o", str(out)).code == 0
     html = out.read_text()
@@ -659,13 +664,8 @@ def test_the_drives_page_shows_weeks_of_at_least_ten(tmp_path: Path, monkeypatch
     with api.open_store(api.open_workspace(ws_path)) as store:
         drive_id = sstore.get_drive(store, drive.name)["id"]
         for n, week in enumerate(weeks):
-            signature = sstore.NewSignature(
-                commitment=f"{n:064x}", name=f"Supporter Namesake{n:02d}", pseudonymous=False, sealed_name=None,
-                title=None, city=None, signature_png=None, typed_signature="x", ui_lang="en", text_lang="en",
-                text_sha256=drive.text_sha256, translation_lang=None, translation_sha256=None,
-                consented_to=["ohchr"],
-            )  # fmt: skip
-            sstore.add_signature(store, drive_id, signature, start + (week * 7 + n % 3) * 86_400_000 + n)
+            at = start + (week * 7 + n % 3) * 86_400_000 + n
+            sstore.add_signature(store, drive_id, _signature(n, drive.text_sha256), at)
     service = ReviewService(api.open_workspace(ws_path))
     try:
         with AppClient(web.admin_app(service, token=TOKEN, port=PORT), base_url=BASE) as c:
